@@ -1,0 +1,134 @@
+"""Deployment settings read from the CDK context (cdk.json, or `-c key=value` on the command line).
+
+Nothing here looks anything up in an AWS account: synth is fully offline.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import aws_cdk as cdk
+
+# infra/healthtech_infra/config.py -> repo root
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DIST_DIR = REPO_ROOT / "dist"
+GLUE_SCRIPT = REPO_ROOT / "glue_job" / "glue_etl.py"
+LAMBDA_DIR = REPO_ROOT / "lambda"
+
+WHEEL_GLOB = "healthtech_etl-*-py3-none-any.whl"
+GLUE_PREFIX = "glue/"
+REPORT_PREFIX = "reports"
+RAW_PREFIX = "raw/"
+METRIC_NAMESPACE = "HealthTechETL"
+
+_REMOVAL_POLICIES = {
+    "destroy": cdk.RemovalPolicy.DESTROY,
+    "retain": cdk.RemovalPolicy.RETAIN,
+    "snapshot": cdk.RemovalPolicy.SNAPSHOT,
+}
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class EtlConfig:
+    """Every knob of the stack, with prod-safe defaults derived from `env`."""
+
+    env: str
+    alert_email: str
+    db_instance_class: str
+    removal_policy_name: str
+    multi_az: bool
+    deletion_protection: bool
+    backup_retention_days: int
+    log_retention_days: int
+    glue_timeout_minutes: int
+    state_machine_timeout_minutes: int
+
+    @property
+    def is_prod(self) -> bool:
+        return self.env == "prod"
+
+    @property
+    def removal_policy(self) -> cdk.RemovalPolicy:
+        return _REMOVAL_POLICIES[self.removal_policy_name]
+
+    @property
+    def destroy_on_delete(self) -> bool:
+        return self.removal_policy_name == "destroy"
+
+    @property
+    def name_prefix(self) -> str:
+        return f"healthtech-etl-{self.env}"
+
+    @classmethod
+    def from_context(cls, try_get: Callable[[str], Any]) -> EtlConfig:
+        env = str(try_get("env") or "dev").strip().lower()
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,15}", env):
+            raise ValueError(f"context env={env!r}: use a short lower-case name such as dev or prod")
+        prod = env == "prod"
+
+        def pick(key: str, default: Any) -> Any:
+            value = try_get(key)
+            return default if value is None or value == "" else value
+
+        alert_email = str(pick("alertEmail", "")).strip()
+        if alert_email and not _EMAIL.match(alert_email):
+            raise ValueError(f"context alertEmail={alert_email!r} is not an e-mail address")
+        instance_class = str(pick("dbInstanceClass", "t4g.micro")).strip()
+        instance_class = instance_class[3:] if instance_class.startswith("db.") else instance_class
+        removal = str(pick("removalPolicy", "retain" if prod else "destroy")).strip().lower()
+        if removal not in _REMOVAL_POLICIES:
+            raise ValueError(f"context removalPolicy={removal!r}: one of {sorted(_REMOVAL_POLICIES)}")
+        return cls(
+            env=env,
+            alert_email=alert_email,
+            db_instance_class=instance_class,
+            removal_policy_name=removal,
+            multi_az=_bool(pick("multiAz", prod)),
+            deletion_protection=_bool(pick("deletionProtection", prod)),
+            backup_retention_days=int(pick("backupRetentionDays", 30 if prod else 7)),
+            log_retention_days=int(pick("logRetentionDays", 365 if prod else 30)),
+            glue_timeout_minutes=int(pick("glueTimeoutMinutes", 60)),
+            state_machine_timeout_minutes=int(pick("stateMachineTimeoutMinutes", 180)),
+        )
+
+
+def find_wheel(dist_dir: Path = DIST_DIR) -> Path:
+    """The wheel `make build-glue` put in dist/ (the newest one if several versions are there)."""
+    wheels = sorted(dist_dir.glob(WHEEL_GLOB), key=lambda p: (p.stat().st_mtime, p.name))
+    if not wheels:
+        raise FileNotFoundError(
+            f"no {WHEEL_GLOB} in {dist_dir}: run `make build-glue` (or `python -m build --wheel "
+            "--outdir dist .` from the repository root) before synth"
+        )
+    return wheels[-1]
+
+
+def retention(days: int):
+    """CloudWatch Logs retention enum for a number of days (only the values CloudWatch accepts)."""
+    from aws_cdk import aws_logs as logs
+
+    table = {
+        7: logs.RetentionDays.ONE_WEEK,
+        14: logs.RetentionDays.TWO_WEEKS,
+        30: logs.RetentionDays.ONE_MONTH,
+        60: logs.RetentionDays.TWO_MONTHS,
+        90: logs.RetentionDays.THREE_MONTHS,
+        180: logs.RetentionDays.SIX_MONTHS,
+        365: logs.RetentionDays.ONE_YEAR,
+        731: logs.RetentionDays.TWO_YEARS,
+        1827: logs.RetentionDays.FIVE_YEARS,
+        3653: logs.RetentionDays.TEN_YEARS,
+    }
+    if days not in table:
+        raise ValueError(f"logRetentionDays={days}: one of {sorted(table)}")
+    return table[days]

@@ -1,0 +1,158 @@
+"""Network and database: NAT-free VPC with endpoints, RDS PostgreSQL reachable only from the Glue job."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
+from constructs import Construct
+
+from .config import EtlConfig, retention
+
+DB_PORT = 5432
+DB_NAME = "healthtech"
+DB_USER = "etl_admin"
+
+# What the Glue Python shell job calls from inside the VPC (there is no NAT): the secret, metrics,
+# continuous logs, and the Glue API itself (a job with a connection needs the glue endpoint).
+INTERFACE_ENDPOINTS = {
+    "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+    "CloudWatchLogs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+    "CloudWatchMonitoring": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING,
+    "Glue": ec2.InterfaceVpcEndpointAwsService.GLUE,
+}
+
+
+class Database(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, config: EtlConfig, key: kms.IKey) -> None:
+        super().__init__(scope, construct_id)
+
+        flow_log_group = logs.LogGroup(
+            self,
+            "FlowLogs",
+            retention=retention(config.log_retention_days),
+            encryption_key=key,
+            removal_policy=config.removal_policy,
+        )
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr("10.40.0.0/16"),
+            max_azs=2,
+            nat_gateways=0,
+            restrict_default_security_group=True,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(name="isolated", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24)
+            ],
+            gateway_endpoints={
+                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)
+            },
+            flow_logs={
+                "All": ec2.FlowLogOptions(
+                    destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
+                    traffic_type=ec2.FlowLogTrafficType.ALL,
+                )
+            },
+        )
+        self.isolated_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+
+        # The Glue job's ENIs. Glue requires a self-referencing all-TCP inbound rule on the
+        # connection's security group; outbound is limited to what the job talks to.
+        self.glue_sg = ec2.SecurityGroup(
+            self,
+            "GlueJobSecurityGroup",
+            vpc=self.vpc,
+            description="Glue ETL job ENIs (self-referencing rule required by Glue)",
+            allow_all_outbound=False,
+        )
+        self.glue_sg.add_ingress_rule(self.glue_sg, ec2.Port.all_tcp(), "Glue: self-referencing, all TCP")
+        self.glue_sg.add_egress_rule(self.glue_sg, ec2.Port.all_tcp(), "Glue: self-referencing, all TCP")
+
+        self.endpoint_sg = ec2.SecurityGroup(
+            self,
+            "EndpointSecurityGroup",
+            vpc=self.vpc,
+            description="Interface VPC endpoints: HTTPS from the Glue job only",
+            allow_all_outbound=False,
+        )
+        self.endpoint_sg.add_ingress_rule(self.glue_sg, ec2.Port.tcp(443), "HTTPS from the Glue job")
+        # S3 is reached through the gateway endpoint, whose prefix list id is only known at deploy
+        # time (a synth-time lookup would need an account). The subnets are isolated (no internet or
+        # NAT route), so HTTPS can only reach S3 and the interface endpoints anyway.
+        self.glue_sg.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to S3 (gateway endpoint) and interface endpoints"
+        )
+
+        for name, service in INTERFACE_ENDPOINTS.items():
+            self.vpc.add_interface_endpoint(
+                name,
+                service=service,
+                subnets=self.isolated_subnets,
+                security_groups=[self.endpoint_sg],
+                private_dns_enabled=True,
+                open=False,
+            )
+
+        self.db_sg = ec2.SecurityGroup(
+            self,
+            "DatabaseSecurityGroup",
+            vpc=self.vpc,
+            description="RDS PostgreSQL: port 5432 from the Glue job only",
+            allow_all_outbound=False,
+        )
+        self.db_sg.add_ingress_rule(self.glue_sg, ec2.Port.tcp(DB_PORT), "PostgreSQL from the Glue job")
+        self.glue_sg.add_egress_rule(self.db_sg, ec2.Port.tcp(DB_PORT), "PostgreSQL to the database")
+
+        engine = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_18)
+        parameters = rds.ParameterGroup(
+            self,
+            "Parameters",
+            engine=engine,
+            description="healthtech-etl: TLS only",
+            parameters={"rds.force_ssl": "1", "log_connections": "1", "log_disconnections": "1"},
+        )
+        instance_id = config.name_prefix
+        # Created here (not by RDS) so that it has a retention and our key.
+        self.db_log_group = logs.LogGroup(
+            self,
+            "PostgresLogs",
+            log_group_name=f"/aws/rds/instance/{instance_id}/postgresql",
+            retention=retention(config.log_retention_days),
+            encryption_key=key,
+            removal_policy=config.removal_policy,
+        )
+        self.instance = rds.DatabaseInstance(
+            self,
+            "Postgres",
+            instance_identifier=instance_id,
+            engine=engine,
+            instance_type=ec2.InstanceType(config.db_instance_class),
+            vpc=self.vpc,
+            vpc_subnets=self.isolated_subnets,
+            security_groups=[self.db_sg],
+            port=DB_PORT,
+            database_name=DB_NAME,
+            credentials=rds.Credentials.from_generated_secret(
+                DB_USER, secret_name=f"{config.name_prefix}/rds-credentials"
+            ),
+            parameter_group=parameters,
+            publicly_accessible=False,
+            storage_encrypted=True,
+            storage_encryption_key=key,
+            allocated_storage=20,
+            max_allocated_storage=100,
+            storage_type=rds.StorageType.GP3,
+            multi_az=config.multi_az,
+            deletion_protection=config.deletion_protection,
+            backup_retention=Duration.days(config.backup_retention_days),
+            delete_automated_backups=not config.is_prod,
+            copy_tags_to_snapshot=True,
+            auto_minor_version_upgrade=True,
+            cloudwatch_logs_exports=["postgresql"],
+            removal_policy=config.removal_policy,
+        )
+        self.instance.node.add_dependency(self.db_log_group)
+        self.secret = self.instance.secret
+

@@ -1,0 +1,208 @@
+"""The Glue Python shell job (3.9, analytics library set) that runs the healthtech_etl wheel in the VPC."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jsii
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_glue as glue
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from .config import METRIC_NAMESPACE, RAW_PREFIX, REPORT_PREFIX, EtlConfig, retention
+from .database import Database
+
+
+class S3ObjectCode(glue.Code):
+    """A script or library already in S3, without the broad `bucket.grantRead` of `Code.fromBucket`.
+
+    The job role gets `s3:GetObject` on exactly these objects instead (see `EtlJob`).
+    """
+
+    def __init__(self, bucket: s3.IBucket, key: str) -> None:
+        super().__init__()
+        self.bucket = bucket
+        self.key = key
+
+    @jsii.member(jsii_name="bind")
+    def bind(self, scope: Construct, grantable: iam.IGrantable) -> glue.CodeConfig:  # noqa: ARG002
+        return glue.CodeConfig(s3_location=s3.Location(bucket_name=self.bucket.bucket_name, object_key=self.key))
+
+
+class EtlJob(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: EtlConfig,
+        database: Database,
+        raw_bucket: s3.IBucket,
+        artifacts_bucket: s3.IBucket,
+        key: kms.IKey,
+        script_key: str,
+        wheel_key: str,
+        db_secret: Optional[secretsmanager.ISecret],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        assert db_secret is not None, "the RDS instance must have a generated secret"
+
+        self.connection = glue.Connection(
+            self,
+            "VpcConnection",
+            type=glue.ConnectionType.NETWORK,
+            description="healthtech-etl: Glue job ENIs in the isolated subnets",
+            security_groups=[database.glue_sg],
+            network=glue.ConnectionNetwork.vpc(database.vpc, database.isolated_subnets),
+        )
+
+        self.log_group = logs.LogGroup(
+            self,
+            "JobLogs",
+            log_group_name=f"/aws-glue/{config.name_prefix}",
+            retention=retention(config.log_retention_days),
+            encryption_key=key,
+            removal_policy=config.removal_policy,
+        )
+
+        self.role = iam.Role(
+            self,
+            "JobRole",
+            assumed_by=iam.ServicePrincipal("glue.amazonaws.com"),
+            description="healthtech-etl Glue job: read raw/, write reports/, read the DB secret, put metrics",
+        )
+        policy = iam.Policy(self, "JobPolicy", roles=[self.role])
+        add = policy.add_statements
+        # Inputs: the uploaded workbooks (any version) under raw/.
+        add(
+            iam.PolicyStatement(
+                sid="ReadRawUploads",
+                actions=["s3:GetObject", "s3:GetObjectVersion"],
+                resources=[raw_bucket.arn_for_objects(f"{RAW_PREFIX}*")],
+            ),
+            iam.PolicyStatement(
+                sid="ListRawPrefix",
+                actions=["s3:ListBucket"],
+                resources=[raw_bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{RAW_PREFIX}*"]}},
+            ),
+            # Outputs: quality reports under reports/.
+            iam.PolicyStatement(
+                sid="WriteReports",
+                actions=["s3:PutObject"],
+                resources=[artifacts_bucket.arn_for_objects(f"{REPORT_PREFIX}/*")],
+            ),
+            # The job script and the wheel, nothing else of the artifacts bucket.
+            iam.PolicyStatement(
+                sid="ReadJobCode",
+                actions=["s3:GetObject"],
+                resources=[artifacts_bucket.arn_for_objects(script_key), artifacts_bucket.arn_for_objects(wheel_key)],
+            ),
+            # SSE-KMS on both buckets: only through S3.
+            iam.PolicyStatement(
+                sid="UseDataKeyThroughS3",
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=[key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"}},
+            ),
+            iam.PolicyStatement(
+                sid="ReadDatabaseSecret",
+                actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                resources=[db_secret.secret_arn],
+            ),
+            iam.PolicyStatement(
+                sid="PutEtlMetrics",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}},
+            ),
+            # Logs: the job's own group (continuous logging) and the service-named groups Glue
+            # Python shell always writes stdout/stderr to.
+            iam.PolicyStatement(
+                sid="WriteJobLogs",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[
+                    self.log_group.log_group_arn,
+                    stack.format_arn(
+                        service="logs",
+                        resource="log-group",
+                        resource_name="/aws-glue/python-jobs/*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    ),
+                ],
+            ),
+            iam.PolicyStatement(
+                sid="CreateGlueServiceLogGroups",
+                actions=["logs:CreateLogGroup"],
+                resources=[
+                    stack.format_arn(
+                        service="logs",
+                        resource="log-group",
+                        resource_name="/aws-glue/python-jobs/*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            ),
+            # The NETWORK connection: Glue creates and removes the job's ENIs with this role.
+            iam.PolicyStatement(
+                sid="GlueVpcNetworkInterfaces",
+                actions=[
+                    "ec2:CreateNetworkInterface",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeVpcEndpoints",
+                    "ec2:DescribeRouteTables",
+                    "ec2:DescribeSubnets",
+                    "ec2:DescribeSecurityGroups",
+                    "ec2:DescribeVpcAttribute",
+                ],
+                resources=["*"],
+            ),
+            iam.PolicyStatement(
+                sid="TagGlueNetworkInterfaces",
+                actions=["ec2:CreateTags", "ec2:DeleteTags"],
+                resources=[stack.format_arn(service="ec2", resource="network-interface", resource_name="*")],
+                conditions={"ForAllValues:StringEquals": {"aws:TagKeys": ["aws-glue-service-resource"]}},
+            ),
+            iam.PolicyStatement(
+                sid="ReadOwnConnection",
+                actions=["glue:GetConnection"],
+                resources=[
+                    stack.format_arn(service="glue", resource="catalog"),
+                    stack.format_arn(service="glue", resource="connection", resource_name=self.connection.connection_name),
+                ],
+            ),
+        )
+
+        self.job = glue.PythonShellJob(
+            self,
+            "Job",
+            job_name=config.name_prefix,
+            description="healthtech-etl: clean the clinic workbooks, report quality, load PostgreSQL",
+            role=self.role,
+            script=S3ObjectCode(artifacts_bucket, script_key),
+            extra_python_files=[S3ObjectCode(artifacts_bucket, wheel_key)],
+            python_version=glue.PythonVersion.THREE_NINE,
+            library_set=glue.LibrarySet.ANALYTICS,
+            max_capacity=glue.MaxCapacity.DPU_1_16TH,
+            connections=[self.connection],
+            max_concurrent_runs=1,
+            max_retries=0,
+            timeout=Duration.minutes(config.glue_timeout_minutes),
+            continuous_logging=glue.ContinuousLoggingProps(enabled=True, log_group=self.log_group),
+            default_arguments={
+                "--DB_SECRET_ARN": db_secret.secret_arn,
+                "--REPORT_BUCKET": artifacts_bucket.bucket_name,
+                "--REPORT_PREFIX": REPORT_PREFIX,
+                "--DB_SSLMODE": "require",
+            },
+        )
+        # The role's policy must exist before the job can run with it.
+        self.job.node.add_dependency(policy)
+

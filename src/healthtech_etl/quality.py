@@ -1,0 +1,88 @@
+"""The data quality report: four metrics over the appointments read, with thresholds."""
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Tuple
+
+from .clean import CleanResult
+
+OK, WARNING, CRITICAL = "ok", "warning", "critical"
+SEVERITY_ORDER = {OK: 0, WARNING: 1, CRITICAL: 2}
+FAIL_ON_CHOICES = ("never", WARNING, CRITICAL)
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    description: str
+    threshold: float
+    alert_below: bool  # True: alert when value < threshold; False: when value > threshold
+    severity: str
+
+
+METRICS: Tuple[Metric, ...] = (
+    Metric("id_completeness", "% of rows whose patient_id and doctor_id are both present and valid",
+           100.0, True, CRITICAL),
+    Metric("referential_integrity", "% of rows with a valid doctor_id whose doctor exists", 95.0, True, WARNING),
+    Metric("duplicate_rate", "% of rows removed as exact duplicates", 5.0, False, WARNING),
+    Metric("typing_success", "% of non-empty booking_date values parsed into a date", 100.0, True, CRITICAL),
+)
+
+
+def _percent(part: int, whole: int) -> float:
+    """Percentage with 2 decimals; an empty denominator means nothing failed (100 %)."""
+    return round(100.0 * part / whole, 2) if whole else 100.0
+
+
+def compute_metrics(appointments: CleanResult) -> Dict[str, Dict[str, Any]]:
+    """``{key: {value, threshold, status, description}}`` for the four metrics."""
+    stats = appointments.stats
+    values = {
+        "id_completeness": _percent(stats["ids_complete"], stats["read"]),
+        "referential_integrity": _percent(stats["doctor_known"], stats["doctor_id_valid"]),
+        "duplicate_rate": _percent(stats["exact_duplicates"], stats["read"]),
+        "typing_success": _percent(stats["dates_parsed"], stats["dates_non_empty"]),
+    }
+    metrics = {}
+    for metric in METRICS:
+        value = values[metric.key]
+        breached = value < metric.threshold if metric.alert_below else value > metric.threshold
+        metrics[metric.key] = {
+            "value": value,
+            "threshold": metric.threshold,
+            "alert_when": "below" if metric.alert_below else "above",
+            "status": metric.severity if breached else OK,
+            "description": metric.description,
+        }
+    return metrics
+
+
+def overall_status(metrics: Dict[str, Dict[str, Any]]) -> str:
+    """The worst status among the metrics."""
+    return max((m["status"] for m in metrics.values()), key=SEVERITY_ORDER.__getitem__, default=OK)
+
+
+def gate_tripped(status: str, fail_on: str) -> bool:
+    """True when ``--fail-on`` says a report of ``status`` must stop the run before loading."""
+    if fail_on == "never":
+        return False
+    return SEVERITY_ORDER[status] >= SEVERITY_ORDER[fail_on]
+
+
+def summary_lines(report: Dict[str, Any]) -> List[str]:
+    """A readable summary of a report for the console and the log."""
+    lines = [f"Run {report['run_id']} (as of {report['as_of']}): data quality {report['status'].upper()}"]
+    for key, metric in report["metrics"].items():
+        sign = "<" if metric["alert_when"] == "below" else ">"
+        lines.append(
+            f"  {key:<22} {metric['value']:>7.2f} %  alert if {sign} {metric['threshold']:g}  [{metric['status']}]"
+        )
+    for entity, counts in report["counts"].items():
+        lines.append(
+            f"  {entity:<22} read {counts['read']:>9,}  loaded {counts['loaded']:>9,}  rejected {counts['rejected']:>9,}"
+        )
+    if report["rejections"]:
+        lines.append("  rejections: " + ", ".join(f"{code}={n:,}" for code, n in report["rejections"].items()))
+    if report.get("unknown_status_values"):
+        values = ", ".join(f"{value!r}={n}" for value, n in report["unknown_status_values"].items())
+        lines.append(f"  statuses loaded as 'unknown': {values}")
+    return lines
