@@ -8,7 +8,7 @@ which is what keeps a 1M-row export fast. Runs on pandas 1.4+ (AWS Glue) and 2.x
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Callable, Dict, List, Tuple
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -50,8 +50,8 @@ class CleanResult:
 
     valid: pd.DataFrame
     rejected: pd.DataFrame
-    stats: Dict[str, int] = field(default_factory=dict)
-    unknown_statuses: Dict[str, int] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+    unknown_statuses: dict[str, int] = field(default_factory=dict)
 
 
 # --- single-column parsers (Series of cell text in, arrays out) -------------------------------
@@ -159,7 +159,7 @@ def parse_booking_dates(cells: pd.Series, day_first: bool = False) -> pd.DataFra
         calendar_ok &= time_ok
         days[calendar_ok] = days_from_civil(year[calendar_ok], month[calendar_ok], day[calendar_ok])
 
-        is_serial = text.str.match(_SERIAL_PATTERN).fillna(False).to_numpy(dtype=bool) & ~matched
+        is_serial = text.str.match(_SERIAL_PATTERN, na=False).to_numpy(dtype=bool) & ~matched
         serial_ok = np.zeros(size, dtype=bool)
         if is_serial.any():
             serial = pd.to_numeric(text[is_serial], errors="coerce").to_numpy(dtype="float64")
@@ -235,7 +235,7 @@ class _Reasons:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.masks: List[Tuple[str, np.ndarray]] = []
+        self.masks: list[tuple[str, np.ndarray]] = []
 
     def add(self, code: str, mask: np.ndarray) -> None:
         mask = np.asarray(mask, dtype=bool)
@@ -256,16 +256,16 @@ class _Reasons:
             out[hit] = out[hit] + np.where(out[hit] == "", code, ";" + code)
         return out
 
-    def counts(self) -> Dict[str, int]:
+    def counts(self) -> dict[str, int]:
         return {code: int(mask.sum()) for code, mask in self.masks}
 
 
-def _exact_duplicates(frame: pd.DataFrame, columns: Tuple[str, ...]) -> np.ndarray:
+def _exact_duplicates(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     return frame.duplicated(subset=list(columns), keep="first").to_numpy(dtype=bool)
 
 
 def _rejected_frame(
-    raw: pd.DataFrame, columns: Tuple[str, ...], entity: str, found: _Reasons, record_ids: np.ndarray,
+    raw: pd.DataFrame, columns: tuple[str, ...], entity: str, found: _Reasons, record_ids: np.ndarray,
     id_ok: np.ndarray,
 ) -> pd.DataFrame:
     rows = np.flatnonzero(found.any())
@@ -314,7 +314,7 @@ def _reject_repeated_ids(found: _Reasons, id_values: np.ndarray, code: str) -> N
     found.add(code, repeated)
 
 
-def _prefixed(counts: Dict[str, int]) -> Dict[str, int]:
+def _prefixed(counts: dict[str, int]) -> dict[str, int]:
     return {f"reason:{code}": count for code, count in counts.items()}
 
 
@@ -396,9 +396,9 @@ def clean_appointments(
     )
 
 
-def reason_counts(*results: CleanResult) -> Dict[str, int]:
+def reason_counts(*results: CleanResult) -> dict[str, int]:
     """Reason code -> number of rejected rows carrying it, over all entities."""
-    totals: Dict[str, int] = {}
+    totals: dict[str, int] = {}
     for result in results:
         for key, count in result.stats.items():
             if key.startswith("reason:"):

@@ -8,7 +8,7 @@ import logging
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Optional
 
 from . import __version__
 from .db import DbConfig, load_dotenv, resolve_config
@@ -29,7 +29,7 @@ def _as_of(text: str) -> date:
         raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from exc
 
 
-def build_parser(env: Dict[str, str]) -> argparse.ArgumentParser:
+def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     epilog = "exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in sorted(EXIT_CODES.items()))
     parser = argparse.ArgumentParser(
         prog="healthtech-etl",
@@ -81,7 +81,7 @@ def build_parser(env: Dict[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     env = load_dotenv(Path(".env"))
     parser = build_parser(env)
     args = parser.parse_args(argv)
@@ -100,14 +100,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             _queries(args, db_config)
         return 0
     except EtlError as exc:
-        logger.error("%s", exc)
+        logger.error("%s", exc, extra={"console": False})
         print(f"healthtech-etl: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("healthtech-etl: interrupted; nothing was committed", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: one clear line on the console, the traceback in the log file
-        logger.exception("unexpected failure")
+        logger.exception("unexpected failure", extra={"console": False})
         print(f"healthtech-etl: unexpected error: {type(exc).__name__}: {exc} (details in the log)", file=sys.stderr)
         return 1
 

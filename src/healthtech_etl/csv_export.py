@@ -5,8 +5,9 @@ formula by Excel or LibreOffice (CSV injection). Such text cells get a leading a
 """
 
 import csv
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 

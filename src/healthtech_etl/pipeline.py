@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional
 
 import pandas as pd
 
@@ -64,10 +64,10 @@ class EtlSettings:
 @dataclass
 class RunResult:
     run_id: str
-    report: Dict[str, Any]
+    report: dict[str, Any]
     report_path: Path
     rejections_path: Path
-    timings: Dict[str, float]
+    timings: dict[str, float]
     exit_code: int = 0
 
 
@@ -84,7 +84,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     settings.validate()
     run_id = uuid.uuid4().hex
     started_at = datetime.now(timezone.utc)
-    timings: Dict[str, float] = {}
+    timings: dict[str, float] = {}
     clock = time.perf_counter()
     logger.info("run %s started (as of %s)", run_id, settings.as_of.isoformat())
 
@@ -156,10 +156,10 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
 def build_report(
     run_id: str,
     settings: EtlSettings,
-    sheets: Dict[str, SheetData],
-    results: Dict[str, clean.CleanResult],
-    inputs: Dict[str, InputFile],
-) -> Dict[str, Any]:
+    sheets: dict[str, SheetData],
+    results: dict[str, clean.CleanResult],
+    inputs: dict[str, InputFile],
+) -> dict[str, Any]:
     """The content of ``quality_report.json`` (load status filled in later)."""
     metrics = compute_metrics(results["appointments"])
     return {
@@ -198,8 +198,8 @@ def build_report(
 
 
 def write_outputs(
-    report_dir: Path, report: Dict[str, Any], rejected: Dict[str, pd.DataFrame], source_files: Dict[str, str]
-) -> Tuple[Path, Path]:
+    report_dir: Path, report: dict[str, Any], rejected: dict[str, pd.DataFrame], source_files: dict[str, str]
+) -> tuple[Path, Path]:
     """``quality_report.json`` and ``rejected_rows.csv`` (formula-escaped) under ``report_dir``."""
     from .csv_export import write_frame_csv
 
@@ -218,7 +218,7 @@ def write_outputs(
     return report_path, rejections_path
 
 
-def log_rejections(rejected: Dict[str, pd.DataFrame]) -> int:
+def log_rejections(rejected: dict[str, pd.DataFrame]) -> int:
     """One log line per rejected record: entity, row number, id and reason codes only."""
     written = 0
     for entity, frame in rejected.items():
@@ -232,7 +232,7 @@ def log_rejections(rejected: Dict[str, pd.DataFrame]) -> int:
     return written
 
 
-def _write_json(path: Path, payload: Dict[str, Any]) -> None:
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)

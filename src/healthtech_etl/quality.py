@@ -1,7 +1,7 @@
 """The data quality report: four metrics over the appointments read, with thresholds."""
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 from .clean import CleanResult
 
@@ -19,7 +19,7 @@ class Metric:
     severity: str
 
 
-METRICS: Tuple[Metric, ...] = (
+METRICS: tuple[Metric, ...] = (
     Metric("id_completeness", "% of rows whose patient_id and doctor_id are both present and valid",
            100.0, True, CRITICAL),
     Metric("referential_integrity", "% of rows with a valid doctor_id whose doctor exists", 95.0, True, WARNING),
@@ -33,7 +33,7 @@ def _percent(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 2) if whole else 100.0
 
 
-def compute_metrics(appointments: CleanResult) -> Dict[str, Dict[str, Any]]:
+def compute_metrics(appointments: CleanResult) -> dict[str, dict[str, Any]]:
     """``{key: {value, threshold, status, description}}`` for the four metrics."""
     stats = appointments.stats
     values = {
@@ -56,7 +56,7 @@ def compute_metrics(appointments: CleanResult) -> Dict[str, Dict[str, Any]]:
     return metrics
 
 
-def overall_status(metrics: Dict[str, Dict[str, Any]]) -> str:
+def overall_status(metrics: dict[str, dict[str, Any]]) -> str:
     """The worst status among the metrics."""
     return max((m["status"] for m in metrics.values()), key=SEVERITY_ORDER.__getitem__, default=OK)
 
@@ -68,7 +68,7 @@ def gate_tripped(status: str, fail_on: str) -> bool:
     return SEVERITY_ORDER[status] >= SEVERITY_ORDER[fail_on]
 
 
-def summary_lines(report: Dict[str, Any]) -> List[str]:
+def summary_lines(report: dict[str, Any]) -> list[str]:
     """A readable summary of a report for the console and the log."""
     lines = [f"Run {report['run_id']} (as of {report['as_of']}): data quality {report['status'].upper()}"]
     for key, metric in report["metrics"].items():

@@ -1,9 +1,10 @@
 """Answer the business questions: run every ``sql/*.sql`` file, print and save the results."""
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Optional
 
 from .csv_export import write_csv
 from .db import DbConfig, _short, connect
@@ -15,8 +16,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class QueryResult:
     name: str
-    columns: List[str]
-    rows: List[List[Any]]
+    columns: list[str]
+    rows: list[list[Any]]
     csv_path: Optional[Path] = None
 
 
@@ -28,11 +29,11 @@ def sql_dir() -> Path:
     raise ConfigError("cannot find the business queries (sql/*.sql)")
 
 
-def list_queries(directory: Optional[Path] = None) -> List[Path]:
+def list_queries(directory: Optional[Path] = None) -> list[Path]:
     return sorted(Path(directory or sql_dir()).glob("*.sql"))
 
 
-def run_queries(db_config: DbConfig, out_dir: Optional[Path] = None, directory: Optional[Path] = None) -> List[QueryResult]:
+def run_queries(db_config: DbConfig, out_dir: Optional[Path] = None, directory: Optional[Path] = None) -> list[QueryResult]:
     """Run each query read-only; save ``<out_dir>/<query>.csv`` when ``out_dir`` is given."""
     connection = connect(db_config)
     results = []

@@ -1,6 +1,5 @@
 """Reason codes given to rejected rows (they land in ``etl_rejections`` and the log)."""
 
-from typing import List
 
 MISSING_NAME = "missing_name"
 INVALID_BOOKING_DATE = "invalid_booking_date"
@@ -22,6 +21,6 @@ def invalid(column: str) -> str:
     return f"invalid_{column}"
 
 
-def split_codes(joined: str) -> List[str]:
+def split_codes(joined: str) -> list[str]:
     """Reason codes are stored ``;``-joined on the rejected frame; split them back."""
     return [code for code in joined.split(";") if code]

@@ -7,8 +7,9 @@ repeated ids, empty cells, accents and stray whitespace in names.
 """
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, List, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +59,8 @@ def _render_id(value: int, style: float) -> Any:
     return f" {value} "
 
 
-def sample_doctors(count: int, rng: np.random.Generator) -> List[Tuple[Any, ...]]:
-    rows: List[Tuple[Any, ...]] = []
+def sample_doctors(count: int, rng: np.random.Generator) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
     for doctor_id in range(1, count + 1):
         name = f"Dr. {_FIRST[doctor_id % len(_FIRST)]} {_LAST[(doctor_id * 7) % len(_LAST)]}"
         if doctor_id % 5 == 0:
@@ -73,7 +74,7 @@ def sample_doctors(count: int, rng: np.random.Generator) -> List[Tuple[Any, ...]
     return rows
 
 
-def sample_appointments(rows: int, doctor_count: int, rng: np.random.Generator) -> List[Tuple[Any, ...]]:
+def sample_appointments(rows: int, doctor_count: int, rng: np.random.Generator) -> list[tuple[Any, ...]]:
     """``rows`` appointment rows (mess included), booking dates Sept-Dec 2025."""
     patients = max(50, rows // 5)
     patient_ids = rng.integers(1, patients + 1, size=rows)
@@ -89,7 +90,7 @@ def sample_appointments(rows: int, doctor_count: int, rng: np.random.Generator) 
     id_styles = rng.random((rows, 3))
     mess = rng.random(rows)
 
-    out: List[Tuple[Any, ...]] = []
+    out: list[tuple[Any, ...]] = []
     for i in range(rows):
         moment = start + dt.timedelta(minutes=int(minutes[i]))
         booking: Any = _render_id(i + 1, id_styles[i, 0])
@@ -158,7 +159,7 @@ def write_workbook(path: Path, header: Sequence[str], rows: Sequence[Sequence[An
     return path
 
 
-def write_sample_workbooks(out_dir: Path, rows: int = 200, seed: int = 7) -> Tuple[Path, Path]:
+def write_sample_workbooks(out_dir: Path, rows: int = 200, seed: int = 7) -> tuple[Path, Path]:
     """Write ``doctors.xlsx`` and ``appointments.xlsx`` (about ``rows`` appointments) to ``out_dir``."""
     rng = np.random.default_rng(seed)
     doctor_count = max(12, min(5000, rows // 2000))

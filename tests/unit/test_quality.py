@@ -1,0 +1,68 @@
+import pandas as pd
+import pytest
+
+from healthtech_etl.clean import CleanResult
+from healthtech_etl.quality import compute_metrics, gate_tripped, overall_status, summary_lines
+
+
+def result(**stats):
+    base = {"read": 200, "ids_complete": 200, "doctor_id_valid": 200, "doctor_known": 200, "exact_duplicates": 0,
+            "dates_non_empty": 200, "dates_parsed": 200}
+    base.update(stats)
+    return CleanResult(valid=pd.DataFrame(), rejected=pd.DataFrame(), stats=base)
+
+
+def test_all_clean_is_ok():
+    metrics = compute_metrics(result())
+    assert {k: (m["value"], m["status"]) for k, m in metrics.items()} == {
+        "id_completeness": (100.0, "ok"),
+        "referential_integrity": (100.0, "ok"),
+        "duplicate_rate": (0.0, "ok"),
+        "typing_success": (100.0, "ok"),
+    }
+    assert overall_status(metrics) == "ok"
+
+
+def test_values_thresholds_and_statuses():
+    metrics = compute_metrics(result(ids_complete=199, doctor_id_valid=190, doctor_known=180, exact_duplicates=11,
+                                     dates_non_empty=150, dates_parsed=150))
+    assert metrics["id_completeness"]["value"] == 99.5
+    assert metrics["id_completeness"]["status"] == "critical"
+    assert metrics["referential_integrity"]["value"] == 94.74  # 180/190, 2 decimals
+    assert metrics["referential_integrity"]["status"] == "warning"
+    assert metrics["duplicate_rate"]["value"] == 5.5
+    assert metrics["duplicate_rate"]["status"] == "warning"
+    assert metrics["typing_success"]["status"] == "ok"
+    assert overall_status(metrics) == "critical"
+
+
+def test_threshold_edges_do_not_alert():
+    metrics = compute_metrics(result(doctor_id_valid=100, doctor_known=95, exact_duplicates=10))
+    assert metrics["referential_integrity"]["status"] == "ok"  # exactly 95 is not below 95
+    assert metrics["duplicate_rate"]["status"] == "ok"  # exactly 5 is not above 5
+
+
+def test_empty_denominator_counts_as_nothing_failed():
+    metrics = compute_metrics(result(doctor_id_valid=0, doctor_known=0, dates_non_empty=0, dates_parsed=0))
+    assert metrics["referential_integrity"]["value"] == 100.0
+    assert metrics["typing_success"]["value"] == 100.0
+
+
+@pytest.mark.parametrize("status, fail_on, tripped", [
+    ("ok", "never", False), ("critical", "never", False), ("warning", "warning", True),
+    ("critical", "warning", True), ("warning", "critical", False), ("critical", "critical", True), ("ok", "warning", False),
+])
+def test_quality_gate(status, fail_on, tripped):
+    assert gate_tripped(status, fail_on) is tripped
+
+
+def test_summary_is_readable():
+    metrics = compute_metrics(result(ids_complete=150))
+    report = {"run_id": "abc", "as_of": "2025-11-01", "status": overall_status(metrics), "metrics": metrics,
+              "counts": {"appointments": {"read": 200, "loaded": 150, "rejected": 50}},
+              "rejections": {"missing_patient_id": 50}, "unknown_status_values": {"pending": 2}}
+    text = "\n".join(summary_lines(report))
+    assert "data quality CRITICAL" in text
+    assert "id_completeness" in text and "75.00 %" in text
+    assert "missing_patient_id=50" in text
+    assert "'pending'=2" in text
