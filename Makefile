@@ -86,4 +86,4 @@ lock: install-dev ## Regenerate requirements/lock.txt from the dev venv
 	 echo "# Regenerate: make lock"; cat $(LOCK).new) > $(LOCK) && rm $(LOCK).new
 
 clean: ## Remove venvs, build output, reports, logs and the embedded database
-	rm -rf $(VENV) .venv-compat dist build reports logs .pgdata .pgdata-* infra/cdk.out node_modules src/*.egg-info
+	rm -rf $(VENV) .venv-compat dist build reports logs .pgdata .pgdata-* infra/cdk.out infra/node_modules node_modules src/*.egg-info

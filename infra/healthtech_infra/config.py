@@ -59,7 +59,17 @@ class EtlConfig:
 
     @property
     def removal_policy(self) -> cdk.RemovalPolicy:
+        """For resources without snapshots (buckets, keys, log groups): snapshot means retain."""
+        if self.removal_policy_name == "snapshot":
+            return cdk.RemovalPolicy.RETAIN
         return _REMOVAL_POLICIES[self.removal_policy_name]
+
+    @property
+    def database_removal_policy(self) -> cdk.RemovalPolicy:
+        """The database keeps a final snapshot unless the environment is disposable (destroy)."""
+        if self.removal_policy_name == "destroy":
+            return cdk.RemovalPolicy.DESTROY
+        return cdk.RemovalPolicy.SNAPSHOT
 
     @property
     def destroy_on_delete(self) -> bool:

@@ -44,7 +44,9 @@ class Database(Construct):
             nat_gateways=0,
             restrict_default_security_group=True,
             subnet_configuration=[
-                ec2.SubnetConfiguration(name="isolated", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24)
+                ec2.SubnetConfiguration(
+                    name="isolated", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24
+                )
             ],
             gateway_endpoints={
                 "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)
@@ -111,7 +113,7 @@ class Database(Construct):
             "Parameters",
             engine=engine,
             description="healthtech-etl: TLS only",
-            parameters={"rds.force_ssl": "1", "log_connections": "1", "log_disconnections": "1"},
+            parameters={"rds.force_ssl": "1"},
         )
         instance_id = config.name_prefix
         # Created here (not by RDS) so that it has a retention and our key.
@@ -151,8 +153,7 @@ class Database(Construct):
             copy_tags_to_snapshot=True,
             auto_minor_version_upgrade=True,
             cloudwatch_logs_exports=["postgresql"],
-            removal_policy=config.removal_policy,
+            removal_policy=config.database_removal_policy,
         )
         self.instance.node.add_dependency(self.db_log_group)
         self.secret = self.instance.secret
-

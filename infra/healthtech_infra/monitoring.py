@@ -32,27 +32,49 @@ class QualityThreshold:
 # Same thresholds as the data-quality report. The job publishes one datapoint per run, no dimensions.
 QUALITY_THRESHOLDS = (
     QualityThreshold(
-        "IdCompleteness", cw.ComparisonOperator.LESS_THAN_THRESHOLD, 100, "CRITICAL", "Minimum",
+        "IdCompleteness",
+        cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+        100,
+        "CRITICAL",
+        "Minimum",
         "rows without an id (< 100 %)",
     ),
     QualityThreshold(
-        "ReferentialIntegrity", cw.ComparisonOperator.LESS_THAN_THRESHOLD, 95, "WARNING", "Minimum",
+        "ReferentialIntegrity",
+        cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+        95,
+        "WARNING",
+        "Minimum",
         "appointments pointing at known doctors < 95 %",
     ),
     QualityThreshold(
-        "DuplicateRate", cw.ComparisonOperator.GREATER_THAN_THRESHOLD, 5, "WARNING", "Maximum",
+        "DuplicateRate",
+        cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        5,
+        "WARNING",
+        "Maximum",
         "duplicate rows > 5 %",
     ),
     QualityThreshold(
-        "TypingSuccess", cw.ComparisonOperator.LESS_THAN_THRESHOLD, 100, "CRITICAL", "Minimum",
+        "TypingSuccess",
+        cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+        100,
+        "CRITICAL",
+        "Minimum",
         "values that failed typing (< 100 %)",
     ),
 )
 COUNT_METRICS = ("RowsLoaded", "RowsRejected")
 
 
-def etl_metric(name: str, statistic: str = "Maximum", period: Duration = Duration.minutes(5)) -> cw.Metric:
-    return cw.Metric(namespace=METRIC_NAMESPACE, metric_name=name, statistic=statistic, period=period)
+def etl_metric(name: str, statistic: str = "Maximum", period_minutes: int = 5) -> cw.Metric:
+    """A job metric: namespace HealthTechETL, no dimensions."""
+    return cw.Metric(
+        namespace=METRIC_NAMESPACE,
+        metric_name=name,
+        statistic=statistic,
+        period=Duration.minutes(period_minutes),
+    )
 
 
 class Monitoring(Construct):
@@ -205,7 +227,12 @@ class Monitoring(Construct):
             cw.LogQueryWidget(
                 title=f"Glue job {job_name}: recent errors",
                 log_group_names=[f"/aws-glue/{prefix}"],
-                query_lines=["fields @timestamp, @message", "filter @message like /ERROR/", "sort @timestamp desc", "limit 20"],
+                query_lines=[
+                    "fields @timestamp, @message",
+                    "filter @message like /ERROR/",
+                    "sort @timestamp desc",
+                    "limit 20",
+                ],
                 width=12,
             ),
         )

@@ -40,7 +40,9 @@ def build_definition(scope: Construct, *, job_name: str, topic: sns.ITopic) -> s
         comment="Run the Glue ETL job and wait for it to finish",
         glue_job_name=job_name,
         integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-        arguments=sfn.TaskInput.from_object({arg: sfn.JsonPath.string_at(path) for arg, path in RUN_ARGUMENTS.items()}),
+        arguments=sfn.TaskInput.from_object(
+            {arg: sfn.JsonPath.string_at(path) for arg, path in RUN_ARGUMENTS.items()}
+        ),
         result_path="$.glue",
     )
     # Another upload while a run is in progress (max concurrent runs = 1): wait and try again.
@@ -113,7 +115,9 @@ class Orchestration(Construct):
             "StateMachine",
             state_machine_name=config.name_prefix,
             comment="healthtech-etl: run the Glue ETL job for an uploaded workbook, alert on failure",
-            definition_body=sfn.DefinitionBody.from_chainable(build_definition(self, job_name=job_name, topic=topic)),
+            definition_body=sfn.DefinitionBody.from_chainable(
+                build_definition(self, job_name=job_name, topic=topic)
+            ),
             timeout=Duration.minutes(config.state_machine_timeout_minutes),
             tracing_enabled=True,
             logs=sfn.LogOptions(
@@ -143,7 +147,7 @@ class Orchestration(Construct):
             "TriggerFunction",
             function_name=f"{config.name_prefix}-trigger",
             description="Starts the ETL state machine when a workbook lands under raw/",
-            runtime=lambda_.Runtime.PYTHON_3_13,
+            runtime=lambda_.Runtime.PYTHON_3_14,
             handler="handler.handler",
             code=lambda_.Code.from_asset(str(LAMBDA_DIR), exclude=["__pycache__", "*.pyc", "tests"]),
             role=function_role,

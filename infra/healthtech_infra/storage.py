@@ -5,11 +5,12 @@ from __future__ import annotations
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
-from .config import DIST_DIR, GLUE_PREFIX, GLUE_SCRIPT, EtlConfig, find_wheel
+from .config import DIST_DIR, GLUE_PREFIX, GLUE_SCRIPT, EtlConfig, find_wheel, retention
 
 
 class Storage(Construct):
@@ -32,7 +33,13 @@ class Storage(Construct):
             iam.PolicyStatement(
                 sid="AllowCloudWatchLogsOfThisAccount",
                 principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
-                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                actions=[
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
                 resources=["*"],
                 conditions={
                     "ArnLike": {
@@ -131,6 +138,13 @@ class Storage(Construct):
             prune=False,
             retain_on_delete=False,
             memory_limit=256,
+            log_group=logs.LogGroup(
+                self,
+                "GlueArtifactsDeploymentLogs",
+                retention=retention(config.log_retention_days),
+                encryption_key=self.key,
+                removal_policy=config.removal_policy,
+            ),
         )
 
     @property

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Export the ETL state machine's ASL, as CDK synthesizes it, to infra/asl/etl_state_machine.asl.json.
+
+The moto chain test (tests/aws) loads that file and substitutes the placeholders, so it runs
+exactly the workflow CDK deploys; tests/infra checks the committed file against a fresh synth.
+
+Placeholders (CloudFormation tokens in the DefinitionString's Fn::Join):
+  ${GlueJobName}   Ref to the AWS::Glue::Job
+  ${AlertTopicArn} Ref to the AWS::SNS::Topic
+  ${Partition}     Ref AWS::Partition ("aws"); likewise ${Region}, ${AccountId}, ${UrlSuffix}
+  any other Ref/GetAtt becomes ${<LogicalId>} or ${<LogicalId>.<Attribute>}
+
+Usage (from the repository root or infra/):  python infra/export_asl.py [--check]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+INFRA_DIR = Path(__file__).resolve().parent
+ASL_FILE = INFRA_DIR / "asl" / "etl_state_machine.asl.json"
+
+REF_PLACEHOLDERS_BY_TYPE = {
+    "AWS::Glue::Job": "GlueJobName",
+    "AWS::SNS::Topic": "AlertTopicArn",
+}
+PSEUDO_PARAMETERS = {
+    "AWS::Partition": "Partition",
+    "AWS::Region": "Region",
+    "AWS::AccountId": "AccountId",
+    "AWS::URLSuffix": "UrlSuffix",
+}
+
+
+def _placeholder(token: dict[str, Any], resources: dict[str, Any]) -> str:
+    if set(token) == {"Ref"}:
+        name = token["Ref"]
+        if name in PSEUDO_PARAMETERS:
+            return "${" + PSEUDO_PARAMETERS[name] + "}"
+        resource_type = resources.get(name, {}).get("Type")
+        return "${" + REF_PLACEHOLDERS_BY_TYPE.get(resource_type, name) + "}"
+    if set(token) == {"Fn::GetAtt"}:
+        logical_id, attribute = token["Fn::GetAtt"]
+        return "${" + f"{logical_id}.{attribute}" + "}"
+    raise ValueError(f"unexpected token in the state machine definition: {token!r}")
+
+
+def _state_machine(template: dict[str, Any]) -> dict[str, Any]:
+    machines = [r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    if len(machines) != 1:
+        raise ValueError(f"expected exactly one state machine in the template, found {len(machines)}")
+    return machines[0]
+
+
+def synthesized_asl(template: dict[str, Any]) -> dict[str, Any]:
+    """The state machine definition of a synthesized template, tokens replaced by ${Name} placeholders."""
+    definition = _state_machine(template)["Properties"]["DefinitionString"]
+    if isinstance(definition, str):
+        return json.loads(definition)
+    delimiter, parts = definition["Fn::Join"]
+    resources = template["Resources"]
+    text = delimiter.join(part if isinstance(part, str) else _placeholder(part, resources) for part in parts)
+    return json.loads(text)
+
+
+def render(asl: dict[str, Any]) -> str:
+    return json.dumps(asl, indent=2) + "\n"
+
+
+def synthesize_template() -> dict[str, Any]:
+    """Synthesize the stack with the default (cdk.json) context, offline, and return its template."""
+    sys.path.insert(0, str(INFRA_DIR))
+    from aws_cdk.assertions import Template
+    from healthtech_infra import build_app
+
+    _, stack = build_app(context={})
+    return Template.from_stack(stack).to_json()
+
+
+def main(argv: list[str]) -> int:
+    asl = synthesized_asl(synthesize_template())
+    if "--check" in argv:
+        current = json.loads(ASL_FILE.read_text(encoding="utf-8")) if ASL_FILE.exists() else None
+        if current != asl:
+            print(f"{ASL_FILE} is stale: run `python infra/export_asl.py`", file=sys.stderr)
+            return 1
+        print(f"{ASL_FILE} is up to date")
+        return 0
+    ASL_FILE.parent.mkdir(parents=True, exist_ok=True)
+    ASL_FILE.write_text(render(asl), encoding="utf-8")
+    print(f"wrote {ASL_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,79 @@
+"""HealthTechEtlStack: the whole system, assembled from one construct per concern."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from .config import EtlConfig
+from .database import Database
+from .etl_job import EtlJob
+from .monitoring import Monitoring
+from .orchestration import Orchestration
+from .storage import Storage
+
+
+class HealthTechEtlStack(cdk.Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: EtlConfig, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        cdk.Tags.of(self).add("project", "healthtech-etl")
+        cdk.Tags.of(self).add("environment", config.env)
+
+        self.storage = Storage(self, "Storage", config=config)
+        key = self.storage.key
+        self.database = Database(self, "Database", config=config, key=key)
+        self.monitoring = Monitoring(self, "Monitoring", config=config, key=key)
+        self.etl = EtlJob(
+            self,
+            "Etl",
+            config=config,
+            database=self.database,
+            raw_bucket=self.storage.raw_bucket,
+            artifacts_bucket=self.storage.artifacts_bucket,
+            key=key,
+            script_key=self.storage.script_s3_key,
+            wheel_key=self.storage.wheel_s3_key,
+            db_secret=self.database.secret,
+        )
+        # The job must not start before its script and wheel are in S3.
+        self.etl.job.node.add_dependency(self.storage.deployment)
+        self.orchestration = Orchestration(
+            self,
+            "Orchestration",
+            config=config,
+            raw_bucket=self.storage.raw_bucket,
+            job_name=self.etl.job.job_name,
+            topic=self.monitoring.topic,
+            key=key,
+        )
+        self.monitoring.watch(
+            state_machine=self.orchestration.state_machine,
+            function=self.orchestration.function,
+            job_name=self.etl.job.job_name,
+            database=self.database.instance,
+        )
+
+        out = {
+            "RawBucketName": (
+                self.storage.raw_bucket.bucket_name,
+                "Upload raw/doctors.xlsx and raw/appointments.xlsx here",
+            ),
+            "ArtifactsBucketName": (
+                self.storage.artifacts_bucket.bucket_name,
+                "Glue code under glue/, reports under reports/",
+            ),
+            "StateMachineArn": (self.orchestration.state_machine.state_machine_arn, "ETL workflow"),
+            "GlueJobName": (self.etl.job.job_name, "Glue Python shell job"),
+            "AlertTopicArn": (self.monitoring.topic.topic_arn, "Alerts (failures, data quality)"),
+            "DatabaseEndpoint": (
+                self.database.instance.db_instance_endpoint_address,
+                "RDS PostgreSQL (private)",
+            ),
+            "DatabaseSecretArn": (self.database.secret.secret_arn, "Database credentials"),
+            "DashboardName": (self.monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
+        }
+        for name, (value, description) in out.items():
+            cdk.CfnOutput(self, name, value=value, description=description)

@@ -1,0 +1,96 @@
+"""The prod switches (context env=prod) and the context validation; one more synth for prod."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import Synth, synthesize
+from healthtech_infra.config import EtlConfig
+
+PROD_CONTEXT = {"env": "prod", "alertEmail": "oncall@example.org", "dbInstanceClass": "db.m7g.large"}
+
+
+@pytest.fixture(scope="module")
+def prod(glue_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    return synthesize(PROD_CONTEXT, tmp_path_factory.mktemp("cdk-prod"))
+
+
+def test_prod_database_is_multi_az_protected_and_snapshotted(prod: Synth) -> None:
+    _, db = prod.one("AWS::RDS::DBInstance")
+    props = db["Properties"]
+    assert props["MultiAZ"] is True
+    assert props["DeletionProtection"] is True
+    assert props["BackupRetentionPeriod"] >= 30
+    assert props["DBInstanceClass"] == "db.m7g.large"
+    assert props["DBInstanceIdentifier"] == "healthtech-etl-prod"
+    assert db["DeletionPolicy"] == "Snapshot"
+
+
+def test_prod_keeps_data_when_the_stack_is_deleted(prod: Synth) -> None:
+    for resource_type in ("AWS::S3::Bucket", "AWS::KMS::Key", "AWS::Logs::LogGroup"):
+        for logical_id, resource in prod.resources(resource_type).items():
+            assert resource["DeletionPolicy"] == "Retain", logical_id
+    prod.assertions.resource_count_is("Custom::S3AutoDeleteObjects", 0)
+
+
+def test_prod_subscribes_the_alert_email(prod: Synth) -> None:
+    topic_id, _ = prod.one("AWS::SNS::Topic")
+    prod.assertions.has_resource_properties(
+        "AWS::SNS::Subscription",
+        {"Protocol": "email", "Endpoint": "oncall@example.org", "TopicArn": {"Ref": topic_id}},
+    )
+
+
+def test_prod_needs_no_multi_az_or_deletion_protection_acknowledgement(prod: Synth) -> None:
+    rules = {rule for _, rule, _ in prod.acknowledged}
+    assert "AwsSolutions-RDS3" not in rules and "AwsSolutions-RDS10" not in rules
+    assert "AwsSolutions-RDS11" in rules  # still synthesized with cdk-nag
+
+
+def test_names_carry_the_environment(prod: Synth) -> None:
+    _, job = prod.one("AWS::Glue::Job")
+    _, machine = prod.one("AWS::StepFunctions::StateMachine")
+    assert job["Properties"]["Name"] == "healthtech-etl-prod"
+    assert machine["Properties"]["StateMachineName"] == "healthtech-etl-prod"
+
+
+# --------------------------------------------------------------------------- context parsing (no synth)
+
+
+def config(**context: object) -> EtlConfig:
+    return EtlConfig.from_context(context.get)
+
+
+def test_dev_defaults_are_cheap_and_disposable() -> None:
+    c = config()
+    assert (c.env, c.multi_az, c.deletion_protection, c.removal_policy_name) == (
+        "dev",
+        False,
+        False,
+        "destroy",
+    )
+    assert c.db_instance_class == "t4g.micro"
+
+
+def test_prod_defaults_are_safe_and_explicit_context_wins() -> None:
+    c = config(env="prod")
+    assert (c.multi_az, c.deletion_protection, c.removal_policy_name) == (True, True, "retain")
+    c = config(env="prod", multiAz="false", removalPolicy="snapshot")
+    assert c.multi_az is False and c.removal_policy_name == "snapshot"
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"alertEmail": "not-an-address"},
+        {"removalPolicy": "keep"},
+        {"env": "Prod Env"},
+        {"logRetentionDays": "10"},
+    ],
+)
+def test_invalid_context_is_rejected(context: dict[str, str]) -> None:
+    from healthtech_infra.config import retention
+
+    with pytest.raises(ValueError):
+        retention(config(**context).log_retention_days)
