@@ -81,7 +81,7 @@ bench: install-dev ## Benchmark vs baselines at 100k and 1M rows (ARGS="--rows 1
 	$(PY) benchmarks/bench.py $(ARGS)
 
 lock: install-dev ## Regenerate requirements/lock.txt from the dev venv
-	$(PY) -m pip freeze --exclude-editable | grep -v '^healthtech' > $(LOCK).new
+	$(PY) -m pip freeze --all --exclude-editable | grep -vE "^(healthtech|pip==)" > $(LOCK).new
 	(echo "# Full pinned lock (constraints) for every venv of this project: generated with pip freeze."; \
 	 echo "# Regenerate: make lock"; cat $(LOCK).new) > $(LOCK) && rm $(LOCK).new
 

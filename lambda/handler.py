@@ -25,7 +25,7 @@ import os
 import re
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 from urllib.parse import unquote_plus
 
 import boto3
@@ -40,8 +40,8 @@ class _JsonFormatter(logging.Formatter):
     """One JSON object per line: CloudWatch Logs Insights can filter on every field."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: Dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
@@ -53,12 +53,26 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at the time (CloudWatch in Lambda, captured in tests)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
 def _logger() -> logging.Logger:
     logger = logging.getLogger(LOGGER_NAME)
-    if not any(getattr(handler, "_healthtech_json", False) for handler in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+    if not any(isinstance(handler, _StdoutHandler) for handler in logger.handlers):
+        handler = _StdoutHandler()
         handler.setFormatter(_JsonFormatter())
-        handler._healthtech_json = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.propagate = False  # the Lambda runtime's root handler would log it a second time
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
@@ -71,7 +85,7 @@ def _log(level: int, message: str, **fields: Any) -> None:
 
 
 class _Settings:
-    def __init__(self, environ: Dict[str, str]) -> None:
+    def __init__(self, environ: dict[str, str]) -> None:
         self.state_machine_arn = environ.get("STATE_MACHINE_ARN", "").strip()
         prefix = environ.get("RAW_PREFIX", "raw/").strip().lstrip("/")
         self.raw_prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
@@ -101,7 +115,7 @@ def _ignore_reason(key: str, settings: _Settings) -> Optional[str]:
     return None
 
 
-def _parse_record(record: Any) -> Dict[str, str]:
+def _parse_record(record: Any) -> dict[str, str]:
     """The fields we need from one S3 notification record; ValueError says what is wrong."""
     if not isinstance(record, dict):
         raise ValueError("record is not an object")
@@ -130,7 +144,7 @@ def _parse_record(record: Any) -> Dict[str, str]:
     }
 
 
-def _execution_input(parsed: Dict[str, str], settings: _Settings) -> Dict[str, str]:
+def _execution_input(parsed: dict[str, str], settings: _Settings) -> dict[str, str]:
     folder = parsed["key"].rsplit("/", 1)[0] + "/" if "/" in parsed["key"] else ""
     return {
         "bucket": parsed["bucket"],
@@ -141,11 +155,11 @@ def _execution_input(parsed: Dict[str, str], settings: _Settings) -> Dict[str, s
     }
 
 
-def handler(event: Any, context: Any = None) -> Dict[str, Any]:
+def handler(event: Any, context: Any = None) -> dict[str, Any]:
     """Lambda entry point. Returns ``{"started": [...], "duplicates": [...], "ignored": [...],
     "rejected": [...]}``; raises only for a missing configuration or a retryable AWS error."""
     settings = _Settings(dict(os.environ))
-    result: Dict[str, List[Dict[str, Any]]] = {"started": [], "duplicates": [], "ignored": [], "rejected": []}
+    result: dict[str, list[dict[str, Any]]] = {"started": [], "duplicates": [], "ignored": [], "rejected": []}
     request_id = getattr(context, "aws_request_id", None)
     if not settings.state_machine_arn:
         _log(logging.ERROR, "STATE_MACHINE_ARN is not set", request_id=request_id)
@@ -164,7 +178,7 @@ def handler(event: Any, context: Any = None) -> Dict[str, Any]:
         return _summary(result, request_id)
 
     client = None
-    retryable: List[str] = []
+    retryable: list[str] = []
     for index, record in enumerate(records):
         try:
             parsed = _parse_record(record)
@@ -224,7 +238,7 @@ def handler(event: Any, context: Any = None) -> Dict[str, Any]:
     return summary
 
 
-def _summary(result: Dict[str, List[Dict[str, Any]]], request_id: Optional[str]) -> Dict[str, Any]:
+def _summary(result: dict[str, list[dict[str, Any]]], request_id: Optional[str]) -> dict[str, Any]:
     _log(logging.INFO, "trigger summary", request_id=request_id,
          **{kind: len(items) for kind, items in result.items()})
     return dict(result)

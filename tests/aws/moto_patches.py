@@ -10,15 +10,17 @@ the pinned one fails loudly so somebody re-checks this file when moto is upgrade
 import inspect
 import textwrap
 import uuid
-from typing import Callable, Dict, List
+from typing import Callable
 
 import moto
 
 PINNED_MOTO = "5.2.5"
 
-# Seconds that Retry blocks asked to wait (see _no_retry_sleep): tests assert on them.
-RETRY_SLEEPS: List[float] = []
-_APPLIED: Dict[str, bool] = {}
+# Seconds that Retry blocks asked to wait (see _patch_retry_sleep): tests assert on them, and
+# may register callbacks that run "during" the wait (e.g. a blocking Glue run finishing).
+RETRY_SLEEPS: list[float] = []
+ON_RETRY_SLEEP: list[Callable[[float], None]] = []
+_APPLIED: dict[str, bool] = {}
 
 
 def _patch_glue_sync_interrupt_all() -> None:
@@ -44,7 +46,7 @@ def _patch_glue_sync_interrupt_all() -> None:
     fixed = source.replace(
         bad, "        if callback_endpoint is not None:\n            callback_endpoint.interrupt_all()\n"
     )
-    namespace: Dict[str, Callable] = {}
+    namespace: dict[str, Callable] = {}
     exec(compile(fixed, module.__file__, "exec"), vars(module), namespace)  # noqa: S102 - moto's own code
     cls._eval_integration_pattern = namespace["_eval_integration_pattern"]
 
@@ -112,6 +114,8 @@ def _patch_retry_sleep() -> None:
         @staticmethod
         def sleep(seconds: float) -> None:
             RETRY_SLEEPS.append(float(seconds))
+            for callback in list(ON_RETRY_SLEEP):
+                callback(float(seconds))
 
         def __getattr__(self, name: str):  # anything else: the real time module
             import time

@@ -1,0 +1,345 @@
+"""AWS Glue Python shell entry point: S3 workbooks -> healthtech_etl -> PostgreSQL (RDS).
+
+Thin on purpose: parse the job arguments, fetch inputs and credentials, call the package,
+publish the report and the metrics, exit. Runs on Glue Python shell 3.9 with the ``analytics``
+library set (the package wheel comes in through ``--extra-py-files``) and locally with the
+same arguments (argparse stands in for ``awsglue.utils.getResolvedOptions``), e.g.::
+
+    python glue_job/glue_etl.py --RAW_BUCKET b --DOCTORS_KEY raw/doctors.xlsx \\
+        --APPOINTMENTS_KEY raw/appointments.xlsx --DB_SECRET_ARN arn:... \\
+        --REPORT_BUCKET r --REPORT_PREFIX reports [--AS_OF 2025-11-01] [--DB_SSLMODE require]
+
+Keep this file Python 3.9 compatible (no ``match``, no ``X | Y`` annotations at runtime).
+
+Exit codes are the package's (2 configuration, 3 input file, 4 database, 5 quality gate), 1 for
+anything else, 6 when the data WAS loaded but the report or the metrics could not be published.
+Any non-zero exit marks the Glue run FAILED; the last stderr line says why in one line.
+"""
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+REQUIRED_ARGS = ("RAW_BUCKET", "DOCTORS_KEY", "APPOINTMENTS_KEY", "DB_SECRET_ARN", "REPORT_BUCKET", "REPORT_PREFIX")
+OPTIONAL_ARGS = {
+    "AS_OF": "",  # YYYY-MM-DD; empty: today (UTC)
+    "TRIGGER_KEY": "",  # the object whose upload started the run ...
+    "TRIGGER_VERSION": "",  # ... and its version id ("null"/empty: read the latest version)
+    "DB_SSLMODE": "require",  # disable | prefer | require | verify-ca | verify-full
+    "DB_SSLROOTCERT": "",  # CA bundle (local path or s3:// URI) for verify-ca / verify-full
+}
+NO_VERSION = ("", "null", "none")
+METRIC_NAMESPACE = "HealthTechETL"
+PERCENT_METRICS = {
+    "id_completeness": "IdCompleteness",
+    "referential_integrity": "ReferentialIntegrity",
+    "duplicate_rate": "DuplicateRate",
+    "typing_success": "TypingSuccess",
+}
+EXIT_UNEXPECTED = 1
+EXIT_PUBLISH_FAILED = 6
+
+logger = logging.getLogger("healthtech_etl.glue_job")
+
+
+class JobFailure(Exception):
+    """A failure with its exit code; ``str()`` is the one-line reason."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]  # argparse would exit(2)
+        raise JobFailure(f"bad job arguments: {message}", 2)
+
+
+def _given(argv: Sequence[str], name: str) -> bool:
+    flag = f"--{name}"
+    return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
+
+
+def _joined(argv: Sequence[str]) -> list[str]:
+    """``--NAME value`` -> ``--NAME=value`` for our names, so that a value starting with '-'
+    (an S3 version id can) is not taken for an option by argparse / getResolvedOptions."""
+    ours = {f"--{name}" for name in REQUIRED_ARGS + tuple(OPTIONAL_ARGS)}
+    out: list[str] = [argv[0]] if argv else []
+    index = 1
+    while index < len(argv):
+        if argv[index] in ours and index + 1 < len(argv):
+            out.append(f"{argv[index]}={argv[index + 1]}")
+            index += 2
+        else:
+            out.append(argv[index])
+            index += 1
+    return out
+
+
+def parse_args(argv: Sequence[str]) -> dict[str, str]:
+    """``{NAME: value}`` for every required and optional argument (optional ones defaulted).
+
+    On Glue, ``getResolvedOptions`` (it fails on options that are asked for but absent, so an
+    optional one is only asked for when present in argv); elsewhere argparse with the same names.
+    Unknown arguments (Glue adds ``--job-bookmark-option``, ``--JOB_RUN_ID``...) are ignored."""
+    try:
+        from awsglue.utils import getResolvedOptions  # type: ignore[import-not-found]
+    except ImportError:
+        getResolvedOptions = None  # noqa: N806 - awsglue's name
+    argv = _joined(argv)
+
+    if getResolvedOptions is not None:
+        wanted = list(REQUIRED_ARGS) + [name for name in OPTIONAL_ARGS if _given(argv, name)]
+        try:
+            resolved = getResolvedOptions(list(argv), wanted)
+        except (Exception, SystemExit) as exc:  # GlueArgumentError, or argparse's SystemExit
+            raise JobFailure(f"bad job arguments: {exc}", 2) from None
+        values = {name: resolved.get(name) for name in wanted}
+    else:
+        parser = _ArgumentParser(
+            prog="glue_etl.py",
+            allow_abbrev=False,
+            description="healthtech-etl Glue job: S3 workbooks -> PostgreSQL, report + metrics.",
+        )
+        for name in REQUIRED_ARGS:
+            parser.add_argument(f"--{name}", required=True)
+        for name, default in OPTIONAL_ARGS.items():
+            parser.add_argument(f"--{name}", default=default)
+        parsed, _unknown = parser.parse_known_args(list(argv[1:]))
+        values = vars(parsed)
+    args = {name: str(values.get(name) or "").strip() for name in REQUIRED_ARGS}
+    for name, default in OPTIONAL_ARGS.items():
+        value = values.get(name)
+        args[name] = default if value is None else str(value).strip()
+    empty = [name for name in REQUIRED_ARGS if not args[name]]
+    if empty:
+        raise JobFailure(f"bad job arguments: empty value for --{', --'.join(empty)}", 2)
+    return args
+
+
+def parse_as_of(text: str) -> datetime.date:
+    if not text:
+        return datetime.datetime.now(datetime.timezone.utc).date()
+    try:
+        return datetime.datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        raise JobFailure(f"bad job arguments: --AS_OF must be YYYY-MM-DD (got {text!r})", 2) from None
+
+
+def pinned_version(key: str, trigger_key: str, trigger_version: str) -> Optional[str]:
+    """The version to read for ``key``: the trigger's exact version when the trigger is this
+    object and a real version id was given, else None (the latest version)."""
+    if trigger_key and key == trigger_key and trigger_version.lower() not in NO_VERSION:
+        return trigger_version
+    return None
+
+
+def _client_error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", "")) or type(exc).__name__
+
+
+def download_object(s3: Any, bucket: str, key: str, version: Optional[str], target: Path) -> dict[str, str]:
+    """Stream one object to ``target``; return ``{"uri", "version"}`` of what was actually read."""
+    uri = f"s3://{bucket}/{key}"
+    request = {"Bucket": bucket, "Key": key}
+    if version:
+        request["VersionId"] = version
+    try:
+        response = s3.get_object(**request)
+        with target.open("wb") as handle:
+            shutil.copyfileobj(response["Body"], handle, 1 << 20)
+    except Exception as exc:  # botocore ClientError / network errors
+        code = _client_error_code(exc)
+        what = f"{uri}" + (f" (version {version})" if version else "")
+        if code in ("NoSuchKey", "404", "NoSuchVersion", "NoSuchBucket", "InvalidArgument"):
+            raise JobFailure(f"input workbook {what} not found ({code})", 3) from None
+        if code in ("AccessDenied", "403"):
+            raise JobFailure(f"no permission to read {what} ({code})", 3) from None
+        raise JobFailure(f"cannot read {what}: {code}", 3) from None
+    read_version = response.get("VersionId") or version or "null"
+    return {"uri": uri, "version": str(read_version)}
+
+
+def read_secret(secrets: Any, secret_id: str) -> dict[str, Any]:
+    """The RDS-style JSON secret (username, password, host, port, dbname, engine)."""
+    try:
+        response = secrets.get_secret_value(SecretId=secret_id)
+    except Exception as exc:
+        code = _client_error_code(exc)
+        if code == "ResourceNotFoundException":
+            raise JobFailure(f"database secret {secret_id} not found in Secrets Manager", 2) from None
+        raise JobFailure(f"cannot read database secret {secret_id}: {code}", 2) from None
+    try:
+        secret = json.loads(response.get("SecretString") or "")
+    except ValueError:
+        secret = None
+    if not isinstance(secret, dict):
+        raise JobFailure(f"database secret {secret_id} is not a JSON object", 2)
+    return secret
+
+
+def resolve_ca_bundle(s3: Any, location: str, work_dir: Path) -> Optional[str]:
+    """A local path to the CA bundle: as given, or downloaded from an s3:// URI into work_dir."""
+    if not location:
+        return None
+    if location.startswith("s3://"):
+        bucket, _, key = location[len("s3://"):].partition("/")
+        if not bucket or not key:
+            raise JobFailure(f"bad job arguments: --DB_SSLROOTCERT {location!r} is not s3://bucket/key", 2)
+        target = work_dir / "rds-ca-bundle.pem"
+        try:
+            s3.download_file(bucket, key, str(target))
+        except Exception as exc:
+            raise JobFailure(f"cannot download CA bundle {location}: {_client_error_code(exc)}", 2) from None
+        return str(target)
+    if not Path(location).is_file():
+        raise JobFailure(f"bad job arguments: CA bundle {location} does not exist", 2)
+    return location
+
+
+def report_prefix(prefix: str, run_id: str) -> str:
+    prefix = prefix.strip("/")
+    return f"{prefix}/{run_id}/" if prefix else f"{run_id}/"
+
+
+_CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv; charset=utf-8", ".log": "text/plain; charset=utf-8"}
+
+
+def upload_reports(s3: Any, report_dir: Path, bucket: str, prefix: str) -> list[str]:
+    """Upload every file under report_dir (report, rejected rows, query results); return the URIs."""
+    uploaded = []
+    for path in sorted(p for p in report_dir.rglob("*") if p.is_file()):
+        key = prefix + path.relative_to(report_dir).as_posix()
+        content_type = _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+        s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": content_type})
+        uploaded.append(f"s3://{bucket}/{key}")
+    return uploaded
+
+
+def metric_data(report: dict[str, Any], timestamp: datetime.datetime) -> list[dict[str, Any]]:
+    """The four quality metrics (Percent) plus rows loaded / rejected (Count), no dimensions."""
+    data = [
+        {"MetricName": name, "Value": float(report["metrics"][key]["value"]), "Unit": "Percent", "Timestamp": timestamp}
+        for key, name in PERCENT_METRICS.items()
+    ]
+    counts = report["counts"]
+    for name, field in (("RowsLoaded", "loaded"), ("RowsRejected", "rejected")):
+        total = sum(int(counts[entity][field]) for entity in ("doctors", "appointments"))
+        data.append({"MetricName": name, "Value": float(total), "Unit": "Count", "Timestamp": timestamp})
+    return data
+
+
+def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
+    """Everything between parsed arguments and the exit: returns a summary for the log."""
+    import boto3
+
+    from healthtech_etl.db import DbConfig
+    from healthtech_etl.pipeline import EtlSettings, InputFile, run_etl
+    from healthtech_etl.queries import run_queries
+
+    as_of = parse_as_of(args["AS_OF"])
+    s3 = boto3.client("s3")
+    secret = read_secret(boto3.client("secretsmanager"), args["DB_SECRET_ARN"])
+    ca_bundle = resolve_ca_bundle(s3, args["DB_SSLROOTCERT"], work_dir)
+    db_config = DbConfig.from_secret(secret, sslmode=args["DB_SSLMODE"] or "require", sslrootcert=ca_bundle)
+    logger.info("database: %s, sslmode=%s", db_config.describe(), db_config.sslmode)
+
+    inputs = {}
+    for entity, key_arg in (("doctors", "DOCTORS_KEY"), ("appointments", "APPOINTMENTS_KEY")):
+        key = args[key_arg]
+        version = pinned_version(key, args["TRIGGER_KEY"], args["TRIGGER_VERSION"])
+        target = work_dir / "input" / entity / (Path(key).name or f"{entity}.xlsx")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        read = download_object(s3, args["RAW_BUCKET"], key, version, target)
+        name = read["uri"] + (f"?versionId={read['version']}" if read["version"] != "null" else "")
+        logger.info("read %s (%s bytes)%s", name, target.stat().st_size, " [pinned by trigger]" if version else "")
+        inputs[entity] = InputFile(path=target, name=name)
+
+    report_dir = work_dir / "report"
+    settings = EtlSettings(as_of=as_of, report_dir=report_dir, log_dir=None)
+    try:
+        result = run_etl(inputs["doctors"], inputs["appointments"], db_config, settings)
+    except Exception:
+        _upload_failed_run_report(s3, report_dir, args)
+        raise
+    prefix = report_prefix(args["REPORT_PREFIX"], result.run_id)
+    try:
+        # The business questions on the freshly loaded data, saved next to the report.
+        queries = run_queries(db_config, out_dir=report_dir / "queries")
+        uploaded = upload_reports(s3, report_dir, args["REPORT_BUCKET"], prefix)
+        boto3.client("cloudwatch").put_metric_data(
+            Namespace=METRIC_NAMESPACE,
+            MetricData=metric_data(result.report, datetime.datetime.now(datetime.timezone.utc)),
+        )
+    except Exception as exc:
+        raise JobFailure(
+            f"run {result.run_id} WAS loaded, but its queries/report/metrics failed: "
+            f"{_client_error_code(exc)}: {str(exc)[:200]}",
+            EXIT_PUBLISH_FAILED,
+        ) from None
+    return {
+        "run_id": result.run_id,
+        "status": result.report.get("status"),
+        "counts": result.report.get("counts"),
+        "report": f"s3://{args['REPORT_BUCKET']}/{prefix}",
+        "objects": len(uploaded),
+        "queries": [query.name for query in queries],
+    }
+
+
+def _upload_failed_run_report(s3: Any, report_dir: Path, args: dict[str, str]) -> None:
+    """A run stopped by the quality gate (or a failed load) still wrote its report: keep it."""
+    report_path = report_dir / "quality_report.json"
+    if not report_path.is_file():
+        return
+    try:
+        run_id = json.loads(report_path.read_text(encoding="utf-8"))["run_id"]
+        prefix = report_prefix(args["REPORT_PREFIX"], str(run_id))
+        upload_reports(s3, report_dir, args["REPORT_BUCKET"], prefix)
+        logger.info("report of the failed run uploaded to s3://%s/%s", args["REPORT_BUCKET"], prefix)
+    except Exception as exc:  # best effort: the original error is what matters
+        logger.warning("could not upload the report of the failed run: %s", _client_error_code(exc))
+
+
+def _fail(exit_code: int, message: str) -> int:
+    logger.error("ETL job failed (exit %s): %s", exit_code, message)
+    print(f"healthtech-etl glue job FAILED (exit {exit_code}): {message}", file=sys.stderr, flush=True)
+    return exit_code
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    try:
+        from healthtech_etl.errors import CriticalError
+        from healthtech_etl.logs import configure_logging
+    except ImportError as exc:
+        return _fail(EXIT_UNEXPECTED, f"the healthtech_etl package is not installed ({exc}); "
+                                      "pass its wheel in --extra-py-files")
+    configure_logging(json_logs=True, log_dir=None, level=os.environ.get("LOG_LEVEL", "INFO"))
+    try:
+        args = parse_args(argv)
+        logger.info("job arguments: %s", json.dumps(args, sort_keys=True))  # no secret in them
+        with tempfile.TemporaryDirectory(prefix="healthtech-etl-") as tmp:
+            summary = run_job(args, Path(tmp))
+    except JobFailure as exc:
+        return _fail(exc.exit_code, str(exc))
+    except CriticalError as exc:
+        return _fail(exc.exit_code, str(exc))
+    except Exception as exc:
+        logger.exception("unexpected error")
+        return _fail(EXIT_UNEXPECTED, f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
+    logger.info("ETL job succeeded: %s", json.dumps(summary, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""The whole AWS chain offline: S3 event -> Lambda -> Step Functions (the deployed definition)
+-> Glue job run (the real script) -> PostgreSQL + S3 report + CloudWatch metrics; and the
+failure paths (Catch -> SNS alert, retry on concurrent runs, database left as it was)."""
+
+import json
+from typing import Any
+
+import moto_patches
+import pytest
+from awsenv import (
+    ACCOUNT,
+    JOB_NAME,
+    METRIC_NAMES,
+    RAW_BUCKET,
+    REGION,
+    REPORT_BUCKET,
+    REPORT_PREFIX,
+    asl,
+    db_count,
+    executions,
+    history,
+    lambda_handler,
+    load_event,
+    metric_values,
+    put_object,
+    report_keys,
+)
+
+
+@pytest.fixture
+def uploaded(stack: Any, sample_workbooks: tuple) -> dict:
+    """The sample exports in the raw bucket; ``{key: version id}``."""
+    doctors, appointments = sample_workbooks
+    return {
+        "raw/doctors.xlsx": put_object(stack.aws.s3, RAW_BUCKET, "raw/doctors.xlsx", doctors),
+        "raw/appointments.xlsx": put_object(stack.aws.s3, RAW_BUCKET, "raw/appointments.xlsx", appointments),
+    }
+
+
+def run_event(stack: Any, event_file: str, versions: dict) -> dict:
+    return lambda_handler.handler(load_event(event_file, versions), None)
+
+
+def job_runs(stack: Any) -> list:
+    return stack.aws.glue.get_job_runs(JobName=JOB_NAME)["JobRuns"]
+
+
+def test_upload_runs_the_etl_end_to_end(stack: Any, uploaded: dict) -> None:
+    result = run_event(stack, "s3_put.json", uploaded)
+
+    (started,) = result["started"]
+    execution = stack.aws.sfn.describe_execution(executionArn=started["execution_arn"])
+    assert execution["status"] == "SUCCEEDED", execution
+    # The Glue run got the job's default arguments plus the execution's, as Glue merges them.
+    (run,) = job_runs(stack)
+    assert run["JobRunState"] == "SUCCEEDED"
+    assert run["Arguments"] == {
+        **stack.default_arguments,
+        "--RAW_BUCKET": RAW_BUCKET,
+        "--DOCTORS_KEY": "raw/doctors.xlsx",
+        "--APPOINTMENTS_KEY": "raw/appointments.xlsx",
+        "--TRIGGER_KEY": "raw/doctors.xlsx",
+        "--TRIGGER_VERSION": uploaded["raw/doctors.xlsx"],
+    }
+    (call,) = stack.glue.calls
+    assert call.exit_code == 0, call.stderr
+
+    # The report in S3 is the run's; the database holds what it says was loaded.
+    (run_id,) = {key.split("/")[1] for key in _all_report_keys(stack)}
+    report = json.loads(stack.aws.s3.get_object(
+        Bucket=REPORT_BUCKET, Key=f"{REPORT_PREFIX}/{run_id}/quality_report.json")["Body"].read())
+    assert report["run_id"] == run_id and report["load_status"] == "succeeded"
+    assert report["as_of"] == "2025-11-01"
+    assert report["inputs"]["doctors"]["file"] == (
+        f"s3://{RAW_BUCKET}/raw/doctors.xlsx?versionId={uploaded['raw/doctors.xlsx']}")
+    assert report["inputs"]["appointments"]["file"] == (
+        f"s3://{RAW_BUCKET}/raw/appointments.xlsx?versionId={uploaded['raw/appointments.xlsx']}")
+    counts = report["counts"]
+    assert counts["appointments"]["loaded"] > 250 and counts["appointments"]["rejected"] > 0
+    assert db_count(stack.db_config, "doctors") == counts["doctors"]["loaded"]
+    assert db_count(stack.db_config, "appointments") == counts["appointments"]["loaded"]
+    assert db_count(stack.db_config, "etl_runs") == 1
+    assert report_keys(stack.aws, run_id) == sorted([
+        "queries/1_most_confirmed_doctor.csv",
+        "queries/2_patient_34_confirmed.csv",
+        "queries/3_cancelled_oct_21_24.csv",
+        "queries/4_confirmed_per_doctor.csv",
+        "queries/5_confirmation_ratio_by_specialty.csv",
+        "quality_report.json",
+        "rejected_rows.csv",
+    ])
+    rejected_csv = stack.aws.s3.get_object(
+        Bucket=REPORT_BUCKET, Key=f"{REPORT_PREFIX}/{run_id}/rejected_rows.csv")["Body"].read().decode()
+    assert len(rejected_csv.splitlines()) == 1 + counts["doctors"]["rejected"] + counts["appointments"]["rejected"]
+
+    # One data point per metric, no dimensions, equal to the report's numbers.
+    metrics = metric_values(stack.aws)
+    assert sorted(metrics) == sorted(METRIC_NAMES)
+    expected = {
+        "IdCompleteness": report["metrics"]["id_completeness"]["value"],
+        "ReferentialIntegrity": report["metrics"]["referential_integrity"]["value"],
+        "DuplicateRate": report["metrics"]["duplicate_rate"]["value"],
+        "TypingSuccess": report["metrics"]["typing_success"]["value"],
+        "RowsLoaded": counts["doctors"]["loaded"] + counts["appointments"]["loaded"],
+        "RowsRejected": counts["doctors"]["rejected"] + counts["appointments"]["rejected"],
+    }
+    for name, value in expected.items():
+        (point,) = metrics[name]
+        assert point["SampleCount"] == 1 and point["Maximum"] == pytest.approx(value), name
+    assert stack.alerts() == []
+
+
+def _all_report_keys(stack: Any) -> list:
+    listing = stack.aws.s3.list_objects_v2(Bucket=REPORT_BUCKET, Prefix=f"{REPORT_PREFIX}/")
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def test_both_workbooks_uploaded_at_once_give_two_successful_runs(stack: Any, uploaded: dict) -> None:
+    result = run_event(stack, "s3_multiple_records.json", uploaded)
+
+    assert len(result["started"]) == 2
+    statuses = [stack.aws.sfn.describe_execution(executionArn=item["execution_arn"])["status"]
+                for item in result["started"]]
+    assert statuses == ["SUCCEEDED", "SUCCEEDED"]
+    assert [call.exit_code for call in stack.glue.calls] == [0, 0]
+    assert db_count(stack.db_config, "etl_runs") == 2
+    # The second run replaced the first one's rows, it did not add to them.
+    report = json.loads(stack.aws.s3.get_object(
+        Bucket=REPORT_BUCKET, Key=next(k for k in _all_report_keys(stack) if k.endswith("quality_report.json"))
+    )["Body"].read())
+    assert db_count(stack.db_config, "appointments") == report["counts"]["appointments"]["loaded"]
+
+
+def test_redelivered_event_runs_the_job_once(stack: Any, uploaded: dict) -> None:
+    first = run_event(stack, "s3_put.json", uploaded)
+    second = run_event(stack, "s3_put.json", uploaded)
+
+    assert len(first["started"]) == 1 and len(second["duplicates"]) == 1
+    assert len(executions(stack.aws, stack.state_machine_arn)) == 1
+    assert len(job_runs(stack)) == 1
+
+
+def test_url_encoded_folder_reaches_the_job_decoded(stack: Any, sample_workbooks: tuple) -> None:
+    folder = "raw/clinic north (v2)/"
+    doctors, appointments = sample_workbooks
+    put_object(stack.aws.s3, RAW_BUCKET, folder + "doctors.xlsx", doctors)
+    version = put_object(stack.aws.s3, RAW_BUCKET, folder + "appointments.xlsx", appointments)
+
+    result = run_event(stack, "s3_put_url_encoded_key.json", {folder + "appointments.xlsx": version})
+
+    (started,) = result["started"]
+    assert stack.aws.sfn.describe_execution(executionArn=started["execution_arn"])["status"] == "SUCCEEDED"
+    (run,) = job_runs(stack)
+    assert run["Arguments"]["--DOCTORS_KEY"] == folder + "doctors.xlsx"
+    assert run["Arguments"]["--APPOINTMENTS_KEY"] == run["Arguments"]["--TRIGGER_KEY"] == folder + "appointments.xlsx"
+    assert db_count(stack.db_config, "appointments") > 0
+
+
+def test_other_files_start_nothing(stack: Any, uploaded: dict) -> None:
+    for event_file in ("s3_wrong_suffix.json", "s3_outside_prefix.json", "s3_test_event.json"):
+        result = run_event(stack, event_file, uploaded)
+        assert result["started"] == [] and result["ignored"], event_file
+
+    assert executions(stack.aws, stack.state_machine_arn) == []
+    assert job_runs(stack) == [] and db_count(stack.db_config, "etl_runs") == 0
+
+
+def test_failed_job_alerts_and_keeps_the_previous_data(stack: Any, uploaded: dict) -> None:
+    run_event(stack, "s3_put.json", uploaded)
+    loaded = (db_count(stack.db_config, "doctors"), db_count(stack.db_config, "appointments"))
+    # A broken export replaces the appointments workbook.
+    version = stack.aws.s3.put_object(Bucket=RAW_BUCKET, Key="raw/appointments.xlsx",
+                                      Body=b"this is not a workbook")["VersionId"]
+    result = run_event(stack, "s3_put_unversioned.json", {"raw/appointments.xlsx": version})
+
+    (started,) = result["started"]
+    execution = stack.aws.sfn.describe_execution(executionArn=started["execution_arn"])
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == asl()["States"]["EtlFailed"]["Error"]
+    assert [call.exit_code for call in stack.glue.calls] == [0, 3]
+    assert job_runs(stack)[-1]["JobRunState"] == "FAILED"
+    (alert,) = stack.alerts()
+    assert started["execution_arn"] in alert
+    assert "raw/appointments.xlsx" in alert and "FAILED (exit 3)" in alert
+    # The database still has the first run's data.
+    assert (db_count(stack.db_config, "doctors"), db_count(stack.db_config, "appointments")) == loaded
+    events = [event["type"] for event in history(stack.aws, started["execution_arn"])]
+    assert "TaskFailed" in events and events[-1] == "ExecutionFailed"
+
+
+def test_missing_database_secret_fails_clearly(stack: Any, uploaded: dict) -> None:
+    stack.aws.secrets.delete_secret(SecretId=stack.secret_arn, ForceDeleteWithoutRecovery=True)
+
+    result = run_event(stack, "s3_put.json", uploaded)
+
+    (started,) = result["started"]
+    assert stack.aws.sfn.describe_execution(executionArn=started["execution_arn"])["status"] == "FAILED"
+    (call,) = stack.glue.calls
+    assert call.exit_code == 2
+    assert call.stderr == (f"healthtech-etl glue job FAILED (exit 2): database secret {stack.secret_arn} "
+                           "not found in Secrets Manager")
+    (alert,) = stack.alerts()
+    assert "database secret" in alert and "not found in Secrets Manager" in alert
+    assert db_count(stack.db_config, "etl_runs") == 0 and _all_report_keys(stack) == []
+
+
+def test_concurrent_run_is_retried_until_the_other_run_finishes(stack: Any, uploaded: dict) -> None:
+    from moto.glue.models import FakeJobRun, glue_backends
+
+    # Another run of the job is in progress (MaxConcurrentRuns=1), e.g. started by hand.
+    job = glue_backends[ACCOUNT][REGION].jobs[JOB_NAME]
+    blocker = FakeJobRun(job_name=JOB_NAME, arguments={})
+    blocker.status = "RUNNING"
+    job.job_runs.append(blocker)
+    waits: list = []
+
+    def other_run_finishes(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            blocker.status = "SUCCEEDED"
+
+    moto_patches.RETRY_SLEEPS.clear()
+    moto_patches.ON_RETRY_SLEEP.append(other_run_finishes)
+    try:
+        result = run_event(stack, "s3_put.json", uploaded)
+    finally:
+        moto_patches.ON_RETRY_SLEEP.remove(other_run_finishes)
+
+    (started,) = result["started"]
+    assert stack.aws.sfn.describe_execution(executionArn=started["execution_arn"])["status"] == "SUCCEEDED"
+    retry = asl()["States"]["RunGlueEtlJob"]["Retry"][0]
+    assert retry["ErrorEquals"] == ["Glue.ConcurrentRunsExceededException"]
+    # Two refusals, waited IntervalSeconds then IntervalSeconds x BackoffRate, then the run.
+    assert waits == [retry["IntervalSeconds"], retry["IntervalSeconds"] * retry.get("BackoffRate", 2.0)]
+    failures = [event["taskFailedEventDetails"]["error"] for event in history(stack.aws, started["execution_arn"])
+                if event["type"] == "TaskFailed"]
+    assert failures == ["Glue.ConcurrentRunsExceededException"] * 2
+    assert [call.exit_code for call in stack.glue.calls] == [0]
+    assert db_count(stack.db_config, "etl_runs") == 1
