@@ -5,13 +5,24 @@ that repeat (patient ids, dates, statuses) are parsed once per *distinct* value 
 which is what keeps a 1M-row export fast. Runs on pandas 1.4+ (AWS Glue) and 2.x.
 """
 
+import re
 import unicodedata
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
+
+try:  # optional C string kernels; absent on AWS Glue, where the pure-Python path runs
+    import pyarrow as _pa
+    import pyarrow.compute as _pc
+except ImportError:  # pragma: no cover - exercised by the compat run
+    _pa = None
+    _pc = None
 
 from . import reasons
 from .extract import SOURCE_ROW
@@ -25,7 +36,13 @@ REASONS = "reasons"
 RECORD_ID = "record_id"
 ENTITY = "entity"
 
-_ID_PATTERN = r"^\+?0*(\d{1,18})(?:\.0*)?$"
+# ASCII digits only: other Unicode digits ('١٢٣', '１２３') are never read as an id.
+_ID_PATTERN = r"^\+?0*([0-9]{1,18})(?:\.0*)?$"
+# The common renderings ("104", "104.0", " 104 ", "+0104"), read in one pass (Arrow's RE2 when
+# installed): a cell this matches reads exactly as the strip + _ID_PATTERN path reads it (only
+# ASCII whitespace around, 1-18 digits from the first non-zero one). Others take that path.
+_PLAIN_ID_PATTERN = r"^[ \t\n\r\x0b\x0c]*\+?0*(?P<digits>[1-9][0-9]{0,17})(?:\.0*)?[ \t\n\r\x0b\x0c]*$"
+_PLAIN_ID = re.compile(_PLAIN_ID_PATTERN)
 # YYYY-MM-DD, YYYY/MM/DD (same separator twice), optional " HH:MM[:SS[.ffffff]]" or ISO "T".
 _YMD_PATTERN = (
     r"^(?P<y>\d{4})(?P<sep>[-/])(?P<m>\d{1,2})(?P=sep)(?P<d>\d{1,2})"
@@ -61,14 +78,46 @@ def map_distinct(cells: pd.Series, parse: Callable[[pd.Series], pd.DataFrame]) -
     """Apply a vectorised ``parse`` to the distinct values of ``cells`` only, then map back.
 
     Empty cells (None) are passed as a distinct value too."""
-    codes, uniques = pd.factorize(cells, use_na_sentinel=False) if _HAS_NA_SENTINEL else pd.factorize(
-        cells, na_sentinel=None
-    )
-    parsed = parse(pd.Series(uniques, dtype=object))
-    return parsed.iloc[codes].reset_index(drop=True)
+    codes, distinct = _factorize(cells)
+    return _map_codes(codes, parse(distinct))
 
 
-_HAS_NA_SENTINEL = tuple(int(part) for part in pd.__version__.split(".")[:2]) >= (1, 5)
+def _factorize(cells: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """Codes of ``cells`` and their distinct values (None included, as a value of its own)."""
+    with warnings.catch_warnings():
+        # pandas 1.4/1.5 warn "Index constructor will not infer numeric dtypes" for an all-empty
+        # object column; the result is right, the warning is noise (fixed in pandas 2).
+        warnings.filterwarnings("ignore", message=".*will not infer numeric dtypes.*", category=FutureWarning)
+        # Missing cells get code -1 here (use_na_sentinel=False would cost an extra isna pass
+        # and a copy of the column), then the code after the last distinct value.
+        codes, uniques = pd.factorize(cells)
+    distinct = pd.Series(uniques, dtype=object)
+    missing = codes < 0
+    if missing.any():
+        codes = np.where(missing, len(distinct), codes)
+        distinct = pd.concat([distinct, pd.Series([None], dtype=object)], ignore_index=True)
+    return codes, distinct
+
+
+def _column_codes(
+    raw: pd.DataFrame, column: str, encoded: Optional[dict[str, tuple[np.ndarray, np.ndarray]]]
+) -> tuple[np.ndarray, pd.Series]:
+    """:func:`_factorize` of ``raw[column]``, free when the reader already grouped it."""
+    known = (encoded or {}).get(column)
+    if known is not None and len(known[0]) == len(raw):
+        return known[0], pd.Series(known[1], dtype=object)
+    return _factorize(raw[column])
+
+
+def _map_codes(codes: np.ndarray, parsed: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``parsed`` (one per distinct value) taken back to one per cell, column by column."""
+    return pd.DataFrame(_map_columns(codes, parsed))
+
+
+def _map_columns(codes: np.ndarray, parsed: Any) -> dict[str, pd.Series]:
+    """:func:`_map_codes` as separate Series: no frame to consolidate (a copy of every column).
+    ``parsed``: a frame or a dict of arrays."""
+    return {name: pd.Series(np.asarray(values)[codes], copy=False) for name, values in parsed.items()}
 
 
 def parse_ids(cells: pd.Series) -> pd.DataFrame:
@@ -76,22 +125,70 @@ def parse_ids(cells: pd.Series) -> pd.DataFrame:
     ``' 34 '``). Never guessed: ``'37X'``, ``'Dr 200'``, ``'104.5'``, ``'0'`` are invalid.
 
     Returns columns ``value`` (int64, 0 where not valid), ``missing`` and ``invalid`` (bool)."""
+    return map_distinct(cells, _parse_distinct_ids)
 
-    def parse(distinct: pd.Series) -> pd.DataFrame:
-        stripped = distinct.str.strip()
-        missing = distinct.isna() | (stripped == "")
-        digits = stripped.str.extract(_ID_PATTERN, expand=False)
-        values = pd.to_numeric(digits, errors="coerce").fillna(0).astype("int64")
-        valid = (values > 0) & ~missing
-        return pd.DataFrame(
-            {
-                "value": values.where(valid, 0).to_numpy(dtype="int64"),
-                "missing": missing.to_numpy(dtype=bool),
-                "invalid": (~valid & ~missing).to_numpy(dtype=bool),
-            }
-        )
 
-    return map_distinct(cells, parse)
+def _parse_distinct_ids(distinct: pd.Series) -> dict[str, np.ndarray]:
+    size = len(distinct)
+    canonical, numbers = _plain_ids(distinct)
+    missing = np.zeros(size, dtype=bool)
+    invalid = np.zeros(size, dtype=bool)
+    rest = np.flatnonzero(~canonical)
+    if len(rest):
+        other = _parse_id_text(distinct.iloc[rest])
+        numbers[rest] = other["value"]
+        missing[rest] = other["missing"]
+        invalid[rest] = other["invalid"]
+    return {"value": numbers, "missing": missing, "invalid": invalid}
+
+
+def _plain_ids(distinct: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Mask of the cells :data:`_PLAIN_ID_PATTERN` reads (all valid ids) and their values (0
+    elsewhere). Every other cell goes through :func:`_parse_id_text`."""
+    values = distinct.to_numpy(dtype=object)
+    if _pa is not None:
+        try:
+            text = _pa.array(values, type=_pa.string(), from_pandas=True)
+        except (_pa.ArrowInvalid, _pa.ArrowTypeError):  # not all text: the general path decides
+            text = None
+        if text is not None:
+            digits = _pc.extract_regex(text, _PLAIN_ID_PATTERN).flatten()[0]  # null where no match
+            mask = digits.is_valid()
+            numbers = _pc.cast(digits.fill_null("0"), _pa.int64())
+            return mask.to_numpy(zero_copy_only=False), numbers.to_numpy(zero_copy_only=False).astype("int64")
+    # Without pyarrow: "104" (1-18 ASCII digits, no leading zero) by str methods, the other
+    # renderings by the regex; -1 marks a cell neither reads.
+    match = _PLAIN_ID.match
+    numbers = np.fromiter(
+        (
+            int(value)
+            if value.__class__ is str and value.isdigit() and value.isascii() and len(value) < 19 and value[0] != "0"
+            else _match_id(match, value)
+            for value in values
+        ),
+        "int64",
+        len(values),
+    )
+    mask = numbers >= 0
+    numbers[~mask] = 0
+    return mask, numbers
+
+
+def _match_id(match: Callable[[str], Any], value: Any) -> int:
+    found = match(value) if value.__class__ is str else None
+    return int(found.group(1)) if found is not None else -1
+
+
+def _parse_id_text(distinct: pd.Series) -> dict[str, np.ndarray]:
+    stripped = distinct.str.strip()
+    missing = (distinct.isna() | (stripped == "")).to_numpy(dtype=bool)
+    digits = stripped.str.extract(_ID_PATTERN, expand=False)
+    found = digits.notna().to_numpy(dtype=bool)
+    values = np.zeros(len(distinct), dtype="int64")
+    # At most 18 ASCII digits: exact in int64 (never through float, which rounds above 2**53).
+    values[found] = digits[found].astype("int64").to_numpy()
+    valid = (values > 0) & ~missing
+    return {"value": np.where(valid, values, 0), "missing": missing, "invalid": ~valid & ~missing}
 
 
 def days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -120,6 +217,11 @@ def parse_booking_dates(cells: pd.Series, day_first: bool = False) -> pd.DataFra
 
     Returns ``days`` (int64 days since 1970-01-01), ``seconds`` (int64 seconds into the day),
     ``micros``, and bool ``missing`` / ``invalid`` / ``parsed``."""
+    return map_distinct(cells, _date_parser(day_first))
+
+
+def _date_parser(day_first: bool) -> Callable[[pd.Series], pd.DataFrame]:
+    """The per-distinct-value parser behind :func:`parse_booking_dates`."""
 
     def parse(distinct: pd.Series) -> pd.DataFrame:
         text = distinct.str.strip()
@@ -133,25 +235,33 @@ def parse_booking_dates(cells: pd.Series, day_first: bool = False) -> pd.DataFra
         matched = np.zeros(size, dtype=bool)
         time_ok = np.ones(size, dtype=bool)
 
-        ymd = text.str.extract(_YMD_PATTERN)
-        mdy = text.str.extract(_MDY_PATTERN)
-        for parts, first, second in ((ymd, "m", "d"), (mdy, "b" if day_first else "a", "a" if day_first else "b")):
-            hit = parts["y"].notna().to_numpy()
-            hit &= ~matched
-            if not hit.any():
+        # Each pattern is tried on the values no earlier pattern matched, and only its hits
+        # are converted.
+        pending = np.arange(size)
+        for pattern, first, second in (
+            (_YMD_PATTERN, "m", "d"), (_MDY_PATTERN, "b" if day_first else "a", "a" if day_first else "b")
+        ):
+            if not len(pending):
+                break
+            parts = text.iloc[pending].str.extract(pattern)
+            found = parts["y"].notna().to_numpy()
+            if not found.any():
                 continue
-            year[hit] = parts["y"][hit].astype("int64")
-            month[hit] = parts[first][hit].astype("int64")
-            day[hit] = parts[second][hit].astype("int64")
+            hit = pending[found]
+            parts = parts[found]
+            year[hit] = parts["y"].astype("int64")
+            month[hit] = parts[first].astype("int64")
+            day[hit] = parts[second].astype("int64")
             hours = pd.to_numeric(parts["hh"], errors="coerce").fillna(0).to_numpy()
             minutes = pd.to_numeric(parts["mi"], errors="coerce").fillna(0).to_numpy()
             secs = pd.to_numeric(parts["ss"], errors="coerce").fillna(0).to_numpy()
-            seconds[hit] = (hours * 3600 + minutes * 60 + secs)[hit].astype("int64")
-            time_ok[hit] = ((hours < 24) & (minutes < 60) & (secs < 60))[hit]
+            seconds[hit] = (hours * 3600 + minutes * 60 + secs).astype("int64")
+            time_ok[hit] = (hours < 24) & (minutes < 60) & (secs < 60)
             if "us" in parts:
                 fraction = parts["us"].fillna("").str.ljust(6, "0")
-                micros[hit] = pd.to_numeric(fraction, errors="coerce").fillna(0).to_numpy()[hit].astype("int64")
-            matched |= hit
+                micros[hit] = pd.to_numeric(fraction, errors="coerce").fillna(0).to_numpy().astype("int64")
+            matched[hit] = True
+            pending = pending[~found]
 
         days = np.zeros(size, dtype="int64")
         calendar_ok = matched & (month >= 1) & (month <= 12) & (day >= 1)
@@ -159,7 +269,9 @@ def parse_booking_dates(cells: pd.Series, day_first: bool = False) -> pd.DataFra
         calendar_ok &= time_ok
         days[calendar_ok] = days_from_civil(year[calendar_ok], month[calendar_ok], day[calendar_ok])
 
-        is_serial = text.str.match(_SERIAL_PATTERN, na=False).to_numpy(dtype=bool) & ~matched
+        is_serial = np.zeros(size, dtype=bool)
+        if len(pending):
+            is_serial[pending] = text.iloc[pending].str.match(_SERIAL_PATTERN, na=False).to_numpy(dtype=bool)
         serial_ok = np.zeros(size, dtype=bool)
         if is_serial.any():
             serial = pd.to_numeric(text[is_serial], errors="coerce").to_numpy(dtype="float64")
@@ -185,7 +297,7 @@ def parse_booking_dates(cells: pd.Series, day_first: bool = False) -> pd.DataFra
             }
         )
 
-    return map_distinct(cells, parse)
+    return parse
 
 
 def to_timestamps(days: np.ndarray, seconds: np.ndarray, micros: np.ndarray) -> np.ndarray:
@@ -197,17 +309,17 @@ def to_timestamps(days: np.ndarray, seconds: np.ndarray, micros: np.ndarray) -> 
 def normalize_status(cells: pd.Series) -> pd.Series:
     """Trim, lower-case, drop non-letters; ``confirm*`` -> confirmed, ``cancel*`` (incl.
     ``canceled``) -> cancelled; anything else (empty included) -> unknown."""
+    return map_distinct(cells, _parse_distinct_statuses)["status"]
 
-    def parse(distinct: pd.Series) -> pd.DataFrame:
-        letters = distinct.fillna("").str.lower().str.replace(r"[^a-z]", "", regex=True)
-        status = np.where(
-            letters.str.startswith("confirm"),
-            "confirmed",
-            np.where(letters.str.startswith("cancel"), "cancelled", "unknown"),
-        )
-        return pd.DataFrame({"status": status})
 
-    return map_distinct(cells, parse)["status"]
+def _parse_distinct_statuses(distinct: pd.Series) -> pd.DataFrame:
+    letters = distinct.fillna("").str.lower().str.replace(r"[^a-z]", "", regex=True)
+    status = np.where(
+        letters.str.startswith("confirm"),
+        "confirmed",
+        np.where(letters.str.startswith("cancel"), "cancelled", "unknown"),
+    )
+    return pd.DataFrame({"status": status.astype(object)})
 
 
 def clean_text(cells: pd.Series) -> pd.Series:
@@ -262,6 +374,21 @@ class _Reasons:
 
 def _exact_duplicates(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     return frame.duplicated(subset=list(columns), keep="first").to_numpy(dtype=bool)
+
+
+def _duplicate_codes(codes: list[np.ndarray]) -> np.ndarray:
+    """:func:`_exact_duplicates` from per-column factorize codes (equal cells, equal codes):
+    no second hashing of the cell text."""
+    key = np.zeros(len(codes[0]) if codes else 0, dtype="int64")
+    span = 1
+    for column in codes:
+        width = int(column.max()) + 2 if len(column) else 1  # codes are >= -1
+        if span * width >= 2**62:  # renumber the rows' keys densely before they overflow
+            key, uniques = pd.factorize(key)
+            span = len(uniques)
+        key = key * width + (column.astype("int64") + 1)
+        span *= width
+    return pd.Series(key).duplicated(keep="first").to_numpy(dtype=bool)
 
 
 def _rejected_frame(
@@ -324,20 +451,57 @@ def clean_appointments(
     as_of: date,
     day_first: bool = False,
     horizon_days: int = DEFAULT_HORIZON_DAYS,
+    encoded: Optional[dict[str, tuple[np.ndarray, np.ndarray]]] = None,
 ) -> CleanResult:
     """Appointments sheet (cell text + source_row) -> valid appointments and rejections.
 
-    ``known_doctor_ids``: ids of the doctors being loaded (referential integrity)."""
+    ``known_doctor_ids``: ids of the doctors being loaded (referential integrity).
+    ``encoded``: :attr:`SheetData.encoded` of the same read, if any (a speed-up only)."""
+    with _small_pages():
+        return _clean_appointments(raw, known_doctor_ids, as_of, day_first, horizon_days, encoded)
+
+
+@contextmanager
+def _small_pages() -> Iterator[None]:
+    """Stop numpy asking the kernel for 2 MiB pages for its large arrays while the cleaning
+    step runs. Its many short-lived column temporaries then cost no synchronous huge-page
+    compaction and zeroing: 1M rows, ~0.3 s less system time where transparent huge pages are
+    on "madvise" (as here); no effect elsewhere. numpy's own switch (NUMPY_MADVISE_HUGEPAGE)."""
+    multiarray = getattr(np, "_core", None) or getattr(np, "core", None)
+    switch = getattr(getattr(multiarray, "multiarray", None), "_set_madvise_hugepage", None)
+    if switch is None:
+        yield
+        return
+    previous = switch(False)
+    try:
+        yield
+    finally:
+        switch(previous)
+
+
+def _clean_appointments(
+    raw: pd.DataFrame,
+    known_doctor_ids: np.ndarray,
+    as_of: date,
+    day_first: bool,
+    horizon_days: int,
+    encoded: Optional[dict[str, tuple[np.ndarray, np.ndarray]]],
+) -> CleanResult:
     size = len(raw)
     found = _Reasons(size)
+    # Each column is hashed once: its codes serve the per-distinct-value parsers and the
+    # exact-duplicate check.
+    factorized = {column: _column_codes(raw, column, encoded) for column in APPOINTMENT_COLUMNS}
     parsed_ids = {}
     for column in ("booking_id", "patient_id", "doctor_id"):
-        parsed = parse_ids(raw[column])
+        codes, distinct = factorized[column]
+        parsed = _map_columns(codes, _parse_distinct_ids(distinct))
         found.add(reasons.missing(column), parsed["missing"].to_numpy())
         found.add(reasons.invalid(column), parsed["invalid"].to_numpy())
         parsed_ids[column] = parsed
 
-    dates = parse_booking_dates(raw["booking_date"], day_first=day_first)
+    codes, distinct = factorized["booking_date"]
+    dates = _map_columns(codes, _date_parser(day_first)(distinct))
     found.add(reasons.MISSING_BOOKING_DATE, dates["missing"].to_numpy())
     found.add(reasons.INVALID_BOOKING_DATE, dates["invalid"].to_numpy())
     days = dates["days"].to_numpy()
@@ -348,7 +512,7 @@ def clean_appointments(
     out_of_range = parsed_dates & ((days < low) | (days > high))
     found.add(reasons.BOOKING_DATE_OUT_OF_RANGE, out_of_range)
 
-    duplicate_rows = _exact_duplicates(raw, APPOINTMENT_COLUMNS)
+    duplicate_rows = _duplicate_codes([factorized[column][0] for column in APPOINTMENT_COLUMNS])
     found.add(reasons.DUPLICATE_ROW, duplicate_rows)
 
     doctor_ok = ~(parsed_ids["doctor_id"]["missing"].to_numpy() | parsed_ids["doctor_id"]["invalid"].to_numpy())
@@ -359,7 +523,8 @@ def clean_appointments(
     booking_values = parsed_ids["booking_id"]["value"].to_numpy()
     _reject_repeated_ids(found, booking_values, reasons.DUPLICATE_BOOKING_ID)
 
-    statuses = normalize_status(raw["status"]).to_numpy()
+    codes, distinct = factorized["status"]
+    statuses = _map_columns(codes, _parse_distinct_statuses(distinct))["status"].to_numpy()
     keep = ~found.any()
     valid = pd.DataFrame(
         {

@@ -2,17 +2,31 @@
 
 Everything happens in one transaction under an advisory lock, so concurrent runs serialise
 and a failure at any point leaves the previous data exactly as it was. Data moves with
-``COPY ... FROM STDIN`` (CSV); every other statement is parameterised.
+``COPY ... FROM STDIN`` (PostgreSQL's binary format where the columns allow it, else CSV);
+every other statement is parameterised (the index rebuild runs DDL the catalog itself wrote).
 """
 
 import io
 import json
 import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+import numpy as np
 import pandas as pd
+
+try:  # optional C++ CSV writer; absent on AWS Glue, where the pure-Python writer runs
+    import pyarrow as _pa
+    import pyarrow.compute as _pc
+    import pyarrow.csv as _pa_csv
+except ImportError:  # pragma: no cover - exercised by the compat run
+    _pa = None
+    _pc = None
+    _pa_csv = None
 
 from .clean import ENTITY, REASONS, RECORD_ID
 from .db import DbConfig, _short, connect
@@ -101,7 +115,15 @@ def load_run(
     ``rejected`` and ``source_files``: entity -> the cleaner's rejection frame / the input file
     name. All or nothing."""
     connection = connect(config)
+    # The rejection rows are turned into COPY data by a worker thread while this one sends the
+    # appointments and the server indexes them (time the client otherwise spends waiting).
+    workers = ThreadPoolExecutor(max_workers=1)
     try:
+        prepared = {
+            entity: workers.submit(_prepare_rejections, run.run_id, frame, source_files[entity])
+            for entity, frame in rejected.items()
+            if len(frame)
+        }
         connection.run("START TRANSACTION")
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=ADVISORY_LOCK_KEY)
         ensure_schema(connection)
@@ -121,18 +143,14 @@ def load_run(
         )
         connection.run(f"TRUNCATE {SCHEMA}.appointments, {SCHEMA}.doctors")
         _copy(connection, f"{SCHEMA}.doctors (id, name, specialty)", doctors[["id", "name", "specialty"]])
-        _copy(
-            connection,
-            f"{SCHEMA}.appointments (id, patient_id, doctor_id, booking_date, status)",
-            appointments[["id", "patient_id", "doctor_id", "booking_date", "status"]],
-        )
-        for entity, frame in rejected.items():
-            if len(frame):
-                _copy(
-                    connection,
-                    f"{SCHEMA}.etl_rejections (run_id, entity, source_file, row_number, record_id, reasons, raw)",
-                    rejections_for_copy(run.run_id, frame, source_files[entity]),
-                )
+        columns = ["id", "patient_id", "doctor_id", "booking_date", "status"]
+        _copy_into_truncated(connection, f"{SCHEMA}.appointments", columns, appointments[columns])
+        for data in prepared.values():
+            _send(
+                connection,
+                f"{SCHEMA}.etl_rejections (run_id, entity, source_file, row_number, record_id, reasons, raw)",
+                data.result(),
+            )
         connection.run(
             "UPDATE healthtech.etl_runs SET status = 'succeeded', finished_at = :finished WHERE run_id = :run_id",
             finished=datetime.now(timezone.utc),
@@ -145,6 +163,7 @@ def load_run(
             raise
         raise DatabaseError(f"load failed and was rolled back, previous data kept: {_short(exc)}") from exc
     finally:
+        workers.shutdown(wait=True)
         connection.close()
 
 
@@ -203,10 +222,291 @@ def rejections_for_copy(run_id: str, rejected: pd.DataFrame, source_file: str) -
 
 
 def _copy(connection: Any, target: str, frame: pd.DataFrame) -> None:
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, header=False, na_rep="", date_format="%Y-%m-%d %H:%M:%S.%f")
-    buffer.seek(0)
-    connection.run(f"COPY {target} FROM STDIN WITH (FORMAT csv)", stream=buffer)
+    """``COPY target FROM STDIN`` of ``frame``, built and sent chunk by chunk: in PostgreSQL's
+    binary format when every column fits it (integers, timestamps, short text: nothing left
+    for the server to parse, 1M appointments ~0.25 s sooner), else as CSV."""
+    _send(connection, target, _copy_data(frame))
+
+
+def _copy_data(frame: pd.DataFrame) -> tuple[str, Iterator[Any]]:
+    """COPY format and the chunks of data (built as they are read) for ``frame``."""
+    columns = _binary_columns(frame)
+    if columns is not None:
+        return "binary", _binary_chunks(len(frame), columns)
+    return "csv", _csv_chunks(frame)
+
+
+def _send(connection: Any, target: str, data: tuple[str, Iterator[Any]]) -> None:
+    copy_format, chunks = data
+    # pg8000 1.29+ sends each item of an iterable as one CopyData message (a chunk of ~100k
+    # rows); older ones read a file 8 KiB at a time.
+    stream = (memoryview(chunk).cast("B") for chunk in chunks) if _PG8000_ITERABLES else _ChunkStream(iter(chunks))
+    connection.run(f"COPY {target} FROM STDIN WITH (FORMAT {copy_format})", stream=stream)
+
+
+def _pg8000_takes_iterables() -> bool:
+    try:
+        import pg8000
+
+        return tuple(int(part) for part in pg8000.__version__.split(".")[:2]) >= (1, 29)
+    except (ImportError, ValueError, AttributeError):
+        return False
+
+
+_PG8000_ITERABLES = _pg8000_takes_iterables()
+
+
+def _prepare_rejections(run_id: str, rejected: pd.DataFrame, source_file: str) -> tuple[str, list]:
+    """The ``etl_rejections`` COPY data of one entity, built in full (runs in a worker thread)."""
+    copy_format, chunks = _copy_data(rejections_for_copy(run_id, rejected, source_file))
+    return copy_format, list(chunks)
+
+
+def _copy_into_truncated(connection: Any, table: str, columns: Sequence[str], frame: pd.DataFrame) -> None:
+    """:func:`_copy` into ``table``, truncated earlier in this transaction.
+
+    A large load drops the table's indexes, keys and foreign keys first and recreates them
+    afterwards from their exact definitions: one sort per index and one join per foreign key
+    instead of a B-tree insertion and a trigger call per row (1M rows: ~1.5 s instead of ~6 s).
+    Nobody sees the table in between (TRUNCATE holds its exclusive lock until COMMIT) and a
+    failure rolls it all back. If the role may not alter the table, the plain COPY runs."""
+    rebuild = _drop_indexes(connection, table) if len(frame) >= _REBUILD_MIN_ROWS else []
+    _copy(connection, f"{table} ({', '.join(columns)})", frame)
+    for statement in rebuild:
+        connection.run(statement)
+
+
+# Row count from which _copy_into_truncated rebuilds indexes instead of maintaining them.
+_REBUILD_MIN_ROWS = 50_000
+_SAVEPOINT = "healthtech_bulk_load"
+
+
+def _drop_indexes(connection: Any, table: str) -> list[str]:
+    """Drop the keys, foreign keys and indexes of ``table``; return the statements that
+    recreate them (keys, then indexes, then foreign keys). [] if they could not be dropped."""
+    connection.run(f"SAVEPOINT {_SAVEPOINT}")
+    try:
+        keys = connection.run(
+            "SELECT quote_ident(conname), pg_get_constraintdef(oid), contype = 'f' FROM pg_constraint"
+            " WHERE conrelid = CAST(:table AS regclass) AND contype IN ('p', 'u', 'x', 'f')"
+            " ORDER BY contype = 'f' DESC, conname",
+            table=table,
+        )
+        indexes = connection.run(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_indexdef(c.oid)"
+            " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE i.indrelid = CAST(:table AS regclass) AND NOT EXISTS (SELECT 1 FROM pg_constraint k"
+            " WHERE k.conrelid = i.indrelid AND k.conindid = i.indexrelid) ORDER BY c.relname",
+            table=table,
+        )
+        for name, _, _ in keys:  # foreign keys first
+            connection.run(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
+        for name, _ in indexes:
+            connection.run(f"DROP INDEX {name}")
+        connection.run(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+    except Exception as exc:  # e.g. not the table's owner, or another table references its key
+        connection.run(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        logger.info("loading %s with its indexes in place: %s", table, _short(exc))
+        return []
+    add = [f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}" for name, definition, _ in keys]
+    return (
+        [statement for statement, (_, _, foreign) in zip(add, keys) if not foreign]
+        + [definition for _, definition in indexes]
+        + [statement for statement, (_, _, foreign) in zip(add, keys) if foreign]
+    )
+
+
+# Rows per CSV chunk: bounds the memory the COPY text takes (a few MB at a time).
+_COPY_CHUNK_ROWS = 100_000
+_DATE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+# COPY BINARY: signature, flags, header extension length; the trailer is a field count of -1.
+_PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
+_PGCOPY_TRAILER = b"\xff\xff"
+_PG_EPOCH_MICROS = 946_684_800_000_000  # 2000-01-01, PostgreSQL's timestamp zero, in Unix microseconds
+_BINARY_TEXT_MAX = 64  # longer text goes as CSV (the binary rows are assembled padded)
+
+
+def _binary_columns(frame: pd.DataFrame) -> Optional[list[tuple]]:
+    """Per column, what :func:`_binary_chunks` needs; None if a column does not fit."""
+    columns: list[tuple] = []
+    for name in frame.columns:
+        values = frame[name]
+        dtype = values.dtype
+        if dtype.kind == "i":
+            columns.append(("int8", values.to_numpy(dtype="int64")))
+        elif isinstance(dtype, np.dtype) and dtype.kind == "M":
+            nanos = values.to_numpy(dtype="datetime64[ns]").view("int64")
+            null = nanos == np.iinfo("int64").min  # NaT
+            micros = np.where(null, 0, nanos // 1000 - _PG_EPOCH_MICROS)
+            columns.append(("timestamp", micros, null))
+        elif isinstance(dtype, np.dtype) and dtype.kind == "O":
+            codes, uniques = _factorize(values)  # missing -> -1
+            if not all(isinstance(value, str) for value in uniques):
+                return None
+            # Empty text is NULL, as the CSV path (and DataFrame.to_csv before it) sends it.
+            encoded = [value.encode("utf-8") if value else None for value in uniques] + [None]
+            longest = max((len(value) for value in encoded if value is not None), default=0)
+            if longest > _BINARY_TEXT_MAX:
+                return None
+            lengths = np.array([-1 if value is None else len(value) for value in encoded], dtype=">i4")
+            table = np.zeros((len(encoded), 4 + longest), dtype=np.uint8)  # length, then the padded bytes
+            table[:, :4] = lengths.view(np.uint8).reshape(-1, 4)
+            for row, value in enumerate(encoded):
+                if value:
+                    table[row, 4:4 + len(value)] = np.frombuffer(value, dtype=np.uint8)
+            widths = 4 + np.maximum(lengths.astype("int64"), 0)
+            columns.append(("text", np.where(codes < 0, len(encoded) - 1, codes), table, widths))
+        else:
+            return None
+    return columns
+
+
+def _binary_chunks(size: int, columns: list[tuple]) -> Iterator[Any]:
+    """COPY BINARY data, ``_COPY_CHUNK_ROWS`` rows at a time: each row is assembled padded in a
+    byte matrix (numpy), then the padding of the text fields is dropped with one mask."""
+    yield _PGCOPY_HEADER
+    for start in range(0, size, _COPY_CHUNK_ROWS):
+        stop = min(size, start + _COPY_CHUNK_ROWS)
+        count = stop - start
+        parts = [np.full(count, len(columns), dtype=">i2").view(np.uint8).reshape(count, 2)]
+        widths: list = [None]
+        for column in columns:
+            if column[0] == "text":
+                codes = column[1][start:stop]
+                parts.append(column[2][codes])
+                widths.append(column[3][codes])
+                continue
+            field = np.empty(count, dtype=[("length", ">i4"), ("value", ">i8")])
+            field["length"] = 8
+            field["value"] = column[1][start:stop]
+            width = None
+            if column[0] == "timestamp" and column[2][start:stop].any():
+                null = column[2][start:stop]
+                field["length"] = np.where(null, -1, 8)
+                width = np.where(null, 4, 12)
+            parts.append(field.view(np.uint8).reshape(count, 12))
+            widths.append(width)
+        rows = np.hstack(parts)
+        if all(width is None for width in widths):
+            yield rows
+            continue
+        keep = np.hstack([
+            np.ones(part.shape, dtype=bool) if width is None else np.arange(part.shape[1]) < width[:, None]
+            for part, width in zip(parts, widths)
+        ])
+        yield rows[keep]
+    yield _PGCOPY_TRAILER
+
+
+class _ChunkStream(io.RawIOBase):
+    """A binary file over an iterator of bytes-like chunks: pg8000 reads COPY data with
+    ``readinto`` from any binary file, in every version the Glue runtime may have."""
+
+    def __init__(self, chunks: Iterator[Any]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not len(self._pending):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk).cast("B")
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def _csv_chunks(frame: pd.DataFrame) -> Iterator[Any]:
+    """``frame`` as CSV for COPY (no header; NULL and empty text as an empty field, the same
+    rows ``DataFrame.to_csv`` gives), ``_COPY_CHUNK_ROWS`` rows at a time."""
+    for start in range(0, len(frame), _COPY_CHUNK_ROWS):
+        part = frame.iloc[start:start + _COPY_CHUNK_ROWS]
+        chunk = _csv_arrow(part) if _pa is not None else None
+        if chunk is None:
+            chunk = _csv_python(part)
+        if chunk is None:  # a column type the fast writers do not handle
+            text = part.to_csv(index=False, header=False, na_rep="", date_format=_DATE_FORMAT)
+            chunk = text.encode("utf-8")
+        yield chunk
+
+
+def _csv_arrow(part: pd.DataFrame) -> Optional[Any]:
+    """Arrow's C++ CSV writer (strings quoted, nulls empty); None if a column does not fit."""
+    arrays = []
+    for name in part.columns:
+        values = part[name]
+        kind = values.dtype.kind
+        try:
+            if kind == "M":
+                array = _pc.cast(_pa.array(values, from_pandas=True), _pa.timestamp("us"), safe=False)
+            elif kind in "iu":
+                array = _pa.array(values.to_numpy())
+            elif kind == "O":
+                array = _pa.array(values.to_numpy(), from_pandas=True)
+                if _pa.types.is_string(array.type) or _pa.types.is_large_string(array.type):
+                    # to_csv writes "" unquoted, which COPY reads as NULL: same here.
+                    array = _pc.if_else(_pc.equal(array, ""), _pa.scalar(None, array.type), array)
+                elif not (_pa.types.is_integer(array.type) or _pa.types.is_null(array.type)):
+                    return None
+            else:
+                return None
+        except (_pa.ArrowInvalid, _pa.ArrowTypeError):
+            return None
+        arrays.append(array)
+    sink = _pa.BufferOutputStream()
+    _pa_csv.write_csv(
+        _pa.Table.from_arrays(arrays, names=[str(i) for i in range(len(arrays))]),
+        sink,
+        _pa_csv.WriteOptions(include_header=False),
+    )
+    return sink.getvalue()
+
+
+def _csv_python(part: pd.DataFrame) -> Optional[bytes]:
+    """The same CSV without pyarrow: each distinct value rendered once, rows joined in C."""
+    fields = []
+    for name in part.columns:
+        values = part[name]
+        kind = values.dtype.kind
+        codes, uniques = _factorize(values)  # missing values -> code -1 -> the empty field
+        if kind == "M":
+            rendered = pd.DatetimeIndex(uniques).strftime(_DATE_FORMAT).tolist()
+        elif kind in "iu":
+            rendered = [str(value) for value in uniques.tolist()]
+        elif kind == "O":
+            rendered = [_csv_field(value) for value in uniques]
+            if None in rendered:
+                return None
+        else:
+            return None
+        table = np.array(rendered + [""], dtype=object)
+        fields.append(table[codes].tolist())
+    lines = "\n".join(map(",".join, zip(*fields)))
+    return (lines + "\n").encode("utf-8") if fields and len(part) else b""
+
+
+def _factorize(values: pd.Series) -> tuple[np.ndarray, Any]:
+    with warnings.catch_warnings():
+        # pandas 1.4/1.5 warn "Index constructor will not infer numeric dtypes" for an all-empty
+        # object column; the result is right, the warning is noise (fixed in pandas 2).
+        warnings.filterwarnings("ignore", message=".*will not infer numeric dtypes.*", category=FutureWarning)
+        return pd.factorize(values)
+
+
+def _csv_field(value: Any) -> Optional[str]:
+    if isinstance(value, str):
+        return '"' + value.replace('"', '""') + '"' if value else ""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return str(value)
+    return None
 
 
 def _rollback(connection: Optional[Any]) -> None:

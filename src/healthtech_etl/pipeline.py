@@ -105,6 +105,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
         as_of=settings.as_of,
         day_first=settings.day_first,
         horizon_days=settings.horizon_days,
+        encoded=appointments_sheet.encoded,
     )
     timings["clean"] = time.perf_counter() - clock
 

@@ -53,3 +53,23 @@ def test_letters_never_yield_an_id(text):
     if any(ch.isalpha() for ch in text):
         assert (value, missing) == (0, False) and invalid
     assert missing or invalid or value > 0
+
+
+def test_ids_beyond_float_precision_stay_exact_next_to_junk():
+    big = 2**53 + 1
+    assert parse([str(big), "x", f" {big + 2}.0 ", "123456789012345678"]) == [
+        (big, False, False), (0, False, True), (big + 2, False, False), (123456789012345678, False, False)]
+
+
+@given(st.lists(st.one_of(st.none(), st.text(alphabet="0123456789 .+-aX\t", max_size=8),
+                          st.integers(1, 10**17).map(str)), min_size=1, max_size=20))
+def test_with_and_without_pyarrow_agree(cells):
+    import healthtech_etl.clean as clean
+
+    with_arrow = parse(cells)
+    saved = clean._pa
+    clean._pa = None
+    try:
+        assert parse(cells) == with_arrow
+    finally:
+        clean._pa = saved

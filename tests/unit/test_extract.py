@@ -1,6 +1,7 @@
 import datetime as dt
 import logging
 
+import pandas as pd
 import pytest
 
 from healthtech_etl.errors import InputFileError
@@ -134,3 +135,22 @@ def test_extra_columns_are_logged(make_xlsx, caplog, monkeypatch):
                                              (dt.date(2025, 1, 2), "2025-01-02 00:00:00"), (float("nan"), None)])
 def test_cell_text(value, expected):
     assert cell_text(value) == expected
+
+
+@pytest.mark.skipif("fastexcel" not in READERS, reason="fastexcel not installed (the Glue runtime has none)")
+def test_reader_grouping_is_only_a_speed_up(make_xlsx):
+    from healthtech_etl.clean import clean_appointments
+
+    header = ("booking_id", "patient_id", "doctor_id", "booking_date", "status")
+    rows = [(1, 34, 1, "10/21/2025", "confirmed"), (2, None, 1, "bad", "x"), (1, 34, 1, "10/21/2025", "confirmed"),
+            (None, None, None, None, None), ("3", " 7 ", 2, dt.datetime(2025, 10, 1), "Cancelled")]
+    sheet = read_sheet(make_xlsx("a.xlsx", header, rows), header, reader="fastexcel")
+    assert set(sheet.encoded) == set(header)
+    for name, (codes, distinct) in sheet.encoded.items():
+        assert list(distinct[codes]) == sheet.frame[name].tolist()
+    kwargs = {"known_doctor_ids": [1, 2], "as_of": dt.date(2025, 11, 1)}
+    fast = clean_appointments(sheet.frame, encoded=sheet.encoded, **kwargs)
+    plain = clean_appointments(sheet.frame, **kwargs)
+    pd.testing.assert_frame_equal(fast.valid, plain.valid)
+    pd.testing.assert_frame_equal(fast.rejected, plain.rejected)
+    assert fast.stats == plain.stats
