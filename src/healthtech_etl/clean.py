@@ -43,17 +43,18 @@ _ID_PATTERN = r"^\+?0*([0-9]{1,18})(?:\.0*)?$"
 # ASCII whitespace around, 1-18 digits from the first non-zero one). Others take that path.
 _PLAIN_ID_PATTERN = r"^[ \t\n\r\x0b\x0c]*\+?0*(?P<digits>[1-9][0-9]{0,17})(?:\.0*)?[ \t\n\r\x0b\x0c]*$"
 _PLAIN_ID = re.compile(_PLAIN_ID_PATTERN)
-# YYYY-MM-DD, YYYY/MM/DD (same separator twice), optional " HH:MM[:SS[.ffffff]]" or ISO "T".
+# ASCII digits only, as for ids. YYYY-MM-DD, YYYY/MM/DD (same separator twice), optional
+# " HH:MM[:SS[.ffffff]]" or ISO "T".
 _YMD_PATTERN = (
-    r"^(?P<y>\d{4})(?P<sep>[-/])(?P<m>\d{1,2})(?P=sep)(?P<d>\d{1,2})"
-    r"(?:[ T](?P<hh>\d{1,2}):(?P<mi>\d{2})(?::(?P<ss>\d{2})(?:\.(?P<us>\d{1,6}))?)?)?$"
+    r"^(?P<y>[0-9]{4})(?P<sep>[-/])(?P<m>[0-9]{1,2})(?P=sep)(?P<d>[0-9]{1,2})"
+    r"(?:[ T](?P<hh>[0-9]{1,2}):(?P<mi>[0-9]{2})(?::(?P<ss>[0-9]{2})(?:\.(?P<us>[0-9]{1,6}))?)?)?$"
 )
 # MM/DD/YYYY, M/D/YYYY, MM-DD-YYYY (or day first), optional " HH:MM[:SS]".
 _MDY_PATTERN = (
-    r"^(?P<a>\d{1,2})(?P<sep>[-/])(?P<b>\d{1,2})(?P=sep)(?P<y>\d{4})"
-    r"(?: (?P<hh>\d{1,2}):(?P<mi>\d{2})(?::(?P<ss>\d{2}))?)?$"
+    r"^(?P<a>[0-9]{1,2})(?P<sep>[-/])(?P<b>[0-9]{1,2})(?P=sep)(?P<y>[0-9]{4})"
+    r"(?: (?P<hh>[0-9]{1,2}):(?P<mi>[0-9]{2})(?::(?P<ss>[0-9]{2}))?)?$"
 )
-_SERIAL_PATTERN = r"^\d{1,7}(?:\.\d+)?$"
+_SERIAL_PATTERN = r"^[0-9]{1,7}(?:\.[0-9]+)?$"
 _EXCEL_EPOCH_DAYS = -25569  # 1899-12-30 as days since 1970-01-01
 _NS_PER_SECOND = 1_000_000_000
 _SECONDS_PER_DAY = 86_400

@@ -146,6 +146,7 @@ class DbConfig:
             query["sslrootcert"] = self.sslrootcert
         if self.unix_socket_dir:
             query["host"] = self.unix_socket_dir
+            query["port"] = str(self.port)  # names the socket file (.s.PGSQL.<port>)
             netloc = f"{auth}@"
         else:
             netloc = f"{auth}@{self.host}:{self.port}"

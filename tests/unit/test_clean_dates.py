@@ -106,3 +106,8 @@ def test_repeated_strings_are_parsed_once_and_mapped_back():
     frame = parse_booking_dates(cells)
     assert frame["parsed"].tolist() == [True, False, False, True] * 3
     assert frame["missing"].tolist() == [False, True, False, False] * 3
+
+
+@pytest.mark.parametrize("cell", ["２０２５-10-21", "10/21/２０２５", "٤٥٩٥١"])
+def test_only_ascii_digits_make_a_date(cell):
+    assert parse_one(cell) == "invalid"

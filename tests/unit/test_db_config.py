@@ -70,6 +70,7 @@ def test_dotenv_is_read_and_environment_wins(tmp_path):
 
 
 def test_url_round_trip():
-    for url in ("postgresql://etl:p%40ss@db:6543/clinic?sslmode=require", "postgresql://postgres@/x?host=/tmp/s"):
+    for url in ("postgresql://etl:p%40ss@db:6543/clinic?sslmode=require", "postgresql://postgres@/x?host=/tmp/s",
+                "postgresql://postgres@/x?host=/tmp/s&port=6000"):
         config = DbConfig.from_url(url)
         assert DbConfig.from_url(config.url(), source=config.source) == config
