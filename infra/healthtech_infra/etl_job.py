@@ -130,7 +130,7 @@ class EtlJob(Construct):
             # service-named groups Glue Python shell always writes stdout/stderr to.
             iam.PolicyStatement(
                 sid="WriteGlueServiceLogs",
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
                 resources=[
                     stack.format_arn(
                         service="logs",
@@ -138,18 +138,6 @@ class EtlJob(Construct):
                         resource_name="/aws-glue/python-jobs/*",
                         arn_format=ArnFormat.COLON_RESOURCE_NAME,
                     ),
-                ],
-            ),
-            iam.PolicyStatement(
-                sid="CreateGlueServiceLogGroups",
-                actions=["logs:CreateLogGroup"],
-                resources=[
-                    stack.format_arn(
-                        service="logs",
-                        resource="log-group",
-                        resource_name="/aws-glue/python-jobs/*",
-                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                    )
                 ],
             ),
             # The NETWORK connection: Glue creates and removes the job's ENIs with this role.

@@ -83,15 +83,20 @@ def map_distinct(cells: pd.Series, parse: Callable[[pd.Series], pd.DataFrame]) -
     return _map_codes(codes, parse(distinct))
 
 
+def factorize_quietly(values: pd.Series) -> tuple[np.ndarray, Any]:
+    """``pd.factorize`` (missing values get code -1) without pandas 1.4/1.5's "Index constructor
+    will not infer numeric dtypes" warning for an all-empty object column: the result is
+    right, the warning is noise (gone in pandas 2)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will not infer numeric dtypes.*", category=FutureWarning)
+        return pd.factorize(values)
+
+
 def _factorize(cells: pd.Series) -> tuple[np.ndarray, pd.Series]:
     """Codes of ``cells`` and their distinct values (None included, as a value of its own)."""
-    with warnings.catch_warnings():
-        # pandas 1.4/1.5 warn "Index constructor will not infer numeric dtypes" for an all-empty
-        # object column; the result is right, the warning is noise (fixed in pandas 2).
-        warnings.filterwarnings("ignore", message=".*will not infer numeric dtypes.*", category=FutureWarning)
-        # Missing cells get code -1 here (use_na_sentinel=False would cost an extra isna pass
-        # and a copy of the column), then the code after the last distinct value.
-        codes, uniques = pd.factorize(cells)
+    # Missing cells get code -1 first (use_na_sentinel=False would cost an extra isna pass
+    # and a copy of the column), then the code after the last distinct value.
+    codes, uniques = factorize_quietly(cells)
     distinct = pd.Series(uniques, dtype=object)
     missing = codes < 0
     if missing.any():

@@ -9,7 +9,6 @@ every other statement is parameterised (the index rebuild runs DDL the catalog i
 import io
 import json
 import logging
-import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ except ImportError:  # pragma: no cover - exercised by the compat run
     _pc = None
     _pa_csv = None
 
-from .clean import ENTITY, REASONS, RECORD_ID
+from .clean import ENTITY, REASONS, RECORD_ID, factorize_quietly
 from .db import DbConfig, _short, connect
 from .errors import DatabaseError
 from .extract import SOURCE_ROW
@@ -127,20 +126,7 @@ def load_run(
         connection.run("START TRANSACTION")
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=ADVISORY_LOCK_KEY)
         ensure_schema(connection)
-        connection.run(
-            """INSERT INTO healthtech.etl_runs (run_id, started_at, status, doctors_file, doctors_sha256,
-                appointments_file, appointments_sha256, counts, metrics)
-                VALUES (:run_id, :started_at, 'running', :doctors_file, :doctors_sha256,
-                        :appointments_file, :appointments_sha256, CAST(:counts AS jsonb), CAST(:metrics AS jsonb))""",
-            run_id=run.run_id,
-            started_at=run.started_at,
-            doctors_file=run.doctors_file,
-            doctors_sha256=run.doctors_sha256,
-            appointments_file=run.appointments_file,
-            appointments_sha256=run.appointments_sha256,
-            counts=json.dumps(run.counts),
-            metrics=json.dumps(run.metrics),
-        )
+        _insert_run(connection, run, "running")
         connection.run(f"TRUNCATE {SCHEMA}.appointments, {SCHEMA}.doctors")
         _copy(connection, f"{SCHEMA}.doctors (id, name, specialty)", doctors[["id", "name", "specialty"]])
         columns = ["id", "patient_id", "doctor_id", "booking_date", "status"]
@@ -177,30 +163,37 @@ def record_failed_run(config: DbConfig, run: RunRecord, error: str) -> None:
         connection.run("START TRANSACTION")
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=ADVISORY_LOCK_KEY)
         ensure_schema(connection)
-        connection.run(
-            """INSERT INTO healthtech.etl_runs (run_id, started_at, finished_at, status, doctors_file,
-                doctors_sha256, appointments_file, appointments_sha256, counts, metrics, error)
-                VALUES (:run_id, :started_at, :finished_at, 'failed', :doctors_file, :doctors_sha256,
-                        :appointments_file, :appointments_sha256, CAST(:counts AS jsonb),
-                        CAST(:metrics AS jsonb), :error)
-                ON CONFLICT (run_id) DO NOTHING""",
-            run_id=run.run_id,
-            started_at=run.started_at,
-            finished_at=datetime.now(timezone.utc),
-            doctors_file=run.doctors_file,
-            doctors_sha256=run.doctors_sha256,
-            appointments_file=run.appointments_file,
-            appointments_sha256=run.appointments_sha256,
-            counts=json.dumps(run.counts),
-            metrics=json.dumps(run.metrics),
-            error=error[:1000],
-        )
+        _insert_run(connection, run, "failed", finished_at=datetime.now(timezone.utc), error=error[:1000])
         connection.run("COMMIT")
     except Exception as exc:  # the ledger must never hide the original failure
         logger.warning("could not record the failed run %s in etl_runs: %s", run.run_id, _short(exc))
         _rollback(connection)
     finally:
         connection.close()
+
+
+def _insert_run(
+    connection: Any, run: RunRecord, status: str, finished_at: Optional[datetime] = None, error: Optional[str] = None
+) -> None:
+    """The run's ``etl_runs`` row (a run id is written once: a retry of the same run is a no-op)."""
+    connection.run(
+        """INSERT INTO healthtech.etl_runs (run_id, started_at, finished_at, status, doctors_file, doctors_sha256,
+            appointments_file, appointments_sha256, counts, metrics, error)
+            VALUES (:run_id, :started_at, :finished_at, :status, :doctors_file, :doctors_sha256,
+                    :appointments_file, :appointments_sha256, CAST(:counts AS jsonb), CAST(:metrics AS jsonb), :error)
+            ON CONFLICT (run_id) DO NOTHING""",
+        run_id=run.run_id,
+        started_at=run.started_at,
+        finished_at=finished_at,
+        status=status,
+        doctors_file=run.doctors_file,
+        doctors_sha256=run.doctors_sha256,
+        appointments_file=run.appointments_file,
+        appointments_sha256=run.appointments_sha256,
+        counts=json.dumps(run.counts),
+        metrics=json.dumps(run.metrics),
+        error=error,
+    )
 
 
 def rejections_for_copy(run_id: str, rejected: pd.DataFrame, source_file: str) -> pd.DataFrame:
@@ -342,7 +335,7 @@ def _binary_columns(frame: pd.DataFrame) -> Optional[list[tuple]]:
             micros = np.where(null, 0, nanos // 1000 - _PG_EPOCH_MICROS)
             columns.append(("timestamp", micros, null))
         elif isinstance(dtype, np.dtype) and dtype.kind == "O":
-            codes, uniques = _factorize(values)  # missing -> -1
+            codes, uniques = factorize_quietly(values)  # missing -> -1
             if not all(isinstance(value, str) for value in uniques):
                 return None
             # Empty text is NULL, as the CSV path (and DataFrame.to_csv before it) sends it.
@@ -476,7 +469,7 @@ def _csv_python(part: pd.DataFrame) -> Optional[bytes]:
     for name in part.columns:
         values = part[name]
         kind = values.dtype.kind
-        codes, uniques = _factorize(values)  # missing values -> code -1 -> the empty field
+        codes, uniques = factorize_quietly(values)  # missing values -> code -1 -> the empty field
         if kind == "M":
             rendered = pd.DatetimeIndex(uniques).strftime(_DATE_FORMAT).tolist()
         elif kind in "iu":
@@ -491,14 +484,6 @@ def _csv_python(part: pd.DataFrame) -> Optional[bytes]:
         fields.append(table[codes].tolist())
     lines = "\n".join(map(",".join, zip(*fields)))
     return (lines + "\n").encode("utf-8") if fields and len(part) else b""
-
-
-def _factorize(values: pd.Series) -> tuple[np.ndarray, Any]:
-    with warnings.catch_warnings():
-        # pandas 1.4/1.5 warn "Index constructor will not infer numeric dtypes" for an all-empty
-        # object column; the result is right, the warning is noise (fixed in pandas 2).
-        warnings.filterwarnings("ignore", message=".*will not infer numeric dtypes.*", category=FutureWarning)
-        return pd.factorize(values)
 
 
 def _csv_field(value: Any) -> Optional[str]:
