@@ -41,7 +41,6 @@ class QualityGateError(CriticalError):
     exit_code = 5
 
 
-EXIT_OK = 0
 EXIT_CODES = {
     0: "ok",
     ConfigError.exit_code: "usage or configuration error",

@@ -501,16 +501,3 @@ def _rollback(connection: Optional[Any]) -> None:
         connection.run("ROLLBACK")
     except Exception:  # connection already broken: the server rolls back on disconnect
         pass
-
-
-def table_counts(config: DbConfig) -> dict[str, int]:
-    """Row counts of the loaded tables (for summaries and tests)."""
-    connection = connect(config)
-    try:
-        return {
-            "doctors": int(connection.run("SELECT count(*) FROM healthtech.doctors")[0][0]),
-            "appointments": int(connection.run("SELECT count(*) FROM healthtech.appointments")[0][0]),
-        }
-    finally:
-        connection.close()
-

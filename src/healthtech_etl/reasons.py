@@ -20,7 +20,3 @@ def invalid(column: str) -> str:
     """Code for a cell that is present but not a valid value, e.g. ``invalid_booking_id``."""
     return f"invalid_{column}"
 
-
-def split_codes(joined: str) -> list[str]:
-    """Reason codes are stored ``;``-joined on the rejected frame; split them back."""
-    return [code for code in joined.split(";") if code]
