@@ -49,6 +49,9 @@ def run_script(script: PathLike, args: Sequence[str], lib_dirs: Sequence[PathLik
 
 
 def main(argv: Sequence[str]) -> int:
+    # As on Glue, nothing but the standard path and the target dir: not this file's directory.
+    here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [entry for entry in sys.path if str(Path(entry or ".").resolve()) != here]
     args = list(argv[1:])
     wheels = []
     while len(args) >= 2 and args[0] == "--extra-py-files":
