@@ -65,10 +65,10 @@ test-glue-local: install-dev build-glue ## The AWS chain alone: Lambda -> Step F
 test-infra: install-dev build-glue ## CDK assertions, cdk-nag and cfn-lint
 	$(VENV)/bin/pytest -q tests/infra
 
-test-compat: ## Pipeline tests on the oldest libraries that install here (Glue runtime stand-in)
+test-compat: ## Glue's Python 3.9 library set (pyarrow 7 and 4 lanes), wheel installed as Glue's launcher does
 	bash scripts/test-compat.sh
 
-build-glue: install-dev ## Build the wheel into dist/ and stage it with the Glue script
+build-glue: install-dev ## Build the wheel (no Requires-Dist; must pip install --no-index --target) and stage it
 	bash scripts/build-glue.sh
 
 synth: install-dev build-glue ## cdk synth, fully offline (CDK CLI from npm, installed locally)
@@ -86,4 +86,4 @@ lock: install-dev ## Regenerate requirements/lock.txt from the dev venv
 	 echo "# Regenerate: make lock"; cat $(LOCK).new) > $(LOCK) && rm $(LOCK).new
 
 clean: ## Remove venvs, build output, reports, logs and the embedded database
-	rm -rf $(VENV) .venv-compat dist build reports logs .pgdata .pgdata-* infra/cdk.out infra/node_modules node_modules src/*.egg-info
+	rm -rf $(VENV) .venv-compat .venv-compat-pyarrow4 dist build reports logs .pgdata .pgdata-* infra/cdk.out infra/node_modules node_modules src/*.egg-info

@@ -7,7 +7,17 @@ same arguments (argparse stands in for ``awsglue.utils.getResolvedOptions``), e.
 
     python glue_job/glue_etl.py --RAW_BUCKET b --DOCTORS_KEY raw/doctors.xlsx \\
         --APPOINTMENTS_KEY raw/appointments.xlsx --DB_SECRET_ARN arn:... \\
-        --REPORT_BUCKET r --REPORT_PREFIX reports [--AS_OF 2025-11-01] [--DB_SSLMODE require]
+        --REPORT_BUCKET r --REPORT_PREFIX reports [--AS_OF 2025-11-01] \\
+        [--DB_SSLMODE verify-full] [--DB_SSLROOTCERT s3://artifacts/glue/rds-global-bundle.pem]
+
+TLS is verified by default: ``--DB_SSLMODE verify-full`` checks that the server's certificate
+chains to a CA of ``--DB_SSLROOTCERT`` (the RDS CA bundle, an ``s3://`` URI read with the job's
+role or a local path) and names the host in the secret. Without a bundle the job refuses to
+start (exit 2); ``--DB_SSLMODE require`` (encrypted, not authenticated) must be asked for.
+
+Glue's launcher installs the ``--extra-py-files`` wheel with ``pip install --target`` and runs
+this script with that directory on ``sys.path``: the wheel declares no dependencies, the
+pandas/numpy/openpyxl/pg8000 (and pyarrow 7) of the analytics library set are used as they are.
 
 Keep this file Python 3.9 compatible (no ``match``, no ``X | Y`` annotations at runtime).
 
@@ -33,8 +43,14 @@ OPTIONAL_ARGS = {
     "AS_OF": "",  # YYYY-MM-DD; empty: today (UTC)
     "TRIGGER_KEY": "",  # the object whose upload started the run ...
     "TRIGGER_VERSION": "",  # ... and its version id ("null"/empty: read the latest version)
-    "DB_SSLMODE": "require",  # disable | prefer | require | verify-ca | verify-full
+    "DB_SSLMODE": "verify-full",  # disable | prefer | require | verify-ca | verify-full
     "DB_SSLROOTCERT": "",  # CA bundle (local path or s3:// URI) for verify-ca / verify-full
+}
+ARG_HELP = {
+    "DB_SSLMODE": "TLS to the database (default verify-full: the server's certificate must chain to "
+                  "--DB_SSLROOTCERT and name the host; require: encrypted but not authenticated)",
+    "DB_SSLROOTCERT": "CA bundle for verify-ca/verify-full: s3://bucket/key (read with the job's role) "
+                      "or a local path",
 }
 NO_VERSION = ("", "null", "none")
 METRIC_NAMESPACE = "HealthTechETL"
@@ -112,7 +128,7 @@ def parse_args(argv: Sequence[str]) -> dict[str, str]:
         for name in REQUIRED_ARGS:
             parser.add_argument(f"--{name}", required=True)
         for name, default in OPTIONAL_ARGS.items():
-            parser.add_argument(f"--{name}", default=default)
+            parser.add_argument(f"--{name}", default=default, help=ARG_HELP.get(name))
         parsed, _unknown = parser.parse_known_args(list(argv[1:]))
         values = vars(parsed)
     args = {name: str(values.get(name) or "").strip() for name in REQUIRED_ARGS}
@@ -248,9 +264,13 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
 
     as_of = parse_as_of(args["AS_OF"])
     s3 = boto3.client("s3")
+    sslmode = args["DB_SSLMODE"] or OPTIONAL_ARGS["DB_SSLMODE"]
+    if sslmode in ("verify-ca", "verify-full") and not args["DB_SSLROOTCERT"]:
+        raise JobFailure(f"bad job arguments: --DB_SSLMODE {sslmode} needs a CA bundle: pass --DB_SSLROOTCERT "
+                         "s3://bucket/key or a local path (or --DB_SSLMODE require, unverified)", 2)
     secret = read_secret(boto3.client("secretsmanager"), args["DB_SECRET_ARN"])
     ca_bundle = resolve_ca_bundle(s3, args["DB_SSLROOTCERT"], work_dir)
-    db_config = DbConfig.from_secret(secret, sslmode=args["DB_SSLMODE"] or "require", sslrootcert=ca_bundle)
+    db_config = DbConfig.from_secret(secret, sslmode=sslmode, sslrootcert=ca_bundle)
     logger.info("database: %s, sslmode=%s", db_config.describe(), db_config.sslmode)
 
     inputs = {}

@@ -17,14 +17,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pandas as pd
 
-try:  # optional C string kernels; absent on AWS Glue, where the pure-Python path runs
-    import pyarrow as _pa
-    import pyarrow.compute as _pc
-except ImportError:  # pragma: no cover - exercised by the compat run
-    _pa = None
-    _pc = None
-
 from . import reasons
+from ._arrow import pa as _pa  # optional C string kernels (None: the pure-Python path runs)
+from ._arrow import pc as _pc
 from .extract import SOURCE_ROW
 
 DOCTOR_COLUMNS = ("doctor_id", "name", "specialty")

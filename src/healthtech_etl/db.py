@@ -161,16 +161,28 @@ class DbConfig:
         return f"{self.user}@{where}/{self.database} (from {self.source})"
 
     def ssl_context(self) -> Optional[ssl.SSLContext]:
-        """``require``: encrypted, no verification (as libpq); ``verify-*``: against the CA bundle."""
+        """The TLS settings for pg8000, as libpq's ``sslmode`` means them.
+
+        ``require``: encrypted, the server not authenticated - unless a CA bundle is given,
+        which makes it ``verify-ca`` (libpq does the same); ``verify-ca``: the server's chain
+        must lead to a CA of ``sslrootcert``; ``verify-full``: that, and its certificate must
+        name the host we connect to. None for a unix socket and ``disable``/``prefer``.
+        Raises :class:`ConfigError` for a CA bundle that cannot be read."""
         if self.unix_socket_dir or self.sslmode in ("disable", "prefer"):
             return None
-        if self.sslmode == "require":
+        if self.sslmode == "require" and not self.sslrootcert:
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
             return context
-        context = ssl.create_default_context(cafile=self.sslrootcert)
+        try:
+            # Only this bundle is trusted (not the system store), as libpq's sslrootcert.
+            context = ssl.create_default_context(cafile=self.sslrootcert)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+            raise ConfigError(f"cannot use the CA bundle {self.sslrootcert} (sslrootcert): {reason}") from None
         context.check_hostname = self.sslmode == "verify-full"
+        context.verify_mode = ssl.CERT_REQUIRED
         return context
 
 

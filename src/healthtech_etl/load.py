@@ -18,15 +18,9 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-try:  # optional C++ CSV writer; absent on AWS Glue, where the pure-Python writer runs
-    import pyarrow as _pa
-    import pyarrow.compute as _pc
-    import pyarrow.csv as _pa_csv
-except ImportError:  # pragma: no cover - exercised by the compat run
-    _pa = None
-    _pc = None
-    _pa_csv = None
-
+from ._arrow import pa as _pa  # optional C++ CSV writer (None: the pure-Python writer runs)
+from ._arrow import pa_csv as _pa_csv
+from ._arrow import pc as _pc
 from .clean import ENTITY, REASONS, RECORD_ID, factorize_quietly
 from .db import DbConfig, _short, connect
 from .errors import DatabaseError

@@ -1,21 +1,30 @@
-"""glue_job/glue_etl.py on its own: arguments, versions, secrets, TLS bundle, failures.
+"""glue_job/glue_etl.py on its own: arguments, versions, secrets, verified TLS, failures.
 
-Runs the script's ``main`` in-process against moto (S3, Secrets Manager, CloudWatch) and the
-session's real PostgreSQL; the chain around it is in test_etl_chain.py."""
+Job runs execute the script as Glue's launcher does (tests/aws/glue_launcher.py: ``__main__``
+via runpy, the job arguments in ``sys.argv``, the exit code from ``sys.exit``) in-process
+against moto (S3, Secrets Manager, CloudWatch) and a real PostgreSQL: the session's (unix
+socket) or a TLS-only one with a test CA (tests/tls_postgres.py). In the compat lane
+(scripts/test-compat.sh) the package itself comes from the wheel installed with
+``pip install --no-index --target``, that directory on ``sys.path``, as on Glue.
+The chain around the job is in test_etl_chain.py."""
 
 import csv
 import io
 import json
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import glue_launcher
 import openpyxl
 import pytest
+import tls_postgres
 from awsenv import (
     AS_OF,
     RAW_BUCKET,
+    REPO,
     REPORT_BUCKET,
     REPORT_PREFIX,
     db_count,
@@ -26,6 +35,7 @@ from awsenv import (
     report_keys,
 )
 
+SCRIPT = REPO / "glue_job" / "glue_etl.py"
 REQUIRED = ["--RAW_BUCKET", "--DOCTORS_KEY", "--APPOINTMENTS_KEY", "--DB_SECRET_ARN", "--REPORT_BUCKET",
             "--REPORT_PREFIX"]
 
@@ -49,6 +59,9 @@ def job(aws: Any, db_config: Any, sample_workbooks: tuple) -> Any:
             "RAW_BUCKET": RAW_BUCKET, "DOCTORS_KEY": "raw/doctors.xlsx", "APPOINTMENTS_KEY": "raw/appointments.xlsx",
             "DB_SECRET_ARN": aws.secret_arn, "REPORT_BUCKET": REPORT_BUCKET, "REPORT_PREFIX": REPORT_PREFIX,
             "AS_OF": AS_OF,
+            # The session's server is on a unix socket, where TLS does not apply; verified TLS
+            # (the default) is tested against the TLS server below.
+            "DB_SSLMODE": "require",
         }
         args.update(overrides)
         line = ["glue_etl.py"]
@@ -62,7 +75,8 @@ def job(aws: Any, db_config: Any, sample_workbooks: tuple) -> Any:
 
 
 def run_main(argv: list, capsys: pytest.CaptureFixture) -> tuple:
-    code = glue_etl.main(argv)
+    """One job run, launched as Glue launches it; (exit code, stderr lines, stdout)."""
+    code = glue_launcher.run_script(SCRIPT, argv[1:])
     captured = capsys.readouterr()
     return code, captured.err.strip().splitlines(), captured.out
 
@@ -95,7 +109,7 @@ def test_defaults_and_glue_s_own_arguments_are_ignored() -> None:
     args = glue_etl.parse_args(argv)
 
     assert args["RAW_BUCKET"] == "raw_bucket" and args["REPORT_PREFIX"] == "report_prefix"
-    assert (args["DB_SSLMODE"], args["DB_SSLROOTCERT"], args["AS_OF"], args["TRIGGER_VERSION"]) == ("require", "", "", "")
+    assert (args["DB_SSLMODE"], args["DB_SSLROOTCERT"], args["AS_OF"], args["TRIGGER_VERSION"]) == ("verify-full", "", "", "")
 
 
 def test_get_resolved_options_is_used_on_glue_and_asked_only_for_given_optionals(
@@ -317,10 +331,83 @@ def test_ca_bundle_from_s3_is_downloaded(job: Any, tmp_path: Path) -> None:
         assert failure.value.exit_code == 2
 
 
-def test_verify_full_without_a_ca_bundle_is_refused(job: Any, capsys: pytest.CaptureFixture) -> None:
-    code, err, _ = run_main(job.argv(DB_SSLMODE="verify-full"), capsys)
+@pytest.mark.parametrize("sslmode", [None, "verify-full", "verify-ca"])
+def test_verification_without_a_ca_bundle_is_refused_before_anything_is_read(
+        job: Any, capsys: pytest.CaptureFixture, sslmode: Any) -> None:
+    code, err, _ = run_main(job.argv(DB_SSLMODE=sslmode), capsys)  # None: the default, verify-full
 
-    assert code == 2 and "needs a CA bundle" in err[-1]
+    assert code == 2
+    assert err[-1].endswith(f"bad job arguments: --DB_SSLMODE {sslmode or 'verify-full'} needs a CA bundle: pass "
+                            "--DB_SSLROOTCERT s3://bucket/key or a local path (or --DB_SSLMODE require, unverified)")
+    assert db_count(job.db_config, "etl_runs") == 0
+
+
+# --- verified TLS (a TLS-only PostgreSQL whose certificate names "localhost") ------------------
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    trustme = pytest.importorskip("trustme")
+    bindir = tls_postgres.require_bindir()
+    server = tls_postgres.start(tmp_path_factory.mktemp("tls-pg"), trustme.CA(), bindir)
+    server.other_ca = tmp_path_factory.mktemp("other-ca") / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(server.other_ca))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tls_job(job: Any, tls_server: Any) -> Any:
+    """The job's secret points at a fresh database on the TLS server (host "localhost"); the
+    right and a wrong CA bundle are in the artifacts bucket, as the stack deploys the RDS one."""
+    database = tls_postgres.create_database(tls_server)
+    secret = {"engine": "postgres", "host": "localhost", "port": tls_server.port, "username": "postgres",
+              "password": "unused-by-trust-auth", "dbname": database}
+    job.tls_secret = lambda **changes: job.secrets.create_secret(
+        Name=f"tls-{len(changes)}-{'-'.join(map(str, changes.values()))}",
+        SecretString=json.dumps({**secret, **changes}))["ARN"]
+    job.s3.create_bucket(Bucket="artifacts", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    job.s3.put_object(Bucket="artifacts", Key="glue/rds-ca-bundle.pem", Body=tls_server.ca_file.read_bytes())
+    job.s3.put_object(Bucket="artifacts", Key="glue/other-ca.pem", Body=tls_server.other_ca.read_bytes())
+    from healthtech_etl.db import DbConfig
+
+    job.tls_db = DbConfig.from_url(tls_server.url(database))
+    return job
+
+
+def test_default_verify_full_loads_with_the_ca_bundle_from_s3(tls_job: Any, capsys: pytest.CaptureFixture) -> None:
+    argv = tls_job.argv(DB_SSLMODE=None, DB_SECRET_ARN=tls_job.tls_secret(),
+                        DB_SSLROOTCERT="s3://artifacts/glue/rds-ca-bundle.pem")
+
+    code, err, out = run_main(argv, capsys)
+
+    assert code == 0, err
+    assert "sslmode=verify-full" in out
+    report = only_report(tls_job)
+    assert db_count(tls_job.tls_db, "appointments") == report["counts"]["appointments"]["loaded"] > 0
+
+
+@pytest.mark.parametrize("host, bundle, problem", [
+    ("localhost", "glue/other-ca.pem", "unable to get local issuer certificate"),  # not RDS's CA
+    ("127.0.0.1", "glue/rds-ca-bundle.pem", "mismatch, certificate is not valid for '127.0.0.1'"),  # wrong name
+])
+def test_an_unverifiable_server_is_a_database_error_and_nothing_is_loaded(
+        tls_job: Any, capsys: pytest.CaptureFixture, host: str, bundle: str, problem: str) -> None:
+    argv = tls_job.argv(DB_SSLMODE=None, DB_SECRET_ARN=tls_job.tls_secret(host=host),
+                        DB_SSLROOTCERT=f"s3://artifacts/{bundle}")
+
+    code, err, _ = run_main(argv, capsys)
+
+    assert code == 4
+    assert err[-1].startswith(f"healthtech-etl glue job FAILED (exit 4): cannot connect to PostgreSQL at postgres@{host}:")
+    assert "certificate verify failed" in err[-1] and problem in err[-1]
+    assert db_count(tls_job.tls_db, "etl_runs") == 0
+
+
+def test_an_unreadable_ca_bundle_in_s3_is_a_configuration_error(tls_job: Any, capsys: pytest.CaptureFixture) -> None:
+    code, err, _ = run_main(tls_job.argv(DB_SSLMODE=None, DB_SECRET_ARN=tls_job.tls_secret(),
+                                         DB_SSLROOTCERT="s3://artifacts/glue/missing.pem"), capsys)
+
+    assert code == 2 and err[-1].endswith("cannot download CA bundle s3://artifacts/glue/missing.pem: 404")
 
 
 def test_quality_report_keys_are_under_prefix_and_run_id(job: Any, capsys: pytest.CaptureFixture) -> None:

@@ -1,0 +1,54 @@
+"""DbConfig.ssl_context: libpq's sslmode meanings (the handshakes themselves are in
+tests/integration/test_tls.py against a TLS-only PostgreSQL)."""
+
+import ssl
+
+import pytest
+
+from healthtech_etl.db import DbConfig
+from healthtech_etl.errors import ConfigError
+
+trustme = pytest.importorskip("trustme")
+
+
+@pytest.fixture(scope="module")
+def ca_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def context(sslmode, sslrootcert=None, **kwargs):
+    return DbConfig(host="db.example.com", sslmode=sslmode, sslrootcert=sslrootcert, **kwargs).ssl_context()
+
+
+@pytest.mark.parametrize("sslmode, with_ca, verify_mode, check_hostname", [
+    ("require", False, ssl.CERT_NONE, False),  # encrypted, not authenticated
+    ("require", True, ssl.CERT_REQUIRED, False),  # libpq: a root CA file makes require verify-ca
+    ("verify-ca", True, ssl.CERT_REQUIRED, False),  # the chain, not the name
+    ("verify-full", True, ssl.CERT_REQUIRED, True),  # the chain and the name
+])
+def test_sslmodes_map_to_libpq_semantics(ca_file, sslmode, with_ca, verify_mode, check_hostname):
+    made = context(sslmode, ca_file if with_ca else None)
+
+    assert (made.verify_mode, made.check_hostname) == (verify_mode, check_hostname)
+    if with_ca:  # only the given bundle is trusted, not the system store
+        assert len(made.get_ca_certs()) == 1
+
+
+@pytest.mark.parametrize("sslmode", ["disable", "prefer"])
+def test_no_context_without_a_tls_requirement(sslmode):
+    assert context(sslmode) is None
+
+
+def test_unix_sockets_get_no_tls(ca_file):
+    assert context("verify-full", ca_file, unix_socket_dir="/tmp") is None
+
+
+def test_a_missing_bundle_is_a_one_line_configuration_error(tmp_path):
+    missing = tmp_path / "nope.pem"
+
+    with pytest.raises(ConfigError) as error:
+        context("verify-full", str(missing))
+
+    assert str(error.value) == f"cannot use the CA bundle {missing} (sslrootcert): No such file or directory"
