@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jsii
 from aws_cdk import ArnFormat, Duration, Stack
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
