@@ -8,7 +8,14 @@ import pytest
 from conftest import Synth, synthesize
 from healthtech_infra.config import EtlConfig
 
-PROD_CONTEXT = {"env": "prod", "alertEmail": "oncall@example.org", "dbInstanceClass": "db.m7g.large"}
+PROD_CONTEXT = {
+    "env": "prod",
+    "alertEmail": "oncall@example.org",
+    "dbInstanceClass": "db.m7g.large",
+    "endpointAzs": "2",
+    "settleSeconds": "300",
+    "largeInputMb": "8",
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +35,21 @@ def test_without_a_downloaded_ca_bundle_synth_deploys_only_wheel_and_script(prod
     # The job still verifies RDS against the bundle's fixed key (scripts/cdk.sh deploy puts it there).
     _, job = prod.one("AWS::Glue::Job")
     assert job["Properties"]["DefaultArguments"]["--DB_SSLMODE"] == "verify-full"
+
+
+def test_endpoint_azs_and_pairing_knobs_reach_the_template(prod: Synth) -> None:
+    subnets = sorted(prod.resources("AWS::EC2::Subnet"))
+    for endpoint in prod.resources("AWS::EC2::VPCEndpoint").values():
+        if endpoint["Properties"].get("VpcEndpointType") == "Interface":
+            assert sorted(s["Ref"] for s in endpoint["Properties"]["SubnetIds"]) == subnets
+    env = {
+        k: v["Properties"].get("Environment", {}).get("Variables", {})
+        for k, v in prod.resources("AWS::Lambda::Function").items()
+    }
+    (trigger,) = [v for k, v in env.items() if "TriggerFunction" in k]
+    (resolver,) = [v for k, v in env.items() if "ResolverFunction" in k]
+    assert trigger["SETTLE_SECONDS"] == "300"
+    assert resolver["LARGE_INPUT_BYTES"] == str(8 * 1024 * 1024)
 
 
 def test_prod_alarm_names_match_the_topic_policy_pattern(prod: Synth) -> None:
