@@ -1,4 +1,5 @@
-"""Orchestration: S3 upload -> Lambda -> Step Functions -> Glue job (.sync), failures -> SNS alert."""
+"""Orchestration: S3 upload -> trigger Lambda -> Step Functions (settle, resolve and claim the pair of
+workbooks, Glue job .sync with the chosen capacity) -> failures -> SNS alert. README "Flow" has the why."""
 
 from __future__ import annotations
 
