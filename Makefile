@@ -8,6 +8,7 @@ PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip --disable-pip-version-check -q
 LOCK        := requirements/lock.txt
 ARGS        ?=
+REQUIRE_APPROVAL ?=
 
 .PHONY: help install install-dev up down etl queries run sample test test-unit test-integration \
         test-glue-local test-compat test-infra lint build-glue synth deploy bench lock clean
@@ -74,8 +75,8 @@ build-glue: install-dev ## Build the wheel (no Requires-Dist; must pip install -
 synth: install-dev build-glue ## cdk synth, fully offline (CDK CLI from npm, installed locally)
 	bash scripts/cdk.sh synth
 
-deploy: install-dev build-glue ## cdk deploy (needs AWS credentials; CONTEXT="-c env=prod -c alertEmail=...")
-	bash scripts/cdk.sh deploy $(CONTEXT)
+deploy: install-dev build-glue ## cdk deploy: fetches the RDS CA bundle, needs AWS credentials (CONTEXT="-c env=prod", REQUIRE_APPROVAL=never)
+	REQUIRE_APPROVAL="$(REQUIRE_APPROVAL)" bash scripts/cdk.sh deploy $(CONTEXT)
 
 bench: install-dev ## Benchmark vs baselines at 100k and 1M rows (ARGS="--rows 100000")
 	$(PY) benchmarks/bench.py $(ARGS)

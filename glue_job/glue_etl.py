@@ -43,6 +43,8 @@ OPTIONAL_ARGS = {
     "AS_OF": "",  # YYYY-MM-DD; empty: today (UTC)
     "TRIGGER_KEY": "",  # the object whose upload started the run ...
     "TRIGGER_VERSION": "",  # ... and its version id ("null"/empty: read the latest version)
+    "DOCTORS_VERSION": "",  # exact versions pinned by the state machine (empty/"null": see TRIGGER_*)
+    "APPOINTMENTS_VERSION": "",
     "DB_SSLMODE": "verify-full",  # disable | prefer | require | verify-ca | verify-full
     "DB_SSLROOTCERT": "",  # CA bundle (local path or s3:// URI) for verify-ca / verify-full
 }
@@ -276,7 +278,9 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
     inputs = {}
     for entity, key_arg in (("doctors", "DOCTORS_KEY"), ("appointments", "APPOINTMENTS_KEY")):
         key = args[key_arg]
-        version = pinned_version(key, args["TRIGGER_KEY"], args["TRIGGER_VERSION"])
+        version = pinned_version(key, key, args[f"{entity.upper()}_VERSION"]) or pinned_version(
+            key, args["TRIGGER_KEY"], args["TRIGGER_VERSION"]
+        )
         target = work_dir / "input" / entity / (Path(key).name or f"{entity}.xlsx")
         target.parent.mkdir(parents=True, exist_ok=True)
         read = download_object(s3, args["RAW_BUCKET"], key, version, target)

@@ -7,6 +7,8 @@ exactly the workflow CDK deploys; tests/infra checks the committed file against 
 Placeholders (CloudFormation tokens in the DefinitionString's Fn::Join):
   ${GlueJobName}   Ref to the AWS::Glue::Job
   ${AlertTopicArn} Ref to the AWS::SNS::Topic
+  ${ReportBucketName}          Ref to the AWS::S3::Bucket (the artifacts/reports bucket)
+  ${ResolveInputsFunctionArn}  GetAtt Arn of the AWS::Lambda::Function (lambda/resolve_inputs.py)
   ${Partition}     Ref AWS::Partition ("aws"); likewise ${Region}, ${AccountId}, ${UrlSuffix}
   any other Ref/GetAtt becomes ${<LogicalId>} or ${<LogicalId>.<Attribute>}
 
@@ -26,6 +28,10 @@ ASL_FILE = INFRA_DIR / "asl" / "etl_state_machine.asl.json"
 REF_PLACEHOLDERS_BY_TYPE = {
     "AWS::Glue::Job": "GlueJobName",
     "AWS::SNS::Topic": "AlertTopicArn",
+    "AWS::S3::Bucket": "ReportBucketName",
+}
+GETATT_PLACEHOLDERS_BY_TYPE = {
+    ("AWS::Lambda::Function", "Arn"): "ResolveInputsFunctionArn",
 }
 PSEUDO_PARAMETERS = {
     "AWS::Partition": "Partition",
@@ -44,7 +50,9 @@ def _placeholder(token: dict[str, Any], resources: dict[str, Any]) -> str:
         return "${" + REF_PLACEHOLDERS_BY_TYPE.get(resource_type, name) + "}"
     if set(token) == {"Fn::GetAtt"}:
         logical_id, attribute = token["Fn::GetAtt"]
-        return "${" + f"{logical_id}.{attribute}" + "}"
+        resource_type = resources.get(logical_id, {}).get("Type")
+        named = GETATT_PLACEHOLDERS_BY_TYPE.get((resource_type, attribute))
+        return "${" + (named or f"{logical_id}.{attribute}") + "}"
     raise ValueError(f"unexpected token in the state machine definition: {token!r}")
 
 

@@ -1,13 +1,17 @@
 """S3 ``ObjectCreated`` -> one Step Functions execution of the ETL per uploaded workbook.
 
-Thin on purpose (Python 3.12 Lambda runtime, boto3 only): it validates the event, works out
+Thin on purpose (Python 3.14 Lambda runtime, boto3 only): it validates the event, works out
 which workbooks the run reads and starts the state machine; the ETL itself runs in Glue.
+The execution first waits ``settle_seconds`` (so that the other workbook of a pair uploaded
+moments later is there too), then pins the latest version of both and claims that pair once
+(``resolve_inputs.py``): two uploads within the window give one load.
 
 Environment:
     STATE_MACHINE_ARN       the ETL state machine (required)
     RAW_PREFIX              only keys under this prefix trigger a run (default ``raw/``)
     DOCTORS_FILENAME        workbook name of the doctors export (default ``doctors.xlsx``)
     APPOINTMENTS_FILENAME   workbook name of the appointments export (default ``appointments.xlsx``)
+    SETTLE_SECONDS          how long an execution waits for the other workbook (default 180)
     LOG_LEVEL               DEBUG, INFO (default), WARNING, ERROR
 
 S3 delivers events at least once, so the execution name is a hash of bucket + key + object
@@ -34,6 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 LOGGER_NAME = "healthtech_etl.trigger"
 EXECUTION_NAME_MAX = 80  # Step Functions limit; allowed characters: [A-Za-z0-9-_]
 NULL_VERSION = "null"  # what S3 calls the version of an object in an unversioned bucket
+DEFAULT_SETTLE_SECONDS = 180
 
 
 class _JsonFormatter(logging.Formatter):
@@ -91,6 +96,9 @@ class _Settings:
         self.raw_prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         self.doctors_filename = environ.get("DOCTORS_FILENAME", "").strip() or "doctors.xlsx"
         self.appointments_filename = environ.get("APPOINTMENTS_FILENAME", "").strip() or "appointments.xlsx"
+        settle = environ.get("SETTLE_SECONDS", "").strip()
+        # A bad value is a deployment mistake: fall back to the default rather than drop uploads.
+        self.settle_seconds = int(settle) if settle.isdigit() else DEFAULT_SETTLE_SECONDS
 
 
 def execution_name(bucket: str, key: str, version: str, sequencer: str) -> str:
@@ -144,7 +152,7 @@ def _parse_record(record: Any) -> dict[str, str]:
     }
 
 
-def _execution_input(parsed: dict[str, str], settings: _Settings) -> dict[str, str]:
+def _execution_input(parsed: dict[str, str], settings: _Settings) -> dict[str, Any]:
     folder = parsed["key"].rsplit("/", 1)[0] + "/" if "/" in parsed["key"] else ""
     return {
         "bucket": parsed["bucket"],
@@ -152,6 +160,7 @@ def _execution_input(parsed: dict[str, str], settings: _Settings) -> dict[str, s
         "appointments_key": folder + settings.appointments_filename,
         "trigger_key": parsed["key"],
         "trigger_version": parsed["version"],
+        "settle_seconds": settings.settle_seconds,
     }
 
 

@@ -3,10 +3,14 @@
 #
 #   scripts/cdk.sh synth                 offline: no AWS account, no lookups, no notices/telemetry
 #   scripts/cdk.sh deploy [cdk args]     e.g. -c env=prod -c alertEmail=ops@example.org
-#   scripts/cdk.sh <any cdk command>     bootstrap, diff, destroy, ls ...
+#   scripts/cdk.sh bootstrap aws://ACCOUNT/REGION   once per account and region (needs no venv or wheel)
+#   scripts/cdk.sh <any cdk command>     diff, destroy, ls ...
 #
 # The app runs with the project venv (PY, default .venv/bin/python); `make synth` / `make deploy`
-# create it and build the Glue wheel into dist/ first.
+# create it and build the Glue wheel into dist/ first. `deploy` first downloads AWS's RDS CA
+# bundle (RDS_CA_BUNDLE_URL) to dist/rds-ca/global-bundle.pem (git-ignored), which the stack
+# copies beside the Glue script; it refuses to deploy without it (the job verifies RDS with it).
+# REQUIRE_APPROVAL (never | any-change | broadening) is passed to deploy as --require-approval.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,10 +22,16 @@ if [[ $# -eq 0 ]]; then
   exit 2
 fi
 command -v npm >/dev/null || { echo "cdk.sh: npm (Node.js >= 18) is required for the CDK CLI" >&2; exit 1; }
-[[ -x "$PY" ]] || { echo "cdk.sh: $PY not found: run 'make install-dev' (or set PY=/path/to/python)" >&2; exit 1; }
-if ! compgen -G "$ROOT/dist/healthtech_etl-*-py3-none-any.whl" >/dev/null; then
-  echo "cdk.sh: no wheel in dist/: run 'make build-glue' first" >&2
-  exit 1
+cmd="$1"
+shift
+# bootstrap deploys CDK's own toolkit stack into an explicit aws://ACCOUNT/REGION: it does not
+# run our app (which is environment-agnostic), so it needs neither the venv nor the wheel.
+if [[ "$cmd" != "bootstrap" ]]; then
+  [[ -x "$PY" ]] || { echo "cdk.sh: $PY not found: run 'make install-dev' (or set PY=/path/to/python)" >&2; exit 1; }
+  if ! compgen -G "$ROOT/dist/healthtech_etl-*-py3-none-any.whl" >/dev/null; then
+    echo "cdk.sh: no wheel in dist/: run 'make build-glue' first" >&2
+    exit 1
+  fi
 fi
 
 # Install the exact CLI version from package-lock.json when missing or different.
@@ -38,15 +48,35 @@ export CDK_DISABLE_CLI_TELEMETRY=true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION=1
 
-cmd="$1"
-shift
-args=(--no-notices --app "$PY app.py")
+args=(--no-notices)
 case "$cmd" in
+  bootstrap)
+    ;;
   synth)
     # Writes infra/cdk.out/HealthTechEtlStack.template.json; cdk-nag findings fail the synth.
-    args+=(--quiet)
+    args+=(--app "$PY app.py" --quiet)
+    ;;
+  deploy)
+    CA_BUNDLE="$ROOT/dist/rds-ca/global-bundle.pem"
+    CA_URL="${RDS_CA_BUNDLE_URL:-https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem}"
+    mkdir -p "$(dirname "$CA_BUNDLE")"
+    echo "cdk.sh: fetching the RDS CA bundle from $CA_URL" >&2
+    if ! curl -fsSL --retry 3 -o "$CA_BUNDLE.tmp" "$CA_URL" || ! grep -q "BEGIN CERTIFICATE" "$CA_BUNDLE.tmp"; then
+      rm -f "$CA_BUNDLE.tmp"
+      echo "cdk.sh: could not download the RDS CA bundle from $CA_URL (the Glue job verifies RDS with it)" >&2
+      exit 1
+    fi
+    mv "$CA_BUNDLE.tmp" "$CA_BUNDLE"
+    args+=(--app "$PY app.py")
+    if [[ -n "${REQUIRE_APPROVAL:-}" ]]; then
+      args+=(--require-approval "$REQUIRE_APPROVAL")
+    fi
+    ;;
+  *)
+    args+=(--app "$PY app.py")
     ;;
 esac
 
-cd "$INFRA"
-exec ./node_modules/.bin/cdk "$cmd" "${args[@]}" "$@"
+# bootstrap runs outside infra/ so that the CLI does not pick up (and synthesize) the app of cdk.json.
+if [[ "$cmd" == "bootstrap" ]]; then cd "$ROOT"; else cd "$INFRA"; fi
+exec "$INFRA/node_modules/.bin/cdk" "$cmd" "${args[@]}" "$@"

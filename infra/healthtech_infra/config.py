@@ -23,6 +23,16 @@ GLUE_PREFIX = "glue/"
 REPORT_PREFIX = "reports"
 RAW_PREFIX = "raw/"
 METRIC_NAMESPACE = "HealthTechETL"
+CLAIM_PREFIX = "runs/claims/"
+# AWS's global RDS CA bundle: `make deploy` (scripts/cdk.sh) downloads it here (git-ignored) and
+# the stack copies it beside the Glue script. Synth and tests work without it (see Storage).
+RDS_CA_BUNDLE_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+RDS_CA_BUNDLE_PATH = DIST_DIR / "rds-ca" / "global-bundle.pem"
+RDS_CA_BUNDLE_NAME = "rds-ca-bundle.pem"
+# Glue Python shell writes stdout/stderr to these account-wide groups (not chosen by us).
+GLUE_SERVICE_LOG_GROUPS = ("/aws-glue/python-jobs/output", "/aws-glue/python-jobs/error")
+# Combined size of both workbooks above which a run gets 1 DPU instead of 1/16 (README "Memory").
+DEFAULT_LARGE_INPUT_MB = 16
 
 _REMOVAL_POLICIES = {
     "destroy": cdk.RemovalPolicy.DESTROY,
@@ -52,6 +62,11 @@ class EtlConfig:
     log_retention_days: int
     glue_timeout_minutes: int
     state_machine_timeout_minutes: int
+    settle_seconds: int = 180
+    large_input_mb: int = DEFAULT_LARGE_INPUT_MB
+    endpoint_azs: int = 1
+    trigger_reserved_concurrency: int = 5
+    rds_ca_bundle: Path = RDS_CA_BUNDLE_PATH
 
     @property
     def is_prod(self) -> bool:
@@ -98,7 +113,25 @@ class EtlConfig:
         removal = str(pick("removalPolicy", "retain" if prod else "destroy")).strip().lower()
         if removal not in _REMOVAL_POLICIES:
             raise ValueError(f"context removalPolicy={removal!r}: one of {sorted(_REMOVAL_POLICIES)}")
+        settle_seconds = int(pick("settleSeconds", 180))
+        if not 0 <= settle_seconds <= 3600:
+            raise ValueError(f"context settleSeconds={settle_seconds}: 0 to 3600")
+        large_input_mb = int(pick("largeInputMb", DEFAULT_LARGE_INPUT_MB))
+        if large_input_mb < 1:
+            raise ValueError(f"context largeInputMb={large_input_mb}: at least 1")
+        endpoint_azs = int(pick("endpointAzs", 1))
+        if endpoint_azs not in (1, 2):
+            raise ValueError(f"context endpointAzs={endpoint_azs}: 1 (the job's AZ) or 2")
+        reserved = int(pick("triggerReservedConcurrency", 5))
+        if reserved < 1:
+            raise ValueError(f"context triggerReservedConcurrency={reserved}: at least 1")
+        ca_bundle = Path(str(pick("rdsCaBundle", RDS_CA_BUNDLE_PATH)))
         return cls(
+            settle_seconds=settle_seconds,
+            large_input_mb=large_input_mb,
+            endpoint_azs=endpoint_azs,
+            trigger_reserved_concurrency=reserved,
+            rds_ca_bundle=ca_bundle if ca_bundle.is_absolute() else REPO_ROOT / ca_bundle,
             env=env,
             alert_email=alert_email,
             db_instance_class=instance_class,

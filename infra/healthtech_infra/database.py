@@ -59,6 +59,11 @@ class Database(Construct):
             },
         )
         self.isolated_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+        # The Glue connection (one ENI subnet) runs the job in the first isolated subnet's AZ.
+        self.job_subnet = self.vpc.isolated_subnets[0]
+        # Interface endpoints cost per AZ-hour: by default only in the job's AZ (context endpointAzs=2
+        # adds the second AZ, e.g. for a job connection moved there).
+        self.endpoint_subnets = ec2.SubnetSelection(subnets=self.vpc.isolated_subnets[: config.endpoint_azs])
 
         # The Glue job's ENIs. Glue requires a self-referencing all-TCP inbound rule on the
         # connection's security group; outbound is limited to what the job talks to.
@@ -91,7 +96,7 @@ class Database(Construct):
             self.vpc.add_interface_endpoint(
                 name,
                 service=service,
-                subnets=self.isolated_subnets,
+                subnets=self.endpoint_subnets,
                 security_groups=[self.endpoint_sg],
                 private_dns_enabled=True,
                 open=False,

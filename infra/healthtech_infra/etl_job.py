@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jsii
 from aws_cdk import ArnFormat, Duration, Stack
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -48,6 +47,7 @@ class EtlJob(Construct):
         key: kms.IKey,
         script_key: str,
         wheel_key: str,
+        ca_bundle_key: str,
         db_secret: secretsmanager.ISecret | None,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -60,7 +60,8 @@ class EtlJob(Construct):
             type=glue.ConnectionType.NETWORK,
             description="healthtech-etl: Glue job ENIs in the isolated subnets",
             security_groups=[database.glue_sg],
-            network=glue.ConnectionNetwork.vpc(database.vpc, subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            # The endpoints' AZ (database.endpoint_subnets starts with this subnet).
+            network=glue.ConnectionNetwork.vpc(database.vpc, subnets=[database.job_subnet]),
         )
 
         self.log_group = logs.LogGroup(
@@ -99,13 +100,14 @@ class EtlJob(Construct):
                 actions=["s3:PutObject"],
                 resources=[artifacts_bucket.arn_for_objects(f"{REPORT_PREFIX}/*")],
             ),
-            # The job script and the wheel, nothing else of the artifacts bucket.
+            # The job script, the wheel and the RDS CA bundle, nothing else of the artifacts bucket.
             iam.PolicyStatement(
                 sid="ReadJobCode",
                 actions=["s3:GetObject"],
                 resources=[
                     artifacts_bucket.arn_for_objects(script_key),
                     artifacts_bucket.arn_for_objects(wheel_key),
+                    artifacts_bucket.arn_for_objects(ca_bundle_key),
                 ],
             ),
             # SSE-KMS on both buckets: only through S3.
@@ -193,7 +195,9 @@ class EtlJob(Construct):
                 "--DB_SECRET_ARN": db_secret.secret_arn,
                 "--REPORT_BUCKET": artifacts_bucket.bucket_name,
                 "--REPORT_PREFIX": REPORT_PREFIX,
-                "--DB_SSLMODE": "require",
+                # Authenticate RDS: AWS's CA bundle, deployed beside the script by Storage.
+                "--DB_SSLMODE": "verify-full",
+                "--DB_SSLROOTCERT": f"s3://{artifacts_bucket.bucket_name}/{ca_bundle_key}",
                 # CDK already sets `library-set` (the spelling in the Glue docs) from library_set;
                 # the dashed form is the project's documented contract and is harmless to Glue.
                 "--library-set": "analytics",

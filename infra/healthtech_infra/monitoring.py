@@ -13,10 +13,11 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subs
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from .config import METRIC_NAMESPACE, EtlConfig
+from .config import GLUE_SERVICE_LOG_GROUPS, METRIC_NAMESPACE, EtlConfig
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class QualityThreshold:
     severity: str
     statistic: str
     text: str
+    name_suffix: str = ""  # when one metric has two alarms (warning and critical)
 
 
 # Same thresholds as the data-quality report. The job publishes one datapoint per run, no dimensions.
@@ -64,6 +66,27 @@ QUALITY_THRESHOLDS = (
         "values that failed typing (< 100 %)",
     ),
 )
+# Rows loaded / rows read (Percent, published by the Glue job): two levels, like the report's.
+ACCEPTANCE_THRESHOLDS = (
+    QualityThreshold(
+        "AcceptanceRate",
+        cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+        90,
+        "WARNING",
+        "Minimum",
+        "rows accepted < 90 %",
+        "-warning",
+    ),
+    QualityThreshold(
+        "AcceptanceRate",
+        cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+        50,
+        "CRITICAL",
+        "Minimum",
+        "rows accepted < 50 %",
+        "-critical",
+    ),
+)
 COUNT_METRICS = ("RowsLoaded", "RowsRejected")
 
 
@@ -88,6 +111,24 @@ class Monitoring(Construct):
             display_name="HealthTech ETL alerts",
             master_key=key,
             enforce_ssl=True,
+        )
+        stack = Stack.of(self)
+        # enforce_ssl's policy replaces SNS's default one: allow this stack's alarms (by name
+        # prefix) to publish, and nothing else of CloudWatch.
+        self.alarm_arn_pattern = (
+            f"arn:{stack.partition}:cloudwatch:{stack.region}:{stack.account}:alarm:{config.name_prefix}-*"
+        )
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowThisStacksAlarmsToPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {"aws:SourceArn": self.alarm_arn_pattern},
+                },
+            )
         )
         # CloudWatch alarms publish to the KMS-encrypted topic: they need the key.
         key.add_to_resource_policy(
@@ -114,6 +155,7 @@ class Monitoring(Construct):
         *,
         state_machine: sfn.StateMachine,
         function: lambda_.IFunction,
+        dead_letters: sqs.IQueue,
         job_name: str,
         database: rds.DatabaseInstance,
     ) -> None:
@@ -149,10 +191,20 @@ class Monitoring(Construct):
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
-        for q in QUALITY_THRESHOLDS:
+        self._alarm(
+            "TriggerDeadLetters",
+            alarm_name=f"{prefix}-trigger-dead-letters",
+            alarm_description="CRITICAL: an upload event could not start the ETL after retries (see the queue)",
+            metric=dead_letters.metric_approximate_number_of_messages_visible(period=five_min, statistic="Maximum"),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        for q in QUALITY_THRESHOLDS + ACCEPTANCE_THRESHOLDS:
             self._alarm(
-                f"Quality{q.metric}",
-                alarm_name=f"{prefix}-dq-{q.metric}",
+                f"Quality{q.metric}{q.name_suffix.replace('-', '').title()}",
+                alarm_name=f"{prefix}-dq-{q.metric}{q.name_suffix}",
                 alarm_description=f"{q.severity}: data quality - {q.text} (threshold {q.threshold:g})",
                 metric=etl_metric(q.metric, q.statistic),
                 threshold=q.threshold,
@@ -174,7 +226,7 @@ class Monitoring(Construct):
                     f"# HealthTech ETL ({self.config.env})\n"
                     f"Upload `raw/*.xlsx` -> Lambda -> Step Functions `{prefix}` -> Glue job `{prefix}` -> PostgreSQL. "
                     "Data-quality thresholds: IdCompleteness 100 %, ReferentialIntegrity 95 %, "
-                    "DuplicateRate 5 %, TypingSuccess 100 %."
+                    "DuplicateRate 5 %, TypingSuccess 100 %, AcceptanceRate 90 % (warning) / 50 % (critical)."
                 ),
                 width=24,
                 height=2,
@@ -204,10 +256,12 @@ class Monitoring(Construct):
         dashboard.add_widgets(
             cw.GraphWidget(
                 title="Data quality (%)",
-                left=[etl_metric(q.metric, q.statistic) for q in QUALITY_THRESHOLDS],
+                left=[etl_metric(q.metric, q.statistic) for q in QUALITY_THRESHOLDS]
+                + [etl_metric("AcceptanceRate", "Minimum")],
                 left_annotations=[
                     cw.HorizontalAnnotation(value=95, label="ReferentialIntegrity >= 95"),
                     cw.HorizontalAnnotation(value=5, label="DuplicateRate <= 5"),
+                    cw.HorizontalAnnotation(value=90, label="AcceptanceRate >= 90"),
                 ],
                 width=12,
             ),
@@ -226,13 +280,31 @@ class Monitoring(Construct):
             ),
             cw.LogQueryWidget(
                 title=f"Glue job {job_name}: recent errors",
-                log_group_names=[f"/aws-glue/{prefix}"],
+                log_group_names=[f"/aws-glue/{prefix}", GLUE_SERVICE_LOG_GROUPS[1]],
                 query_lines=[
                     "fields @timestamp, @message",
                     "filter @message like /ERROR/",
                     "sort @timestamp desc",
                     "limit 20",
                 ],
+                width=12,
+            ),
+        )
+        dashboard.add_widgets(
+            cw.LogQueryWidget(
+                # Python shell's stdout/stderr (all jobs of the account share these groups).
+                title="Glue Python shell output and errors (/aws-glue/python-jobs/*)",
+                log_group_names=list(GLUE_SERVICE_LOG_GROUPS),
+                query_lines=[
+                    "fields @timestamp, @logStream, @message",
+                    "sort @timestamp desc",
+                    "limit 50",
+                ],
+                width=24,
+            ),
+            cw.GraphWidget(
+                title="Trigger dead letters",
+                left=[dead_letters.metric_approximate_number_of_messages_visible(statistic="Maximum")],
                 width=12,
             ),
         )

@@ -102,6 +102,65 @@ def acknowledge_findings(stack: HealthTechEtlStack) -> None:
         "support resource-level permissions; CDK generates exactly these statements.",
     )
 
+    # --- ResolveInputs Lambda and the state machine invoking it.
+    orchestration = stack.orchestration
+    ack(
+        orchestration.node.find_child("ResolverFunctionPolicy"),
+        f"AwsSolutions-IAM5[Resource::<{raw_arn}.Arn>/raw/*]",
+        "The resolver reads the latest version of whichever workbooks were uploaded: object access is "
+        "limited to the raw/ prefix of the raw bucket (HeadObject only, through s3:GetObject).",
+    )
+    ack(
+        orchestration.node.find_child("ResolverFunctionPolicy"),
+        f"AwsSolutions-IAM5[Resource::<{artifacts_arn}.Arn>/runs/claims/*]",
+        "One claim marker per pair of workbook versions, named by its hash: PutObject is limited to the "
+        "runs/claims/ prefix of the artifacts bucket.",
+    )
+    resolver_id = stack.resolve(orchestration.resolver.function_arn)["Fn::GetAtt"][0]
+    ack(
+        orchestration.state_machine.role,
+        f"AwsSolutions-IAM5[Resource::<{resolver_id}.Arn>:*]",
+        "CDK's LambdaInvoke grant covers the resolver function and its versions/aliases (ARN:*); it is "
+        "still this one function.",
+    )
+    # --- Trigger Lambda's on-failure destination (a KMS-encrypted queue).
+    ack(
+        orchestration.dead_letters,
+        "AwsSolutions-SQS3",
+        "This queue IS the trigger Lambda's on-failure destination (a DLQ for asynchronous S3 invocations); "
+        "cdk-nag only recognises SQS redrive DLQs, and it is alarmed.",
+    )
+    for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
+        ack(
+            orchestration.function.role,
+            f"AwsSolutions-IAM5[Action::{action}]",
+            "CDK's grantSendMessages for the KMS-encrypted failure queue: the trigger sends failed events to "
+            "it; the key statement is limited to the stack's own key.",
+        )
+
+    # --- Glue Python shell's service log groups (custom resource sets their retention).
+    for construct in stack.glue_service_logs.node.children:
+        policy = construct.node.try_find_child("CustomResourcePolicy")
+        if policy is None:
+            continue
+        for group in ("output", "error"):
+            ack(
+                policy,
+                "AwsSolutions-IAM5[Resource::"
+                + partition_region_account.format(service="logs", rest=f"log-group:/aws-glue/python-jobs/{group}:*")
+                + "]",
+                "CreateLogGroup/PutRetentionPolicy on Glue's two named service log groups; the ':*' form is "
+                "how CloudWatch Logs ARNs name a group's streams.",
+            )
+    for provider in _children_starting_with(stack, "AWS679f53fac002430cb0da5b7982bd2287"):
+        ack(
+            provider,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AWSLambdaBasicExecutionRole]",
+            CDK_MANAGED.format(what="AwsCustomResource provider that sets the Glue service log groups' retention")
+            + ": only CloudWatch Logs write access.",
+        )
+
     # --- Database.
     instance = stack.database.instance
     ack(

@@ -1,49 +1,116 @@
-"""Orchestration: S3 upload -> Lambda -> Step Functions -> Glue job (.sync), failures -> SNS alert."""
+"""Orchestration: S3 upload -> trigger Lambda -> Step Functions (settle, resolve and claim the pair of
+workbooks, Glue job .sync with the chosen capacity) -> failures -> SNS alert. README "Flow" has the why."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from .config import LAMBDA_DIR, RAW_PREFIX, EtlConfig, retention
+from .config import CLAIM_PREFIX, LAMBDA_DIR, RAW_PREFIX, REPORT_PREFIX, EtlConfig, retention
 
+STATE_SETTLE = "SettleUploads"
+STATE_RESOLVE = "ResolveInputs"
+STATE_CHOOSE = "RunOrSkip"
+STATE_SKIPPED = "NothingToLoad"
 STATE_RUN_JOB = "RunGlueEtlJob"
+STATE_RESOLVE_FAILED = "ResolveInputsFailed"
+STATE_JOB_FAILED = "GlueJobFailed"
 STATE_NOTIFY = "NotifyFailure"
 STATE_FAILED = "EtlFailed"
 STATE_SUCCEEDED = "EtlSucceeded"
 
-# State machine input (sent by the Lambda) -> Glue job run argument.
+# State machine input (sent by the Lambda) and the resolved pair -> Glue job run argument.
 RUN_ARGUMENTS = {
     "--RAW_BUCKET": "$.bucket",
     "--DOCTORS_KEY": "$.doctors_key",
     "--APPOINTMENTS_KEY": "$.appointments_key",
+    "--DOCTORS_VERSION": "$.inputs.doctors_version",
+    "--APPOINTMENTS_VERSION": "$.inputs.appointments_version",
     "--TRIGGER_KEY": "$.trigger_key",
     "--TRIGGER_VERSION": "$.trigger_version",
 }
+# Errors of the StartJobRun call (not of the job run: a failed run is States.TaskFailed) that a
+# later attempt can fix. ConcurrentRunsExceeded has its own, slower schedule.
+GLUE_TRANSIENT_ERRORS = [
+    "Glue.ThrottlingException",
+    "Glue.InternalServiceException",
+    "Glue.OperationTimeoutException",
+    "Glue.AWSGlueException",
+]
 
 
-def build_definition(scope: Construct, *, job_name: str, topic: sns.ITopic) -> sfn.IChainable:
-    """The ETL workflow, kept to plain Task/Retry/Catch/Fail/Succeed with JSONPath (runs on moto too)."""
-    run_job = tasks.GlueStartJobRun(
+def glue_run_policy(job_arn: str) -> list[iam.PolicyStatement]:
+    """What glue:startJobRun.sync needs (as GlueStartJobRun grants it), on this one job."""
+    return [
+        iam.PolicyStatement(
+            actions=["glue:StartJobRun", "glue:GetJobRun", "glue:GetJobRuns", "glue:BatchStopJobRun"],
+            resources=[job_arn],
+        )
+    ]
+
+
+def build_definition(
+    scope: Construct,
+    *,
+    job_name: str,
+    topic: sns.ITopic,
+    resolver: lambda_.IFunction,
+    report_bucket_name: str,
+) -> sfn.IChainable:
+    """The ETL workflow, kept to plain Wait/Task/Choice/Pass/Retry/Catch/Fail/Succeed with
+    JSONPath (runs on moto too): settle, pin and claim the pair, run the job, alert on failure."""
+    stack = Stack.of(scope)
+    settle = sfn.Wait(
+        scope,
+        STATE_SETTLE,
+        state_name=STATE_SETTLE,
+        comment="Give the other workbook of a pair time to arrive (settle_seconds from the trigger)",
+        time=sfn.WaitTime.seconds_path("$.settle_seconds"),
+    )
+    resolve = tasks.LambdaInvoke(
+        scope,
+        STATE_RESOLVE,
+        state_name=STATE_RESOLVE,
+        comment="Pin the latest version of both workbooks, claim that pair once, pick the capacity",
+        lambda_function=resolver,
+        payload=sfn.TaskInput.from_object(
+            {
+                "bucket": sfn.JsonPath.string_at("$.bucket"),
+                "doctors_key": sfn.JsonPath.string_at("$.doctors_key"),
+                "appointments_key": sfn.JsonPath.string_at("$.appointments_key"),
+                "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+            }
+        ),
+        payload_response_only=True,
+        retry_on_service_exceptions=True,
+        result_path="$.inputs",
+    )
+    # A raw Task state: GlueStartJobRun has no MaxCapacity, and the capacity is chosen per run.
+    run_job = sfn.CustomState(
         scope,
         STATE_RUN_JOB,
-        state_name=STATE_RUN_JOB,
-        comment="Run the Glue ETL job and wait for it to finish",
-        glue_job_name=job_name,
-        integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-        arguments=sfn.TaskInput.from_object(
-            {arg: sfn.JsonPath.string_at(path) for arg, path in RUN_ARGUMENTS.items()}
-        ),
-        result_path="$.glue",
+        state_json={
+            "Type": "Task",
+            "Comment": "Run the Glue ETL job on the pinned pair and wait for it to finish",
+            "Resource": f"arn:{stack.partition}:states:::glue:startJobRun.sync",
+            "Parameters": {
+                "JobName": job_name,
+                "MaxCapacity.$": "$.inputs.max_capacity",
+                "Arguments": {f"{arg}.$": path for arg, path in RUN_ARGUMENTS.items()},
+            },
+            "ResultPath": "$.glue",
+        },
     )
     # Another upload while a run is in progress (max concurrent runs = 1): wait and try again.
     run_job.add_retry(
@@ -52,17 +119,22 @@ def build_definition(scope: Construct, *, job_name: str, topic: sns.ITopic) -> s
         backoff_rate=2,
         max_attempts=5,
     )
+    run_job.add_retry(errors=GLUE_TRANSIENT_ERRORS, interval=Duration.seconds(15), backoff_rate=2, max_attempts=4)
     notify = tasks.SnsPublish(
         scope,
         STATE_NOTIFY,
         state_name=STATE_NOTIFY,
-        comment="Alert the on-call address with the run input and the error",
+        comment="Alert the on-call address: which run, which state, which error, where the reports are",
         topic=topic,
         subject="HealthTech ETL run failed",
         message=sfn.TaskInput.from_object(
             {
                 "summary": "HealthTech ETL run failed",
                 "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+                "execution_name": sfn.JsonPath.string_at("$$.Execution.Name"),
+                "failed_state": sfn.JsonPath.string_at("$.failed_state"),
+                "error": sfn.JsonPath.string_at("$.error.Error"),
+                "cause": sfn.JsonPath.string_at("$.error.Cause"),
                 "input": {
                     "bucket": sfn.JsonPath.string_at("$.bucket"),
                     "doctors_key": sfn.JsonPath.string_at("$.doctors_key"),
@@ -70,8 +142,8 @@ def build_definition(scope: Construct, *, job_name: str, topic: sns.ITopic) -> s
                     "trigger_key": sfn.JsonPath.string_at("$.trigger_key"),
                     "trigger_version": sfn.JsonPath.string_at("$.trigger_version"),
                 },
-                "error": sfn.JsonPath.string_at("$.error.Error"),
-                "cause": sfn.JsonPath.string_at("$.error.Cause"),
+                # The job writes each run's report (also of a failed load) under <prefix>/<run_id>/.
+                "reports": f"s3://{report_bucket_name}/{REPORT_PREFIX}/",
             }
         ),
         result_path="$.notification",
@@ -81,11 +153,32 @@ def build_definition(scope: Construct, *, job_name: str, topic: sns.ITopic) -> s
         STATE_FAILED,
         state_name=STATE_FAILED,
         error="EtlJobFailed",
-        cause="The Glue ETL job run failed; the alert topic has the details",
+        cause="The ETL run failed; the alert topic has the details",
     )
+    alert = notify.next(failed)
+    for state, name, pass_id in ((resolve, STATE_RESOLVE, STATE_RESOLVE_FAILED), (run_job, STATE_RUN_JOB, STATE_JOB_FAILED)):
+        # Name the failing state for the alert ($$.State.Name would be NotifyFailure's own).
+        remember = sfn.Pass(
+            scope,
+            pass_id,
+            state_name=pass_id,
+            result=sfn.Result.from_string(name),
+            result_path="$.failed_state",
+        )
+        state.add_catch(remember.next(alert), errors=["States.ALL"], result_path="$.error")
     succeeded = sfn.Succeed(scope, STATE_SUCCEEDED, state_name=STATE_SUCCEEDED)
-    run_job.add_catch(notify.next(failed), errors=["States.ALL"], result_path="$.error")
-    return run_job.next(succeeded)
+    skipped = sfn.Succeed(
+        scope,
+        STATE_SKIPPED,
+        state_name=STATE_SKIPPED,
+        comment="Another execution loads this pair, or the other workbook is not there yet",
+    )
+    choose = (
+        sfn.Choice(scope, STATE_CHOOSE, state_name=STATE_CHOOSE)
+        .when(sfn.Condition.string_equals("$.inputs.action", "run"), run_job.next(succeeded))
+        .otherwise(skipped)
+    )
+    return settle.next(resolve).next(choose)
 
 
 class Orchestration(Construct):
@@ -96,12 +189,77 @@ class Orchestration(Construct):
         *,
         config: EtlConfig,
         raw_bucket: s3.IBucket,
+        artifacts_bucket: s3.IBucket,
         job_name: str,
         topic: sns.ITopic,
         key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        code = lambda_.Code.from_asset(str(LAMBDA_DIR), exclude=["__pycache__", "*.pyc", "tests"])
 
+        # --- ResolveInputs: pins and claims the pair of workbooks (lambda/resolve_inputs.py).
+        self.resolver_log_group = logs.LogGroup(
+            self,
+            "ResolverFunctionLogs",
+            log_group_name=f"/aws/lambda/{config.name_prefix}-resolve-inputs",
+            retention=retention(config.log_retention_days),
+            encryption_key=key,
+            removal_policy=config.removal_policy,
+        )
+        resolver_role = iam.Role(
+            self,
+            "ResolverFunctionRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="healthtech-etl resolve-inputs: read workbook versions, write pair claims",
+        )
+        self.resolver = lambda_.Function(
+            self,
+            "ResolverFunction",
+            function_name=f"{config.name_prefix}-resolve-inputs",
+            description="Pins the latest pair of workbooks for one ETL execution and claims it once",
+            runtime=lambda_.Runtime.PYTHON_3_14,
+            handler="resolve_inputs.handler",
+            code=code,
+            role=resolver_role,
+            log_group=self.resolver_log_group,
+            memory_size=128,
+            timeout=Duration.seconds(30),
+            environment={
+                "CLAIM_BUCKET": artifacts_bucket.bucket_name,
+                "CLAIM_PREFIX": CLAIM_PREFIX,
+                "LARGE_INPUT_BYTES": str(config.large_input_mb * 1024 * 1024),
+            },
+        )
+        self.resolver_log_group.grant_write(resolver_role)
+        resolver_policy = iam.Policy(self, "ResolverFunctionPolicy", roles=[resolver_role])
+        resolver_policy.add_statements(
+            iam.PolicyStatement(
+                sid="HeadRawUploads",
+                actions=["s3:GetObject", "s3:GetObjectVersion"],
+                resources=[raw_bucket.arn_for_objects(f"{RAW_PREFIX}*")],
+            ),
+            # Without ListBucket, HeadObject of a missing key is 403 instead of 404 (a HEAD
+            # carries no s3:prefix, so no prefix condition here; it lists names, not content).
+            iam.PolicyStatement(
+                sid="TellMissingFromForbidden",
+                actions=["s3:ListBucket"],
+                resources=[raw_bucket.bucket_arn],
+            ),
+            iam.PolicyStatement(
+                sid="WritePairClaims",
+                actions=["s3:PutObject"],
+                resources=[artifacts_bucket.arn_for_objects(f"{CLAIM_PREFIX}*")],
+            ),
+            iam.PolicyStatement(
+                sid="UseDataKeyThroughS3",
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=[key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"}},
+            ),
+        )
+
+        # --- The state machine.
         self.state_machine_log_group = logs.LogGroup(
             self,
             "StateMachineLogs",
@@ -114,9 +272,15 @@ class Orchestration(Construct):
             self,
             "StateMachine",
             state_machine_name=config.name_prefix,
-            comment="healthtech-etl: run the Glue ETL job for an uploaded workbook, alert on failure",
+            comment="healthtech-etl: settle, pin the pair of workbooks, run the Glue ETL job once, alert on failure",
             definition_body=sfn.DefinitionBody.from_chainable(
-                build_definition(self, job_name=job_name, topic=topic)
+                build_definition(
+                    self,
+                    job_name=job_name,
+                    topic=topic,
+                    resolver=self.resolver,
+                    report_bucket_name=artifacts_bucket.bucket_name,
+                )
             ),
             timeout=Duration.minutes(config.state_machine_timeout_minutes),
             tracing_enabled=True,
@@ -126,7 +290,22 @@ class Orchestration(Construct):
                 include_execution_data=True,
             ),
         )
+        job_arn = stack.format_arn(
+            service="glue", resource="job", resource_name=job_name, arn_format=ArnFormat.SLASH_RESOURCE_NAME
+        )
+        for statement in glue_run_policy(job_arn):
+            self.state_machine.add_to_role_policy(statement)
+        # The alert topic is KMS-encrypted: publishing needs the key (through SNS only).
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="UseAlertTopicKey",
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=[key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"sns.{stack.region}.amazonaws.com"}},
+            )
+        )
 
+        # --- The S3 trigger: async invocations; after Lambda's own retries they land in a DLQ.
         self.function_log_group = logs.LogGroup(
             self,
             "TriggerFunctionLogs",
@@ -134,6 +313,15 @@ class Orchestration(Construct):
             retention=retention(config.log_retention_days),
             encryption_key=key,
             removal_policy=config.removal_policy,
+        )
+        self.dead_letters = sqs.Queue(
+            self,
+            "TriggerFailures",
+            queue_name=f"{config.name_prefix}-trigger-failures",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
         )
         # An explicit role (no AWSLambdaBasicExecutionRole): its log group, and starting this one machine.
         function_role = iam.Role(
@@ -149,16 +337,23 @@ class Orchestration(Construct):
             description="Starts the ETL state machine when a workbook lands under raw/",
             runtime=lambda_.Runtime.PYTHON_3_14,
             handler="handler.handler",
-            code=lambda_.Code.from_asset(str(LAMBDA_DIR), exclude=["__pycache__", "*.pyc", "tests"]),
+            code=code,
             role=function_role,
             log_group=self.function_log_group,
             memory_size=256,
             timeout=Duration.seconds(30),
+            # Bounds what a flood of uploads can do to the account's concurrency and to Step Functions.
+            reserved_concurrent_executions=config.trigger_reserved_concurrency,
+            # Async invocations from S3: 2 retries, then the event goes to the queue (alarmed).
+            retry_attempts=2,
+            max_event_age=Duration.hours(6),
+            on_failure=destinations.SqsDestination(self.dead_letters),
             environment={
                 "STATE_MACHINE_ARN": self.state_machine.state_machine_arn,
                 "RAW_PREFIX": RAW_PREFIX,
                 "DOCTORS_FILENAME": "doctors.xlsx",
                 "APPOINTMENTS_FILENAME": "appointments.xlsx",
+                "SETTLE_SECONDS": str(config.settle_seconds),
                 "LOG_LEVEL": "INFO",
             },
         )

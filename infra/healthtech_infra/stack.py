@@ -10,6 +10,7 @@ from constructs import Construct
 from .config import EtlConfig
 from .database import Database
 from .etl_job import EtlJob
+from .glue_logs import GlueServiceLogGroups
 from .monitoring import Monitoring
 from .orchestration import Orchestration
 from .storage import Storage
@@ -36,15 +37,18 @@ class HealthTechEtlStack(cdk.Stack):
             key=key,
             script_key=self.storage.script_s3_key,
             wheel_key=self.storage.wheel_s3_key,
+            ca_bundle_key=self.storage.ca_bundle_s3_key,
             db_secret=self.database.secret,
         )
         # The job must not start before its script and wheel are in S3.
         self.etl.job.node.add_dependency(self.storage.deployment)
+        self.glue_service_logs = GlueServiceLogGroups(self, "GlueServiceLogs", config=config, key=key)
         self.orchestration = Orchestration(
             self,
             "Orchestration",
             config=config,
             raw_bucket=self.storage.raw_bucket,
+            artifacts_bucket=self.storage.artifacts_bucket,
             job_name=self.etl.job.job_name,
             topic=self.monitoring.topic,
             key=key,
@@ -52,6 +56,7 @@ class HealthTechEtlStack(cdk.Stack):
         self.monitoring.watch(
             state_machine=self.orchestration.state_machine,
             function=self.orchestration.function,
+            dead_letters=self.orchestration.dead_letters,
             job_name=self.etl.job.job_name,
             database=self.database.instance,
         )

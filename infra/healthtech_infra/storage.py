@@ -10,7 +10,16 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
-from .config import DIST_DIR, GLUE_PREFIX, GLUE_SCRIPT, EtlConfig, find_wheel, retention
+from .config import (
+    CLAIM_PREFIX,
+    DIST_DIR,
+    GLUE_PREFIX,
+    GLUE_SCRIPT,
+    RDS_CA_BUNDLE_NAME,
+    EtlConfig,
+    find_wheel,
+    retention,
+)
 
 
 class Storage(Construct):
@@ -115,7 +124,9 @@ class Storage(Construct):
                     id="old-versions",
                     noncurrent_version_expiration=Duration.days(90),
                     abort_incomplete_multipart_upload_after=Duration.days(7),
-                )
+                ),
+                # A pair claim only has to outlive S3's event redelivery and the settle window.
+                s3.LifecycleRule(id="expire-pair-claims", prefix=CLAIM_PREFIX, expiration=Duration.days(30)),
             ],
             **common,
         )
@@ -125,16 +136,24 @@ class Storage(Construct):
         self.wheel_name = find_wheel().name
         if not GLUE_SCRIPT.is_file():
             raise FileNotFoundError(f"{GLUE_SCRIPT} is missing: it is deployed as the Glue job script")
+        sources = [
+            s3deploy.Source.asset(str(DIST_DIR), exclude=["*", f"!{self.wheel_name}"]),
+            s3deploy.Source.asset(str(GLUE_SCRIPT.parent), exclude=["*", f"!{GLUE_SCRIPT.name}"]),
+        ]
+        # AWS's RDS CA bundle (`make deploy` downloads it first). Synth and tests run offline: without
+        # the file the stack simply does not (re)deploy it, and scripts/cdk.sh refuses to deploy.
+        self.ca_bundle_deployed = config.rds_ca_bundle.is_file()
+        if self.ca_bundle_deployed:
+            sources.append(
+                s3deploy.Source.data(RDS_CA_BUNDLE_NAME, config.rds_ca_bundle.read_text(encoding="ascii"))
+            )
         self.deployment = s3deploy.BucketDeployment(
             self,
             "GlueArtifacts",
             destination_bucket=self.artifacts_bucket,
             destination_key_prefix=GLUE_PREFIX,
-            sources=[
-                s3deploy.Source.asset(str(DIST_DIR), exclude=["*", f"!{self.wheel_name}"]),
-                s3deploy.Source.asset(str(GLUE_SCRIPT.parent), exclude=["*", f"!{GLUE_SCRIPT.name}"]),
-            ],
-            # Only ever add or replace the two files: never delete reports or older artifacts.
+            sources=sources,
+            # Only ever add or replace these files: never delete reports or older artifacts.
             prune=False,
             retain_on_delete=False,
             memory_limit=256,
@@ -150,6 +169,10 @@ class Storage(Construct):
     @property
     def wheel_s3_key(self) -> str:
         return f"{GLUE_PREFIX}{self.wheel_name}"
+
+    @property
+    def ca_bundle_s3_key(self) -> str:
+        return f"{GLUE_PREFIX}{RDS_CA_BUNDLE_NAME}"
 
     @property
     def script_s3_key(self) -> str:

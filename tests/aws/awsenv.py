@@ -48,6 +48,8 @@ def load_module(name: str, path: Path) -> ModuleType:
 
 lambda_handler = load_module("healthtech_lambda_handler", REPO / "lambda" / "handler.py")
 glue_etl = load_module("healthtech_glue_etl", REPO / "glue_job" / "glue_etl.py")
+resolve_inputs = load_module("healthtech_resolve_inputs", REPO / "lambda" / "resolve_inputs.py")
+RESOLVER_NAME = "healthtech-etl-resolve-inputs"
 
 
 def load_event(name: str, versions: Optional[dict] = None) -> dict:
@@ -66,12 +68,15 @@ def asl() -> dict:
     return json.loads(ASL_PATH.read_text(encoding="utf-8"))
 
 
-def state_machine_definition(job_name: str, topic_arn: str) -> str:
+def state_machine_definition(
+    job_name: str, topic_arn: str, resolver_arn: str = "", report_bucket: str = REPORT_BUCKET
+) -> str:
     """The deployed definition (exported from the CDK stack) with its placeholders filled in."""
     if not ASL_PATH.is_file():
         pytest.fail(f"{ASL_PATH.relative_to(REPO)} is missing: it is exported from the CDK stack (infra/)")
     text = ASL_PATH.read_text(encoding="utf-8")
-    values = {"${GlueJobName}": job_name, "${AlertTopicArn}": topic_arn, "${Partition}": "aws"}
+    values = {"${GlueJobName}": job_name, "${AlertTopicArn}": topic_arn, "${Partition}": "aws",
+              "${ResolveInputsFunctionArn}": resolver_arn, "${ReportBucketName}": report_bucket}
     for placeholder, value in values.items():
         if placeholder != "${Partition}":
             assert placeholder in text, f"{ASL_PATH.name} lacks the placeholder {placeholder}"

@@ -23,9 +23,11 @@ from awsenv import (
     REGION,
     REPORT_BUCKET,
     REPORT_PREFIX,
+    RESOLVER_NAME,
     SECRET_NAME,
     GlueScriptRunner,
     db_secret,
+    resolve_inputs,
     state_machine_definition,
 )
 from moto import mock_aws
@@ -82,6 +84,8 @@ def aws(aws_env: None) -> Any:
             cloudwatch=boto3.client("cloudwatch"),
             sns=boto3.client("sns"),
             sqs=boto3.client("sqs"),
+            iam=boto3.client("iam"),
+            lambda_=boto3.client("lambda"),
         )
 
 
@@ -121,7 +125,53 @@ def glue_runner(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.fixture
-def stack(moto_sfn: None, aws: Any, db_config: DbConfig, glue_runner: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+def resolver(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``lambda/resolve_inputs.py`` as the deployed function: moto's Lambda (no Docker) records the
+    function, and each invocation runs the real handler in-process with its environment.
+    Returns the function ARN; ``.calls`` / ``.results`` list what it was given and returned."""
+    import io
+    import zipfile
+
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    role = aws.iam.create_role(RoleName="resolve-inputs", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "lambda.amazonaws.com"}}]}))["Role"]["Arn"]
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("resolve_inputs.py", "# runs in-process in the tests\n")
+    arn = aws.lambda_.create_function(
+        FunctionName=RESOLVER_NAME, Runtime="python3.14", Role=role, Handler="resolve_inputs.handler",
+        Code={"ZipFile": package.getvalue()},
+    )["FunctionArn"]
+    # As the stack sets it (tests use the report bucket as the artifacts bucket).
+    monkeypatch.setenv("CLAIM_BUCKET", REPORT_BUCKET)
+    monkeypatch.setenv("CLAIM_PREFIX", "runs/claims/")
+    monkeypatch.delenv("LARGE_INPUT_BYTES", raising=False)
+    calls: list = []
+    results: list = []
+
+    def invoke(self: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any) -> bytes:
+        assert function_name.rsplit(":", 1)[-1] == RESOLVER_NAME or function_name.endswith(
+            f":function:{RESOLVER_NAME}"), function_name
+        event = json.loads(body) if body else {}
+        calls.append(event)
+        try:
+            result = resolve_inputs.handler(event, None)
+        except Exception as exc:  # what the Lambda runtime reports for an unhandled exception
+            response_headers["x-amz-function-error"] = "Unhandled"
+            results.append(exc)
+            return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
+        results.append(result)
+        return json.dumps(result).encode()
+
+    monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
+    return SimpleNamespace(arn=arn, calls=calls, results=results)
+
+
+@pytest.fixture
+def stack(moto_sfn: None, aws: Any, db_config: DbConfig, glue_runner: Any, resolver: Any,
+          monkeypatch: pytest.MonkeyPatch) -> Any:
     """What the CDK stack deploys, in moto: versioned raw bucket, report bucket, DB secret, Glue
     job (with its DefaultArguments), alert topic (an SQS subscriber reads the alerts back), the
     state machine; and the Lambda's environment."""
@@ -152,11 +202,13 @@ def stack(moto_sfn: None, aws: Any, db_config: DbConfig, glue_runner: Any, monke
                       Attributes={"RawMessageDelivery": "true"})
     state_machine_arn = aws.sfn.create_state_machine(
         name="healthtech-etl",
-        definition=state_machine_definition(JOB_NAME, topic_arn),
+        definition=state_machine_definition(JOB_NAME, topic_arn, resolver.arn),
         roleArn=f"arn:aws:iam::{ACCOUNT}:role/healthtech-etl-states",
     )["stateMachineArn"]
     monkeypatch.setenv("STATE_MACHINE_ARN", state_machine_arn)
     monkeypatch.setenv("RAW_PREFIX", "raw/")
+    # The settle Wait costs no time in the tests (moto_patches._patch_wait_sleep records it).
+    monkeypatch.setenv("SETTLE_SECONDS", "1")
     monkeypatch.delenv("DOCTORS_FILENAME", raising=False)
     monkeypatch.delenv("APPOINTMENTS_FILENAME", raising=False)
 
@@ -167,7 +219,7 @@ def stack(moto_sfn: None, aws: Any, db_config: DbConfig, glue_runner: Any, monke
     return SimpleNamespace(
         aws=aws, db_config=db_config, glue=glue_runner, secret_arn=secret_arn,
         default_arguments=default_arguments, topic_arn=topic_arn, state_machine_arn=state_machine_arn,
-        alerts=alerts,
+        alerts=alerts, resolver=resolver,
     )
 
 

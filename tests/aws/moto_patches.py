@@ -20,6 +20,10 @@ PINNED_MOTO = "5.2.5"
 # may register callbacks that run "during" the wait (e.g. a blocking Glue run finishing).
 RETRY_SLEEPS: list[float] = []
 ON_RETRY_SLEEP: list[Callable[[float], None]] = []
+# Likewise for Wait states (see _patch_wait_sleep): seconds asked for, and callbacks that run
+# "during" the wait (e.g. the other workbook of a pair being uploaded).
+WAIT_SLEEPS: list[float] = []
+ON_WAIT: list[Callable[[float], None]] = []
 _APPLIED: dict[str, bool] = {}
 
 
@@ -125,6 +129,20 @@ def _patch_retry_sleep() -> None:
     retrier_decl.time = _RecordingTime()
 
 
+def _patch_wait_sleep() -> None:
+    """Not a bug, a test convenience: a ``Wait`` state really waits its seconds in moto. Record
+    the requested wait in ``WAIT_SLEEPS`` and run the ``ON_WAIT`` callbacks instead of waiting,
+    so the settle window costs no time and a test can upload "during" it."""
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function import wait_function
+
+    def _wait_interval(self, env, wait_seconds):  # type: ignore[no-untyped-def]
+        WAIT_SLEEPS.append(float(wait_seconds))
+        for callback in list(ON_WAIT):
+            callback(float(wait_seconds))
+
+    wait_function.WaitFunction._wait_interval = _wait_interval
+
+
 def apply() -> None:
     """Apply every patch once (per process)."""
     if _APPLIED:
@@ -140,6 +158,7 @@ def apply() -> None:
         _patch_unnamed_execution_arn,
         _patch_synchronous_executions,
         _patch_retry_sleep,
+        _patch_wait_sleep,
     ):
         patch()
         _APPLIED[patch.__name__] = True

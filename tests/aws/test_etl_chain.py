@@ -59,9 +59,14 @@ def test_upload_runs_the_etl_end_to_end(stack: Any, uploaded: dict) -> None:
         "--RAW_BUCKET": RAW_BUCKET,
         "--DOCTORS_KEY": "raw/doctors.xlsx",
         "--APPOINTMENTS_KEY": "raw/appointments.xlsx",
+        # The exact pair the execution resolved after the settle wait.
+        "--DOCTORS_VERSION": uploaded["raw/doctors.xlsx"],
+        "--APPOINTMENTS_VERSION": uploaded["raw/appointments.xlsx"],
         "--TRIGGER_KEY": "raw/doctors.xlsx",
         "--TRIGGER_VERSION": uploaded["raw/doctors.xlsx"],
     }
+    # Small inputs: the job's 1/16 DPU, passed explicitly by the state machine.
+    assert run["MaxCapacity"] == 0.0625
     (call,) = stack.glue.calls
     assert call.exit_code == 0, call.stderr
 
@@ -115,20 +120,22 @@ def _all_report_keys(stack: Any) -> list:
     return [item["Key"] for item in listing.get("Contents", [])]
 
 
-def test_both_workbooks_uploaded_at_once_give_two_successful_runs(stack: Any, uploaded: dict) -> None:
+def test_both_workbooks_in_one_event_give_one_run(stack: Any, uploaded: dict) -> None:
     result = run_event(stack, "s3_multiple_records.json", uploaded)
 
     assert len(result["started"]) == 2
     statuses = [stack.aws.sfn.describe_execution(executionArn=item["execution_arn"])["status"]
                 for item in result["started"]]
     assert statuses == ["SUCCEEDED", "SUCCEEDED"]
-    assert [call.exit_code for call in stack.glue.calls] == [0, 0]
-    assert db_count(stack.db_config, "etl_runs") == 2
-    # The second run replaced the first one's rows, it did not add to them.
+    # The first execution to resolve claimed the pair and ran the job; the other had nothing to do.
+    assert [call.exit_code for call in stack.glue.calls] == [0]
+    assert [r["action"] for r in stack.resolver.results] == ["run", "skip"]
+    assert db_count(stack.db_config, "etl_runs") == 1
     report = json.loads(stack.aws.s3.get_object(
         Bucket=REPORT_BUCKET, Key=next(k for k in _all_report_keys(stack) if k.endswith("quality_report.json"))
     )["Body"].read())
     assert db_count(stack.db_config, "appointments") == report["counts"]["appointments"]["loaded"]
+    assert stack.alerts() == []
 
 
 def test_redelivered_event_runs_the_job_once(stack: Any, uploaded: dict) -> None:
@@ -180,8 +187,15 @@ def test_failed_job_alerts_and_keeps_the_previous_data(stack: Any, uploaded: dic
     assert [call.exit_code for call in stack.glue.calls] == [0, 3]
     assert job_runs(stack)[-1]["JobRunState"] == "FAILED"
     (alert,) = stack.alerts()
-    assert started["execution_arn"] in alert
-    assert "raw/appointments.xlsx" in alert and "FAILED (exit 3)" in alert
+    message = json.loads(alert)
+    # Which run, which state, which error, and where its report is.
+    assert message["execution"] == started["execution_arn"]
+    assert message["execution_name"] == started["execution_name"]
+    assert message["failed_state"] == "RunGlueEtlJob"
+    assert message["error"] == "States.TaskFailed"
+    assert "FAILED (exit 3)" in message["cause"]
+    assert message["input"]["appointments_key"] == "raw/appointments.xlsx"
+    assert message["reports"] == f"s3://{REPORT_BUCKET}/{REPORT_PREFIX}/"
     # The database still has the first run's data.
     assert (db_count(stack.db_config, "doctors"), db_count(stack.db_config, "appointments")) == loaded
     events = [event["type"] for event in history(stack.aws, started["execution_arn"])]
@@ -237,3 +251,181 @@ def test_concurrent_run_is_retried_until_the_other_run_finishes(stack: Any, uplo
     assert failures == ["Glue.ConcurrentRunsExceededException"] * 2
     assert [call.exit_code for call in stack.glue.calls] == [0]
     assert db_count(stack.db_config, "etl_runs") == 1
+
+
+# --------------------------------------------------------------------------- one upload pair, one run
+
+
+def upload_event(key: str, version: str, sequencer: str) -> dict:
+    """The S3 notification for one upload (s3_put.json with this key, version and sequencer)."""
+    event = load_event("s3_put.json")
+    event["Records"][0]["s3"]["object"].update(key=key, versionId=version, sequencer=sequencer)
+    return event
+
+
+def statuses(stack: Any) -> list:
+    return sorted(item["status"] for item in executions(stack.aws, stack.state_machine_arn))
+
+
+@pytest.fixture
+def new_exports(sample_workbooks: tuple, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A second, different export of each workbook (other rows), so the versions tell apart."""
+    from healthtech_etl.sample import write_sample_workbooks
+
+    doctors, appointments = write_sample_workbooks(tmp_path_factory.mktemp("new-exports"), rows=120, seed=23)
+    return {"raw/doctors.xlsx": doctors, "raw/appointments.xlsx": appointments}
+
+
+@pytest.mark.parametrize("first", ["raw/doctors.xlsx", "raw/appointments.xlsx"])
+@pytest.mark.parametrize("second_event", ["after_first_resolved", "during_first_wait"])
+def test_pair_uploaded_within_the_settle_window_gives_one_run_with_both_new_versions(
+    stack: Any, uploaded: dict, new_exports: dict, first: str, second_event: str
+) -> None:
+    second = next(key for key in new_exports if key != first)
+    versions: dict = {}
+    versions[first] = put_object(stack.aws.s3, RAW_BUCKET, first, new_exports[first])
+    second_result: list = []
+
+    def second_upload_arrives(seconds: float) -> None:
+        # One-shot: the other workbook lands while the first execution settles.
+        moto_patches.ON_WAIT.remove(second_upload_arrives)
+        versions[second] = put_object(stack.aws.s3, RAW_BUCKET, second, new_exports[second])
+        if second_event == "during_first_wait":  # its execution resolves before the first one does
+            second_result.append(lambda_handler.handler(upload_event(second, versions[second], "0065B0000000000002"), None))
+
+    moto_patches.WAIT_SLEEPS.clear()
+    moto_patches.ON_WAIT.append(second_upload_arrives)
+    try:
+        first_result = lambda_handler.handler(upload_event(first, versions[first], "0065B0000000000001"), None)
+    finally:
+        if second_upload_arrives in moto_patches.ON_WAIT:
+            moto_patches.ON_WAIT.remove(second_upload_arrives)
+    if second_event == "after_first_resolved":
+        second_result.append(lambda_handler.handler(upload_event(second, versions[second], "0065B0000000000002"), None))
+
+    assert len(first_result["started"]) == 1 and len(second_result[0]["started"]) == 1
+    assert moto_patches.WAIT_SLEEPS == [1.0, 1.0]  # every execution settled SETTLE_SECONDS
+    # Two executions, both SUCCEEDED; exactly one Glue run, on both NEW versions; no alert.
+    assert statuses(stack) == ["SUCCEEDED", "SUCCEEDED"]
+    (run,) = job_runs(stack)
+    assert run["JobRunState"] == "SUCCEEDED"
+    assert run["Arguments"]["--DOCTORS_VERSION"] == versions["raw/doctors.xlsx"] != uploaded["raw/doctors.xlsx"]
+    assert (run["Arguments"]["--APPOINTMENTS_VERSION"] == versions["raw/appointments.xlsx"]
+            != uploaded["raw/appointments.xlsx"])
+    assert sorted(r["action"] for r in stack.resolver.results) == ["run", "skip"]
+    (skip,) = [r for r in stack.resolver.results if r["action"] == "skip"]
+    assert skip["reason"] == "another execution already claimed this pair of versions"
+    assert db_count(stack.db_config, "etl_runs") == 1
+    (report_key,) = [k for k in _all_report_keys(stack) if k.endswith("quality_report.json")]
+    report = json.loads(stack.aws.s3.get_object(Bucket=REPORT_BUCKET, Key=report_key)["Body"].read())
+    assert report["inputs"]["doctors"]["file"].endswith(f"?versionId={versions['raw/doctors.xlsx']}")
+    assert report["inputs"]["appointments"]["file"].endswith(f"?versionId={versions['raw/appointments.xlsx']}")
+    assert db_count(stack.db_config, "appointments") == report["counts"]["appointments"]["loaded"]
+    assert stack.alerts() == []
+
+
+def test_one_new_workbook_runs_once_with_the_others_latest_version(
+    stack: Any, uploaded: dict, new_exports: dict
+) -> None:
+    version = put_object(stack.aws.s3, RAW_BUCKET, "raw/appointments.xlsx", new_exports["raw/appointments.xlsx"])
+
+    result = lambda_handler.handler(upload_event("raw/appointments.xlsx", version, "0065B0000000000003"), None)
+
+    (started,) = result["started"]
+    assert stack.aws.sfn.describe_execution(executionArn=started["execution_arn"])["status"] == "SUCCEEDED"
+    (run,) = job_runs(stack)
+    assert run["Arguments"]["--APPOINTMENTS_VERSION"] == version
+    assert run["Arguments"]["--DOCTORS_VERSION"] == uploaded["raw/doctors.xlsx"]
+    assert stack.alerts() == []
+
+
+def test_second_upload_after_the_window_runs_again_with_the_new_pair(
+    stack: Any, uploaded: dict, new_exports: dict
+) -> None:
+    doctors = put_object(stack.aws.s3, RAW_BUCKET, "raw/doctors.xlsx", new_exports["raw/doctors.xlsx"])
+    lambda_handler.handler(upload_event("raw/doctors.xlsx", doctors, "0065B0000000000004"), None)
+    appointments = put_object(stack.aws.s3, RAW_BUCKET, "raw/appointments.xlsx", new_exports["raw/appointments.xlsx"])
+    lambda_handler.handler(upload_event("raw/appointments.xlsx", appointments, "0065B0000000000005"), None)
+
+    assert statuses(stack) == ["SUCCEEDED", "SUCCEEDED"]
+    pairs = [(r["Arguments"]["--DOCTORS_VERSION"], r["Arguments"]["--APPOINTMENTS_VERSION"])
+             for r in job_runs(stack)]  # in start order
+    assert pairs == [(doctors, uploaded["raw/appointments.xlsx"]), (doctors, appointments)]
+    assert stack.alerts() == []
+
+
+def test_redelivered_events_of_a_pair_stay_deduplicated(stack: Any, uploaded: dict) -> None:
+    first = run_event(stack, "s3_multiple_records.json", uploaded)
+    again = run_event(stack, "s3_multiple_records.json", uploaded)
+
+    assert len(first["started"]) == 2
+    assert again["started"] == [] and len(again["duplicates"]) == 2
+    assert len(executions(stack.aws, stack.state_machine_arn)) == 2
+    assert len(job_runs(stack)) == 1 and len(stack.resolver.calls) == 2
+
+
+def test_a_lone_first_workbook_waits_for_its_partner_without_failing(stack: Any, sample_workbooks: tuple) -> None:
+    doctors, appointments = sample_workbooks
+    folder = "raw/clinic-9/"
+    doctors_version = put_object(stack.aws.s3, RAW_BUCKET, folder + "doctors.xlsx", doctors)
+
+    lambda_handler.handler(upload_event(folder + "doctors.xlsx", doctors_version, "0065B0000000000006"), None)
+
+    assert statuses(stack) == ["SUCCEEDED"] and job_runs(stack) == []
+    (waiting,) = stack.resolver.results
+    assert waiting["action"] == "skip"
+    assert waiting["reason"] == f"waiting for s3://{RAW_BUCKET}/{folder}appointments.xlsx"
+    # The partner's upload then runs the pair.
+    appointments_version = put_object(stack.aws.s3, RAW_BUCKET, folder + "appointments.xlsx", appointments)
+    lambda_handler.handler(upload_event(folder + "appointments.xlsx", appointments_version, "0065B0000000000007"), None)
+    (run,) = job_runs(stack)
+    assert (run["Arguments"]["--DOCTORS_VERSION"], run["Arguments"]["--APPOINTMENTS_VERSION"]) == (
+        doctors_version, appointments_version)
+    assert statuses(stack) == ["SUCCEEDED", "SUCCEEDED"] and stack.alerts() == []
+
+
+# --------------------------------------------------------------------------- capacity and resolver failures
+
+
+def test_inputs_above_the_size_threshold_run_with_one_dpu(
+    stack: Any, uploaded: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = [stack.aws.s3.head_object(Bucket=RAW_BUCKET, Key=key)["ContentLength"] for key in uploaded]
+    monkeypatch.setenv("LARGE_INPUT_BYTES", str(sum(sizes) - 1))  # one byte less than the pair
+
+    run_event(stack, "s3_put.json", uploaded)
+
+    (run,) = job_runs(stack)
+    assert run["MaxCapacity"] == 1.0 and run["JobRunState"] == "SUCCEEDED"
+    (resolved,) = stack.resolver.results
+    assert resolved["input_bytes"] == sum(sizes) and resolved["max_capacity"] == 1.0
+
+
+def test_inputs_at_the_size_threshold_keep_the_small_capacity(
+    stack: Any, uploaded: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = [stack.aws.s3.head_object(Bucket=RAW_BUCKET, Key=key)["ContentLength"] for key in uploaded]
+    monkeypatch.setenv("LARGE_INPUT_BYTES", str(sum(sizes)))
+
+    run_event(stack, "s3_put.json", uploaded)
+
+    (run,) = job_runs(stack)
+    assert run["MaxCapacity"] == 0.0625
+
+
+def test_resolver_failure_alerts_with_the_failing_state(
+    stack: Any, uploaded: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAIM_BUCKET", "healthtech-no-such-bucket")  # a real S3 error, not a stub
+
+    result = run_event(stack, "s3_put.json", uploaded)
+
+    (started,) = result["started"]
+    execution = stack.aws.sfn.describe_execution(executionArn=started["execution_arn"])
+    assert execution["status"] == "FAILED" and job_runs(stack) == []
+    (alert,) = stack.alerts()
+    message = json.loads(alert)
+    assert message["failed_state"] == "ResolveInputs"
+    assert message["execution"] == started["execution_arn"]
+    # The Lambda runtime reports the exception class: botocore names it after the S3 error code.
+    assert message["error"] == "NoSuchBucket" and "PutObject" in message["cause"]

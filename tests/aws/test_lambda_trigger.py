@@ -21,7 +21,7 @@ def trigger(moto_sfn: None, aws: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         roleArn=f"arn:aws:iam::{ACCOUNT}:role/states",
     )["stateMachineArn"]
     monkeypatch.setenv("STATE_MACHINE_ARN", arn)
-    for name in ("RAW_PREFIX", "DOCTORS_FILENAME", "APPOINTMENTS_FILENAME", "LOG_LEVEL"):
+    for name in ("RAW_PREFIX", "DOCTORS_FILENAME", "APPOINTMENTS_FILENAME", "LOG_LEVEL", "SETTLE_SECONDS"):
         monkeypatch.delenv(name, raising=False)
 
     def started_inputs() -> list:
@@ -46,6 +46,7 @@ def test_put_event_starts_one_execution_with_both_keys_of_the_folder(trigger: An
         "appointments_key": "raw/appointments.xlsx",
         "trigger_key": "raw/doctors.xlsx",
         "trigger_version": "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY",
+        "settle_seconds": 180,  # the default settle window
     }]
     name = result["started"][0]["execution_name"]
     assert NAME_PATTERN.match(name) and name.startswith("etl-doctors-")
@@ -200,3 +201,15 @@ def test_execution_names_are_short_safe_and_deterministic() -> None:
     assert name == lambda_handler.execution_name(RAW_BUCKET, long_key, "null", "00AB")
     assert name != lambda_handler.execution_name(RAW_BUCKET, long_key, "null", "00AC")
     assert name != lambda_handler.execution_name("other-bucket", long_key, "null", "00AB")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", 0), ("45", 45), ("", 180), ("soon", 180), ("-5", 180)])
+def test_settle_window_comes_from_the_environment(
+    trigger: Any, monkeypatch: pytest.MonkeyPatch, value: str, expected: int
+) -> None:
+    monkeypatch.setenv("SETTLE_SECONDS", value)
+
+    lambda_handler.handler(load_event("s3_put.json"), None)
+
+    (started,) = trigger.started_inputs()
+    assert started["settle_seconds"] == expected

@@ -14,9 +14,20 @@ from healthtech_infra.config import METRIC_NAMESPACE
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
+FAKE_CA_BUNDLE = "-----BEGIN CERTIFICATE-----\nTUlJQ2Zha2U=\n-----END CERTIFICATE-----\n"
+
+
 @pytest.fixture(scope="module")
-def synth(glue_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    return synthesize({}, tmp_path_factory.mktemp("cdk-dev"))
+def ca_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stands in for the AWS bundle `make deploy` downloads (tests are offline)."""
+    path = tmp_path_factory.mktemp("rds-ca") / "global-bundle.pem"
+    path.write_text(FAKE_CA_BUNDLE, encoding="ascii")
+    return path
+
+
+@pytest.fixture(scope="module")
+def synth(glue_wheel: Path, ca_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    return synthesize({"rdsCaBundle": str(ca_bundle)}, tmp_path_factory.mktemp("cdk-dev"))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -156,9 +167,12 @@ def test_wheel_and_glue_script_are_deployed_as_files_to_glue_prefix(synth: Synth
         sorted(p.name for p in (synth.outdir / f"asset.{key.removesuffix('.zip')}").iterdir())
         for key in props["SourceObjectKeys"]
     ]
-    assert sorted(staged) == sorted([[glue_wheel.name], ["glue_etl.py"]])
+    assert sorted(staged) == sorted([[glue_wheel.name], ["glue_etl.py"], ["rds-ca-bundle.pem"]])
     script = synth.outdir / f"asset.{props['SourceObjectKeys'][1].removesuffix('.zip')}" / "glue_etl.py"
     assert script.read_bytes() == (REPO / "glue_job" / "glue_etl.py").read_bytes()
+    # The RDS CA bundle goes beside the script, byte for byte what `make deploy` downloaded.
+    bundle = synth.outdir / f"asset.{props['SourceObjectKeys'][2].removesuffix('.zip')}" / "rds-ca-bundle.pem"
+    assert bundle.read_text(encoding="ascii") == FAKE_CA_BUNDLE
 
 
 # --------------------------------------------------------------------------- network and database
@@ -191,9 +205,13 @@ def test_vpc_endpoints_cover_everything_the_job_calls(synth: Synth) -> None:
     }
     assert set(interface) == {"secretsmanager", "logs", "monitoring", "glue"}
     endpoint_sg = find_id(synth, "AWS::EC2::SecurityGroup", "EndpointSecurityGroup")
+    # Only in the Glue job's AZ by default (interface endpoints are billed per AZ-hour).
+    _, connection = synth.one("AWS::Glue::Connection")
+    job_subnet = connection["Properties"]["ConnectionInput"]["PhysicalConnectionRequirements"]["SubnetId"]
     for props in interface.values():
         assert props["PrivateDnsEnabled"] is True
         assert props["SecurityGroupIds"] == [get_att(endpoint_sg, "GroupId")]
+        assert props["SubnetIds"] == [job_subnet]
 
 
 def test_postgres_is_private_encrypted_tls_only_and_backed_up(synth: Synth) -> None:
@@ -302,7 +320,11 @@ def test_glue_job_default_arguments_match_the_script_contract(synth: Synth) -> N
     assert args["--DB_SECRET_ARN"] == ref(attachment_id)
     assert args["--REPORT_BUCKET"] == ref(bucket_ids(synth)["StorageArtifactsBucket"])
     assert args["--REPORT_PREFIX"] == "reports"
-    assert args["--DB_SSLMODE"] == "require"
+    # TLS that authenticates RDS: AWS's CA bundle, deployed to glue/ beside the script.
+    assert args["--DB_SSLMODE"] == "verify-full"
+    assert args["--DB_SSLROOTCERT"] == {
+        "Fn::Join": ["", ["s3://", ref(bucket_ids(synth)["StorageArtifactsBucket"]), "/glue/rds-ca-bundle.pem"]]
+    }
     assert args["--library-set"] == "analytics"
     assert args["library-set"] == "analytics"
     assert args["--enable-continuous-cloudwatch-log"] == "true"
@@ -312,7 +334,7 @@ def test_glue_job_default_arguments_match_the_script_contract(synth: Synth) -> N
     assert not {"--RAW_BUCKET", "--DOCTORS_KEY", "--APPOINTMENTS_KEY"} & set(args)
 
 
-def test_glue_job_role_is_least_privilege(synth: Synth) -> None:
+def test_glue_job_role_is_least_privilege(synth: Synth, glue_wheel: Path) -> None:
     _, job = synth.one("AWS::Glue::Job")
     role_id = job["Properties"]["Role"]["Fn::GetAtt"][0]
     role = synth.template["Resources"][role_id]["Properties"]
@@ -348,6 +370,11 @@ def test_glue_job_role_is_least_privilege(synth: Synth) -> None:
     assert by_sid["WriteReports"]["Resource"] == {
         "Fn::Join": ["", [get_att(ids["StorageArtifactsBucket"]), "/reports/*"]]
     }
+    artifacts = get_att(ids["StorageArtifactsBucket"])
+    assert by_sid["ReadJobCode"]["Resource"] == [
+        {"Fn::Join": ["", [artifacts, f"/glue/{name}"]]}
+        for name in ("glue_etl.py", glue_wheel.name, "rds-ca-bundle.pem")
+    ]
     attachment_id, _ = synth.one("AWS::SecretsManager::SecretTargetAttachment")
     assert by_sid["ReadDatabaseSecret"]["Resource"] == ref(attachment_id)
     assert by_sid["PutEtlMetrics"]["Condition"] == {
@@ -375,10 +402,64 @@ def test_trigger_lambda_runtime_handler_and_environment(synth: Synth) -> None:
         "RAW_PREFIX": "raw/",
         "DOCTORS_FILENAME": "doctors.xlsx",
         "APPOINTMENTS_FILENAME": "appointments.xlsx",
+        "SETTLE_SECONDS": "180",
         "LOG_LEVEL": "INFO",
     }
     log_group = find_id(synth, "AWS::Logs::LogGroup", "TriggerFunctionLogs")
     assert props["LoggingConfig"]["LogGroup"] == ref(log_group)
+    assert props["ReservedConcurrentExecutions"] == 5
+
+
+def test_trigger_failures_go_to_an_encrypted_alarmed_queue(synth: Synth) -> None:
+    function_id = find_id(synth, "AWS::Lambda::Function", "OrchestrationTriggerFunction")
+    queue_id, queue = synth.one("AWS::SQS::Queue")
+    key_id, _ = synth.one("AWS::KMS::Key")
+    assert queue["Properties"]["KmsMasterKeyId"] == get_att(key_id)
+    _, invoke_config = synth.one("AWS::Lambda::EventInvokeConfig")
+    assert invoke_config["Properties"] == {
+        "DestinationConfig": {"OnFailure": {"Destination": get_att(queue_id)}},
+        "FunctionName": ref(function_id),
+        "MaximumEventAgeInSeconds": 6 * 3600,
+        "MaximumRetryAttempts": 2,
+        "Qualifier": "$LATEST",
+    }
+    synth.assertions.has_resource_properties(
+        "AWS::SQS::QueuePolicy",
+        {"PolicyDocument": {"Statement": Match.array_with([Match.object_like(
+            {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])}},
+    )
+    (alarm,) = [
+        a["Properties"] for a in synth.resources("AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    ]
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": get_att(queue_id, "QueueName")}]
+    assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+
+
+def test_resolver_lambda_reads_raw_writes_claims_and_picks_capacity(synth: Synth) -> None:
+    function_id = find_id(synth, "AWS::Lambda::Function", "OrchestrationResolverFunction")
+    props = synth.template["Resources"][function_id]["Properties"]
+    ids = bucket_ids(synth)
+    assert props["Handler"] == "resolve_inputs.handler"
+    assert props["Environment"]["Variables"] == {
+        "CLAIM_BUCKET": ref(ids["StorageArtifactsBucket"]),
+        "CLAIM_PREFIX": "runs/claims/",
+        "LARGE_INPUT_BYTES": str(16 * 1024 * 1024),
+    }
+    statements = statements_of_role(synth, role_of_function(synth, function_id))
+    by_sid = {s["Sid"]: s for s in statements if "Sid" in s}
+    assert actions_of(statements) == {
+        "s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket", "s3:PutObject",
+        "kms:Decrypt", "kms:GenerateDataKey", "logs:CreateLogStream", "logs:PutLogEvents",
+    }  # fmt: skip
+    assert by_sid["HeadRawUploads"]["Resource"] == {"Fn::Join": ["", [get_att(ids["StorageRawBucket"]), "/raw/*"]]}
+    assert by_sid["WritePairClaims"]["Resource"] == {
+        "Fn::Join": ["", [get_att(ids["StorageArtifactsBucket"]), "/runs/claims/*"]]
+    }
+    assert by_sid["TellMissingFromForbidden"]["Resource"] == get_att(ids["StorageRawBucket"])
+    # Claims only need to outlive redelivery and the settle window.
+    rules = synth.template["Resources"][ids["StorageArtifactsBucket"]]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert {"Id": "expire-pair-claims", "Prefix": "runs/claims/", "ExpirationInDays": 30, "Status": "Enabled"} in rules
 
 
 def test_trigger_lambda_may_only_start_this_state_machine(synth: Synth) -> None:
@@ -388,10 +469,22 @@ def test_trigger_lambda_may_only_start_this_state_machine(synth: Synth) -> None:
     statements = statements_of_role(synth, role_id)
     machine_id, _ = synth.one("AWS::StepFunctions::StateMachine")
     log_group = find_id(synth, "AWS::Logs::LogGroup", "TriggerFunctionLogs")
-    assert actions_of(statements) == {"states:StartExecution", "logs:CreateLogStream", "logs:PutLogEvents"}
+    queue_id, _ = synth.one("AWS::SQS::Queue")
+    key_id, _ = synth.one("AWS::KMS::Key")
+    assert actions_of(statements) == {
+        "states:StartExecution", "logs:CreateLogStream", "logs:PutLogEvents",
+        # the on-failure destination: send to the KMS-encrypted queue
+        "sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+        "kms:Decrypt", "kms:Encrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*",
+    }  # fmt: skip
     for statement in statements:
-        if "states:StartExecution" in as_list(statement["Action"]):
+        actions = as_list(statement["Action"])
+        if "states:StartExecution" in actions:
             assert statement["Resource"] == ref(machine_id)
+        elif any(a.startswith("sqs:") for a in actions):
+            assert statement["Resource"] == get_att(queue_id)
+        elif any(a.startswith("kms:") for a in actions):
+            assert statement["Resource"] == get_att(key_id)
         else:
             assert statement["Resource"] == get_att(log_group)
 
@@ -422,6 +515,18 @@ def test_state_machine_role_runs_only_this_job_and_publishes_only_to_the_topic(s
     assert all(job_id in json.dumps(s["Resource"]) for s in glue)
     sns = [s for s in statements if "sns:Publish" in as_list(s["Action"])]
     assert [s["Resource"] for s in sns] == [ref(topic_id)]
+    # The topic is KMS-encrypted: publishing needs its key, through SNS only.
+    key_id, _ = synth.one("AWS::KMS::Key")
+    assert synth.template["Resources"][topic_id]["Properties"]["KmsMasterKeyId"] == get_att(key_id)
+    (kms,) = [s for s in statements if any(a.startswith("kms:") for a in as_list(s["Action"]))]
+    assert sorted(as_list(kms["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert kms["Resource"] == get_att(key_id)
+    assert kms["Condition"] == {
+        "StringEquals": {"kms:ViaService": {"Fn::Join": ["", ["sns.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]}}
+    }
+    resolver_id = find_id(synth, "AWS::Lambda::Function", "OrchestrationResolverFunction")
+    (invoke,) = [s for s in statements if "lambda:InvokeFunction" in as_list(s["Action"])]
+    assert invoke["Resource"][0] == get_att(resolver_id)
 
 
 def test_committed_asl_equals_the_synthesized_definition(synth: Synth) -> None:
@@ -431,22 +536,43 @@ def test_committed_asl_equals_the_synthesized_definition(synth: Synth) -> None:
     assert synthesized_asl(synth.template) == committed, "stale ASL: run `python infra/export_asl.py`"
 
 
-def test_asl_runs_the_glue_job_sync_with_retry_catch_alert_and_timeout(synth: Synth) -> None:
+def test_asl_settles_resolves_then_runs_the_glue_job_sync_with_retries_catch_and_alert(synth: Synth) -> None:
     from export_asl import synthesized_asl
 
     asl = synthesized_asl(synth.template)
     states = asl["States"]
-    assert asl["StartAt"] == "RunGlueEtlJob"
-    assert set(states) == {"RunGlueEtlJob", "NotifyFailure", "EtlFailed", "EtlSucceeded"}
+    assert asl["StartAt"] == "SettleUploads"
+    assert set(states) == {
+        "SettleUploads", "ResolveInputs", "RunOrSkip", "NothingToLoad", "RunGlueEtlJob", "EtlSucceeded",
+        "ResolveInputsFailed", "GlueJobFailed", "NotifyFailure", "EtlFailed",
+    }  # fmt: skip
     assert 0 < asl["TimeoutSeconds"] <= 24 * 3600
+    assert states["SettleUploads"] == {
+        "Type": "Wait",
+        "Comment": states["SettleUploads"]["Comment"],
+        "SecondsPath": "$.settle_seconds",
+        "Next": "ResolveInputs",
+    }
+    resolve = states["ResolveInputs"]
+    assert resolve["Resource"] == "${ResolveInputsFunctionArn}" and resolve["ResultPath"] == "$.inputs"
+    assert resolve["Parameters"]["execution.$"] == "$$.Execution.Id"
+    assert resolve["Next"] == "RunOrSkip"
+    assert states["RunOrSkip"]["Choices"] == [
+        {"Variable": "$.inputs.action", "StringEquals": "run", "Next": "RunGlueEtlJob"}
+    ]
+    assert states["RunOrSkip"]["Default"] == "NothingToLoad" and states["NothingToLoad"]["Type"] == "Succeed"
+
     run = states["RunGlueEtlJob"]
     assert run["Resource"] == "arn:${Partition}:states:::glue:startJobRun.sync"
     assert run["Parameters"] == {
         "JobName": "${GlueJobName}",
+        "MaxCapacity.$": "$.inputs.max_capacity",
         "Arguments": {
             "--RAW_BUCKET.$": "$.bucket",
             "--DOCTORS_KEY.$": "$.doctors_key",
             "--APPOINTMENTS_KEY.$": "$.appointments_key",
+            "--DOCTORS_VERSION.$": "$.inputs.doctors_version",
+            "--APPOINTMENTS_VERSION.$": "$.inputs.appointments_version",
             "--TRIGGER_KEY.$": "$.trigger_key",
             "--TRIGGER_VERSION.$": "$.trigger_version",
         },
@@ -457,15 +583,34 @@ def test_asl_runs_the_glue_job_sync_with_retry_catch_alert_and_timeout(synth: Sy
             "IntervalSeconds": 60,
             "MaxAttempts": 5,
             "BackoffRate": 2,
-        }
+        },
+        {
+            "ErrorEquals": [
+                "Glue.ThrottlingException",
+                "Glue.InternalServiceException",
+                "Glue.OperationTimeoutException",
+                "Glue.AWSGlueException",
+            ],
+            "IntervalSeconds": 15,
+            "MaxAttempts": 4,
+            "BackoffRate": 2,
+        },
     ]
-    assert run["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyFailure"}]
+    # Both tasks that can fail name themselves, then alert and fail.
+    for task, marker in (("ResolveInputs", "ResolveInputsFailed"), ("RunGlueEtlJob", "GlueJobFailed")):
+        assert states[task]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": marker}]
+        assert states[marker] == {
+            "Type": "Pass", "Result": task, "ResultPath": "$.failed_state", "Next": "NotifyFailure"
+        }  # fmt: skip
     assert run["Next"] == "EtlSucceeded" and states["EtlSucceeded"]["Type"] == "Succeed"
     notify = states["NotifyFailure"]
     assert notify["Resource"] == "arn:${Partition}:states:::sns:publish"
     assert notify["Parameters"]["TopicArn"] == "${AlertTopicArn}"
     message = notify["Parameters"]["Message"]
+    assert message["execution.$"] == "$$.Execution.Id" and message["execution_name.$"] == "$$.Execution.Name"
+    assert message["failed_state.$"] == "$.failed_state"
     assert message["cause.$"] == "$.error.Cause" and message["error.$"] == "$.error.Error"
+    assert message["reports"] == "s3://${ReportBucketName}/reports/"
     assert message["input"]["trigger_key.$"] == "$.trigger_key"
     assert notify["Next"] == "EtlFailed" and states["EtlFailed"]["Type"] == "Fail"
     # Only what moto's executor runs: JSONPath, no JSONata, no result selectors.
@@ -499,11 +644,93 @@ def test_alert_topic_is_kms_encrypted_and_tls_only_without_default_subscription(
     synth.assertions.resource_count_is("AWS::SNS::Subscription", 0)
 
 
+def test_topic_policy_lets_only_this_stacks_alarms_publish(synth: Synth) -> None:
+    topic_id, _ = synth.one("AWS::SNS::Topic")
+    _, policy = synth.one("AWS::SNS::TopicPolicy")
+    allows = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert allows == [
+        {
+            "Sid": "AllowThisStacksAlarmsToPublish",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+            "Action": "sns:Publish",
+            "Resource": ref(topic_id),
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+                "ArnLike": {
+                    "aws:SourceArn": {
+                        "Fn::Join": [
+                            "",
+                            [
+                                "arn:", {"Ref": "AWS::Partition"}, ":cloudwatch:", {"Ref": "AWS::Region"}, ":",
+                                {"Ref": "AWS::AccountId"}, ":alarm:healthtech-etl-dev-*",
+                            ],
+                        ]
+                    }
+                },
+            },
+        }
+    ]  # fmt: skip
+
+
+def test_every_alarm_notifies_the_topic_and_matches_the_topic_policy(synth: Synth) -> None:
+    topic_id, _ = synth.one("AWS::SNS::Topic")
+    alarms = synth.resources("AWS::CloudWatch::Alarm")
+    assert len(alarms) == 10  # workflow x2, trigger errors, dead letters, 4 quality, acceptance x2
+    for logical_id, alarm in alarms.items():
+        props = alarm["Properties"]
+        assert props["AlarmActions"] == [ref(topic_id)], logical_id
+        # The name is what aws:SourceArn's pattern (alarm:healthtech-etl-dev-*) matches.
+        assert props["AlarmName"].startswith("healthtech-etl-dev-"), logical_id
+
+
+def test_acceptance_rate_has_a_warning_and_a_critical_alarm(synth: Synth) -> None:
+    topic_id, _ = synth.one("AWS::SNS::Topic")
+    alarms = {
+        a["Properties"]["AlarmName"]: a["Properties"]
+        for a in synth.resources("AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["MetricName"] == "AcceptanceRate"
+    }
+    assert sorted(alarms) == ["healthtech-etl-dev-dq-AcceptanceRate-critical", "healthtech-etl-dev-dq-AcceptanceRate-warning"]
+    for name, threshold, severity in (("warning", 90, "WARNING"), ("critical", 50, "CRITICAL")):
+        alarm = alarms[f"healthtech-etl-dev-dq-AcceptanceRate-{name}"]
+        assert alarm["Namespace"] == METRIC_NAMESPACE and "Dimensions" not in alarm
+        assert alarm["ComparisonOperator"] == "LessThanThreshold" and alarm["Threshold"] == threshold
+        assert alarm["Statistic"] == "Minimum" and alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["AlarmDescription"].startswith(severity)
+        assert alarm["AlarmActions"] == [ref(topic_id)]
+
+
+def test_glue_python_shell_log_groups_get_retention_without_being_owned(synth: Synth) -> None:
+    names = [g["Properties"].get("LogGroupName") for g in synth.resources("AWS::Logs::LogGroup").values()]
+    assert not [n for n in names if isinstance(n, str) and n.startswith("/aws-glue/python-jobs")]
+    calls = [
+        json.loads(r["Properties"][phase])
+        for r in synth.resources("Custom::AWS").values()
+        for phase in ("Create", "Update")
+        if phase in r["Properties"]
+    ]
+    for group in ("/aws-glue/python-jobs/output", "/aws-glue/python-jobs/error"):
+        created = [c for c in calls if c["action"] == "createLogGroup" and c["parameters"]["logGroupName"] == group]
+        assert created and all(c["ignoreErrorCodesMatching"] == "ResourceAlreadyExistsException" for c in created)
+        retention = [c for c in calls if c["action"] == "putRetentionPolicy" and c["parameters"]["logGroupName"] == group]
+        assert len(retention) == 2 and all(c["parameters"]["retentionInDays"] == 30 for c in retention)
+    # Never a Delete call: the groups are shared by every Python shell job of the account.
+    assert not [r for r in synth.resources("Custom::AWS").values() if "Delete" in r["Properties"]]
+
+
 def test_kms_key_rotates_and_lets_cloudwatch_use_it(synth: Synth) -> None:
     _, key = synth.one("AWS::KMS::Key")
     assert key["Properties"]["EnableKeyRotation"] is True
     principals = json.dumps([s.get("Principal") for s in key["Properties"]["KeyPolicy"]["Statement"]])
     assert "cloudwatch.amazonaws.com" in principals and "logs." in principals
+    # Alarms publish to the encrypted topic: CloudWatch may use the key, for this account only.
+    (cloudwatch,) = [
+        s for s in key["Properties"]["KeyPolicy"]["Statement"]
+        if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    assert sorted(as_list(cloudwatch["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    assert cloudwatch["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
 
 
 def alarms_by_metric(synth: Synth) -> dict[str, dict[str, Any]]:
@@ -559,6 +786,10 @@ def test_dashboard_shows_workflow_quality_rows_and_database(synth: Synth) -> Non
         "RowsRejected",
         "ExecutionsFailed",
         "CPUUtilization",
+        "AcceptanceRate",
+        "/aws-glue/python-jobs/output",
+        "/aws-glue/python-jobs/error",
+        "ApproximateNumberOfMessagesVisible",
     ):
         assert needle in body
 
