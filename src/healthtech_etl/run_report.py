@@ -1,0 +1,105 @@
+"""``quality_report.html`` of the run that just happened, written beside quality_report.json.
+
+The page's data comes from memory (the report, the first rejected rows) and, after a load, from
+the database (aggregates of the loaded tables, run history), where the run's report snapshot is
+also stored so that ``healthtech-etl report`` can rebuild the page later. Writing the page is
+best effort: a problem is logged as a warning and never changes the run's outcome.
+"""
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+
+from .clean import ENTITY, REASONS, RECORD_ID
+from .db import DbConfig, _short
+from .extract import SOURCE_ROW
+from .html_report import HTML_FILE, REJECTED_ROWS_SHOWN, ReportPage, write_html
+
+logger = logging.getLogger(__name__)
+
+LOADED, GATE, FAILED = "loaded", "gate", "failed"
+
+
+def write_run_html(
+    report_dir: Path,
+    report: dict[str, Any],
+    rejected: dict[str, pd.DataFrame],
+    db_config: DbConfig,
+    outcome: str,
+    rejections_file: Optional[Path] = None,
+) -> Optional[Path]:
+    """Write ``report_dir/quality_report.html`` for a run that ``outcome`` = loaded / gate / failed.
+    Returns its path, or None when it could not be written (logged)."""
+    clock = time.perf_counter()
+    try:
+        page = ReportPage(
+            report=report,
+            rejected_rows=first_rejected_rows(rejected),
+            rejected_total=sum(len(frame) for frame in rejected.values()),
+            rejections_csv=str(rejections_file) if rejections_file else "",
+            ledger=None,
+        )
+        _add_database_parts(page, db_config, outcome)
+        path = write_html(Path(report_dir) / HTML_FILE, page)
+    except Exception as exc:  # the report is a view of the run, never a reason to fail it
+        stale = Path(report_dir) / HTML_FILE
+        if stale.is_file():  # an earlier run's page must not pass for this run's
+            stale.unlink()
+        logger.warning("quality_report.html not written: %s: %s", type(exc).__name__, _short(exc))
+        return None
+    logger.info("HTML report %s written in %.2f s", path, time.perf_counter() - clock)
+    return path
+
+
+def _add_database_parts(page: ReportPage, db_config: DbConfig, outcome: str) -> None:
+    from . import history
+
+    if outcome == LOADED:
+        try:
+            page.aggregates, note = history.snapshot_after_load(db_config, page.report)
+            if note:
+                page.loaded_note = note
+        except Exception as exc:
+            page.loaded_note = "the loaded tables could not be read"
+            logger.warning("HTML report: loaded data and report snapshot not read/stored: %s", _short(exc))
+        page.trends = history.read_trends_quietly(db_config)
+    elif outcome == GATE:
+        fail_on = (page.report.get("settings") or {}).get("fail_on", "?")
+        page.loaded_note = f"the quality gate (--fail-on {fail_on}) stopped the run before loading"
+        page.trends = history.read_trends_quietly(db_config)
+    else:
+        page.loaded_note = "the load failed and was rolled back; the tables keep the previous data"
+        page.notes.append("Run history not shown: the database failed during this run.")
+
+
+def first_rejected_rows(rejected: dict[str, pd.DataFrame], limit: int = REJECTED_ROWS_SHOWN) -> list[dict[str, Any]]:
+    """The first ``limit`` rejected rows (doctors first, then by row number), as the page shows them."""
+    rows: list[dict[str, Any]] = []
+    for entity in sorted(rejected, reverse=True):  # "doctors" before "appointments", as in the database
+        frame = rejected[entity]
+        if len(rows) >= limit or frame is None or frame.empty:
+            continue
+        head = frame.sort_values(SOURCE_ROW, kind="stable").head(limit - len(rows))
+        raw_columns = [c for c in head.columns if c not in (ENTITY, SOURCE_ROW, RECORD_ID, REASONS)]
+        for record in head.to_dict("records"):
+            rows.append({
+                "entity": record.get(ENTITY, entity),
+                "row_number": int(record[SOURCE_ROW]),
+                "record_id": _plain(record.get(RECORD_ID)),
+                "reasons": str(record.get(REASONS) or "").split(";"),
+                "raw": {column: _plain(record.get(column)) for column in raw_columns},
+            })
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    """NaN / NA / None -> None; numpy scalars -> Python ones."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
