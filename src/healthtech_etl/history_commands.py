@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Optional, TextIO
 
 from .csv_export import escape_cell
 from .db import DbConfig, connect
@@ -40,7 +40,8 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     report.add_argument("--run-id", help="run id (default: the latest run)")
 
 
-def run(args: argparse.Namespace, db_config: DbConfig, out: TextIO = sys.stdout) -> None:
+def run(args: argparse.Namespace, db_config: DbConfig, out: Optional[TextIO] = None) -> None:
+    out = out or sys.stdout
     if args.command == "runs":
         _runs(args, db_config, out)
     elif args.command == "rejections":

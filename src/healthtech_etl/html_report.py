@@ -71,7 +71,7 @@ def render(page: ReportPage) -> str:
             # No network: nothing may be fetched, whatever a spec says.
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
             "script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src data:\">",
-            f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n",
+            f"<title>{_e(title)}</title><style>{_CSS}</style><script>{_ERRORS_JS}</script></head>\n",
             f'<body data-charts-expected="{len(charts)}" data-charts-rendered="0" data-chart-errors="0">\n',
             f"<header><h1>{_e(title)}</h1>{_badge(report.get('status', '?'), 'quality')}"
             f"{_badge(report.get('load_status', '?'), 'load')}</header>\n",
@@ -157,7 +157,7 @@ def _metrics_section(report: dict[str, Any]) -> str:
         sign = "<" if metric.get("alert_when") == "below" else ">"
         rows.append(
             f'<tr class="status-{_e(status)}"><td>{_e(key)}</td><td class="num">{_pct(metric.get("value"))}</td>'
-            f'<td class="num">alert if {sign} {_e(_fmt(metric.get("threshold")))}</td>'
+            f'<td class="num">alert if {_e(sign)} {_e(_fmt(metric.get("threshold")))}</td>'
             f"<td>{_badge(status)}</td><td>{_e(metric.get('description', ''))}</td></tr>"
         )
     return (
@@ -435,14 +435,23 @@ footer{margin-top:30px;color:var(--muted);font-size:12px;border-top:1px solid #e
  {-webkit-print-color-adjust:exact;print-color-adjust:exact}a{color:inherit;text-decoration:none}}
 """
 
-# Renders every spec; body@data-charts-rendered counts the charts drawn, data-chart-errors the
-# failures (their messages go to #chart-errors): what the browser test reads.
+# _ERRORS_JS (in <head>, before the libraries) collects script errors and console.error calls;
+# _BOOT_JS renders every spec. body@data-charts-rendered counts the charts drawn,
+# data-chart-errors the errors (their messages go to #chart-errors): what the browser test reads.
+_ERRORS_JS = """
+window.__reportErrors=[];
+window.addEventListener('error',function(e){window.__reportErrors.push('error: '+e.message);});
+(function(){var original=console.error;console.error=function(){
+  window.__reportErrors.push('console.error: '+Array.prototype.join.call(arguments,' '));
+  return original.apply(console,arguments);};})();
+"""
 _BOOT_JS = """
 (function(){
   var body=document.body, done=0, failed=0, errors=document.getElementById('chart-errors');
   function fail(msg){failed++;body.setAttribute('data-chart-errors',String(failed));
     errors.hidden=false;errors.textContent+=msg+'\\n';}
-  window.addEventListener('error',function(e){fail('error: '+e.message);});
+  window.__reportErrors.forEach(fail);
+  window.__reportErrors={push:fail};
   var figures=document.querySelectorAll('figure[data-chart]');
   if(typeof vegaEmbed!=='function'){fail('vega-embed did not load');return;}
   figures.forEach(function(figure){
