@@ -65,6 +65,11 @@ expected_sql = sorted(p.name for p in Path("sql").glob("*.sql"))
 shipped_sql = sorted(n.rsplit("/", 1)[1] for n in names if re.fullmatch(r"healthtech_etl/sql/[^/]+\.sql", n))
 if not expected_sql or shipped_sql != expected_sql:
     problems.append(f"SQL files in the wheel {shipped_sql} != sql/*.sql {expected_sql}")
+# quality_report.html inlines the vendored chart libraries: they must ship in the wheel.
+for required in ("healthtech_etl/assets/vega.min.js", "healthtech_etl/assets/vega-lite.min.js",
+                 "healthtech_etl/assets/vega-embed.min.js"):
+    if required not in names:
+        problems.append(f"{required} missing from the wheel (pyproject package-data)")
 for required in ("healthtech_etl/__init__.py", "healthtech_etl/pipeline.py"):
     if required not in names:
         problems.append(f"{required} missing from the wheel")

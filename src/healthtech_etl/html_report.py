@@ -251,7 +251,8 @@ def _oddities_section(report: dict[str, Any]) -> str:
 
 
 def _trends_section(page: ReportPage, charts: list[dict[str, Any]]) -> str:
-    head = f'<section id="trends"><h2>Trends: the last {len(page.trends)} runs</h2>'
+    count = len(page.trends)
+    head = f'<section id="trends"><h2>Trends over the last {count} run{"s" if count != 1 else ""}</h2>'
     if not page.trends:
         return head + "<p>No run history in the database.</p></section>"
     metric_values = [
