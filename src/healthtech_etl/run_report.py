@@ -40,7 +40,8 @@ def write_run_html(
             report=report,
             rejected_rows=first_rejected_rows(rejected),
             rejected_total=sum(len(frame) for frame in rejected.values()),
-            rejections_csv=str(rejections_file) if rejections_file else "",
+            # By name: the page travels (S3, e-mail) with the CSV beside it, not with this machine's path.
+            rejections_csv=f"{Path(rejections_file).name} (beside this report)" if rejections_file else "",
             ledger=None,
         )
         _add_database_parts(page, db_config, outcome)

@@ -183,7 +183,7 @@ def test_every_run_writes_the_page_beside_the_json(run_cli, sample_inputs, tmp_p
     assert sorted(p.name for p in reports.iterdir()) == ["quality_report.html", "quality_report.json",
                                                          "rejected_rows.csv"]
     text = (reports / "quality_report.html").read_text(encoding="utf-8")
-    assert f"run {report['run_id']}" in text and "The full list is in reports/rejected_rows.csv." in text
+    assert f"run {report['run_id']}" in text and "The full list is in rejected_rows.csv (beside this report)." in text
     assert len(specs_of(text)) == 6
     # -v: the summary once (stdout), not again in the console log (stderr)
     assert (captured.out + captured.err).count("data quality CRITICAL") == 1
