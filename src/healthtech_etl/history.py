@@ -10,17 +10,16 @@ import logging
 from datetime import date, datetime, timezone
 from typing import Any, Optional
 
+from .aggregates import TOP_DOCTORS, from_doctor_counts, per_day_rows
 from .db import DbConfig, _short, connect
 from .errors import ConfigError, DatabaseError
 from .html_report import REJECTED_ROWS_SHOWN, ReportPage
-from .load import ADVISORY_LOCK_KEY
 from .quality import overall_status
 
 logger = logging.getLogger(__name__)
 
 TREND_RUNS = 30
-TOP_DOCTORS = 30
-NO_SPECIALTY = "(none)"
+SNAPSHOT_LOCK_KEY = 7_412_202_512  # load.ADVISORY_LOCK_KEY + 1
 
 REPORTS_DDL = """CREATE TABLE IF NOT EXISTS healthtech.etl_run_reports (
     run_id text PRIMARY KEY REFERENCES healthtech.etl_runs (run_id) ON DELETE CASCADE,
@@ -145,35 +144,22 @@ def rejection_totals(connection: Any, run_id: str) -> tuple[int, dict[str, int]]
 
 def appointment_aggregates(connection: Any, top_doctors: int = TOP_DOCTORS) -> dict[str, Any]:
     """Per day by status, confirmed per doctor (top ``top_doctors``) and the confirmation ratio
-    per specialty of the appointments in the tables now: two GROUP BY scans in the server."""
-    per_day = [
-        {"day": day.isoformat(), "status": status, "appointments": int(count)}
-        for day, status, count in connection.run(
-            "SELECT CAST(booking_date AS date), status, count(*) FROM healthtech.appointments"
-            " GROUP BY 1, 2 ORDER BY 1, 2"
-        )
-    ]
+    per specialty of the appointments in the tables now: two GROUP BY scans in the server.
+    (The reference for :func:`healthtech_etl.aggregates.frame_aggregates`.)"""
+    by_day = connection.run(
+        "SELECT CAST(booking_date AS date), status, count(*) FROM healthtech.appointments"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
+    )
     doctors = connection.run(
         "SELECT d.id, d.name, d.specialty, coalesce(a.confirmed, 0), coalesce(a.total, 0)"
         " FROM healthtech.doctors d LEFT JOIN (SELECT doctor_id, count(*) FILTER (WHERE status = 'confirmed')"
         " AS confirmed, count(*) AS total FROM healthtech.appointments GROUP BY doctor_id) a ON a.doctor_id = d.id"
     )
-    ranked = sorted(doctors, key=lambda d: (-int(d[3]), d[0]))
-    per_doctor = [{"doctor": f"{name} ({doctor_id})", "confirmed": int(confirmed)}
-                  for doctor_id, name, _, confirmed, _ in ranked[:top_doctors]]
-    specialties: dict[str, list[int]] = {}
-    for _, _, specialty, confirmed, total in doctors:
-        sums = specialties.setdefault(specialty or NO_SPECIALTY, [0, 0])
-        sums[0] += int(confirmed)
-        sums[1] += int(total)
-    per_specialty = [
-        {"specialty": name, "ratio": round(100.0 * confirmed / total, 2), "confirmed": confirmed,
-         "appointments": total}
-        for name, (confirmed, total) in sorted(specialties.items())
-        if total
-    ]
-    return {"per_day": per_day, "per_doctor": per_doctor, "per_specialty": per_specialty,
-            "doctors_total": len(doctors)}
+    return {
+        "per_day": per_day_rows((row[0].isoformat() for row in by_day), (row[1] for row in by_day),
+                                (row[2] for row in by_day)),
+        **from_doctor_counts(doctors, top_doctors),
+    }
 
 
 def latest_succeeded_run(connection: Any) -> Optional[str]:
@@ -187,22 +173,19 @@ def latest_succeeded_run(connection: Any) -> Optional[str]:
 # --- snapshots: what a run's page needs, kept in the database ------------------------------------
 
 
-def snapshot_after_load(config: DbConfig, report: dict[str, Any]) -> tuple[Optional[dict[str, Any]], str]:
-    """Right after a committed load: aggregate the loaded tables and store the run's report and
-    aggregates in ``etl_run_reports``. Holds the load lock meanwhile, so the tables are exactly
-    what this run left; if another run has loaded since, no aggregates (the note says why)."""
+def save_run_snapshot(config: DbConfig, report: dict[str, Any],
+                      aggregates: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
+    """After a committed load: store the run's report and aggregates in ``etl_run_reports`` (so
+    its page can be rebuilt later) and return the run history for its trends."""
     connection = connect(config)
     try:
         connection.run("START TRANSACTION")
-        connection.run("SELECT pg_advisory_xact_lock(:key)", key=ADVISORY_LOCK_KEY)
+        # Two runs creating the table at once would collide: a lock of its own (not the load's).
+        connection.run("SELECT pg_advisory_xact_lock(:key)", key=SNAPSHOT_LOCK_KEY)
         connection.run(REPORTS_DDL)
-        aggregates: Optional[dict[str, Any]] = None
-        note = "another run replaced the loaded data before this report was built"
-        if latest_succeeded_run(connection) == report["run_id"]:
-            aggregates, note = appointment_aggregates(connection), ""
         store_snapshot(connection, report, aggregates)
         connection.run("COMMIT")
-        return aggregates, note
+        return trend_runs(connection)
     except Exception:
         _rollback(connection)
         raise

@@ -23,7 +23,7 @@ from .extract import SOURCE_ROW, SheetData, read_sheet
 from .load import RunRecord, load_run, record_failed_run
 from .logs import REJECTIONS_LOGGER, log_lines
 from .quality import FAIL_ON_CHOICES, compute_metrics, gate_tripped, overall_status, summary_lines
-from .run_report import FAILED, GATE, LOADED, write_run_html
+from .run_report import FAILED, GATE, LOADED, aggregate_in_background, write_run_html
 
 logger = logging.getLogger(__name__)
 rejections_logger = logging.getLogger(REJECTIONS_LOGGER)
@@ -135,6 +135,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
 
     clock = time.perf_counter()
     progress.start("load", total=len(doctors_clean.valid) + len(appointments_clean.valid))
+    aggregates = aggregate_in_background(doctors_clean.valid, appointments_clean.valid)  # for the HTML report
     run = RunRecord(
         run_id=run_id,
         started_at=started_at,
@@ -158,7 +159,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     report["load_status"] = "succeeded"
     report["timings_seconds"] = {key: round(value, 3) for key, value in timings.items()}
     _write_json(report_path, report)
-    write_run_html(settings.report_dir, report, rejected, db_config, LOADED, rejections_path)
+    write_run_html(settings.report_dir, report, rejected, db_config, LOADED, rejections_path, aggregates)
     logger.info("run %s loaded %s doctors and %s appointments", run_id,
                 report["counts"]["doctors"]["loaded"], report["counts"]["appointments"]["loaded"])
     return RunResult(run_id, report, report_path, rejections_path, timings)

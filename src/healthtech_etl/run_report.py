@@ -1,19 +1,22 @@
 """``quality_report.html`` of the run that just happened, written beside quality_report.json.
 
-The page's data comes from memory (the report, the first rejected rows) and, after a load, from
-the database (aggregates of the loaded tables, run history), where the run's report snapshot is
-also stored so that ``healthtech-etl report`` can rebuild the page later. Writing the page is
+The page's data comes from memory (the report, the first rejected rows, the aggregates of the
+loaded rows, computed during the load) and from the database (run history). After a load the
+run's report and aggregates are stored there too (``etl_run_reports``), so that
+``healthtech-etl report`` can rebuild the page later. Writing the page is
 best effort: a problem is logged as a warning and never changes the run's outcome.
 """
 
 import logging
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
 
+from .aggregates import frame_aggregates
 from .clean import ENTITY, REASONS, RECORD_ID
 from .db import DbConfig, _short
 from .extract import SOURCE_ROW
@@ -31,9 +34,11 @@ def write_run_html(
     db_config: DbConfig,
     outcome: str,
     rejections_file: Optional[Path] = None,
+    aggregates: Optional["Future[dict[str, Any]]"] = None,
 ) -> Optional[Path]:
-    """Write ``report_dir/quality_report.html`` for a run that ``outcome`` = loaded / gate / failed.
-    Returns its path, or None when it could not be written (logged)."""
+    """Write ``report_dir/quality_report.html`` for a run that ``outcome`` = loaded / gate / failed;
+    ``aggregates``: :func:`aggregate_in_background` of what was loaded. Returns the page's path, or
+    None when it could not be written (logged)."""
     clock = time.perf_counter()
     try:
         page = ReportPage(
@@ -44,6 +49,8 @@ def write_run_html(
             rejections_csv=f"{Path(rejections_file).name} (beside this report)" if rejections_file else "",
             ledger=None,
         )
+        if outcome == LOADED and aggregates is not None:
+            page.aggregates = aggregates.result()
         _add_database_parts(page, db_config, outcome)
         path = write_html(Path(report_dir) / HTML_FILE, page)
     except Exception as exc:  # the report is a view of the run, never a reason to fail it
@@ -61,13 +68,10 @@ def _add_database_parts(page: ReportPage, db_config: DbConfig, outcome: str) -> 
 
     if outcome == LOADED:
         try:
-            page.aggregates, note = history.snapshot_after_load(db_config, page.report)
-            if note:
-                page.loaded_note = note
-        except Exception as exc:
-            page.loaded_note = "the loaded tables could not be read"
-            logger.warning("HTML report: loaded data and report snapshot not read/stored: %s", _short(exc))
-        page.trends = history.read_trends_quietly(db_config)
+            page.trends = history.save_run_snapshot(db_config, page.report, page.aggregates)
+        except Exception as exc:  # the page can still be written from memory
+            page.notes.append("Run history not shown: the database could not be read after the load.")
+            logger.warning("HTML report: snapshot not stored / history not read: %s", _short(exc))
     elif outcome == GATE:
         fail_on = (page.report.get("settings") or {}).get("fail_on", "?")
         page.loaded_note = f"the quality gate (--fail-on {fail_on}) stopped the run before loading"
@@ -75,6 +79,16 @@ def _add_database_parts(page: ReportPage, db_config: DbConfig, outcome: str) -> 
     else:
         page.loaded_note = "the load failed and was rolled back; the tables keep the previous data"
         page.notes.append("Run history not shown: the database failed during this run.")
+
+
+def aggregate_in_background(doctors: pd.DataFrame, appointments: pd.DataFrame) -> "Future[dict[str, Any]]":
+    """Start :func:`frame_aggregates` of the rows about to be loaded in a worker thread: it runs
+    while the client waits for the server during the load, so the page costs the run nothing."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthtech-aggregates")
+    try:
+        return executor.submit(frame_aggregates, doctors, appointments)
+    finally:
+        executor.shutdown(wait=False)  # the thread ends with its one task
 
 
 def first_rejected_rows(rejected: dict[str, pd.DataFrame], limit: int = REJECTED_ROWS_SHOWN) -> list[dict[str, Any]]:

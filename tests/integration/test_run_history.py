@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 import pytest
 from helpers import APPOINTMENT_ROWS, APPOINTMENTS_HEADER, AS_OF, DOCTOR_ROWS, DOCTORS_HEADER, fetch
 
+from healthtech_etl.aggregates import frame_aggregates
 from healthtech_etl.db import connect
 from healthtech_etl.history import appointment_aggregates
 from healthtech_etl.sample import write_sample_workbooks
@@ -238,5 +239,25 @@ def test_sql_aggregates_match_a_plain_python_reference(run_cli, tmp_path, db_con
     assert {v["specialty"]: (v["confirmed"], v["appointments"]) for v in aggregates["per_specialty"]} == {
         name: tuple(sums) for name, sums in by_specialty.items()}
     assert aggregates["doctors_total"] == len(all_doctors)
+    # The fast path (pandas, on the frames the run loaded, stored with the run) gives the same.
+    stored = fetch(db_config, "SELECT aggregates FROM healthtech.etl_run_reports")
+    assert stored == [[aggregates]]
     report = json.loads((tmp_path / "reports" / "quality_report.json").read_text())
     assert sum(per_day.values()) == report["counts"]["appointments"]["loaded"] > 2500
+
+
+def test_frame_aggregates_match_sql_on_the_same_rows(run_cli, tmp_path, db_config):
+    import pandas as pd
+
+    doctors, appointments = write_sample_workbooks(tmp_path / "in", rows=1500, seed=3)
+    assert etl(run_cli, doctors, appointments, "--quiet") == 0
+    doctor_rows = fetch(db_config, "SELECT id, name, specialty FROM healthtech.doctors ORDER BY id")
+    appointment_rows = fetch(db_config, "SELECT doctor_id, booking_date, status FROM healthtech.appointments")
+    frames = (pd.DataFrame(doctor_rows, columns=["id", "name", "specialty"]),
+              pd.DataFrame(appointment_rows, columns=["doctor_id", "booking_date", "status"]))
+
+    connection = connect(db_config)
+    try:
+        assert frame_aggregates(*frames, top_doctors=500) == appointment_aggregates(connection, top_doctors=500)
+    finally:
+        connection.close()

@@ -213,3 +213,36 @@ def test_first_rejected_rows_from_the_cleaner_frames():
     ]
     assert len(first_rejected_rows({"appointments": appointments}, limit=1)) == 1
     json.dumps(rows)  # plain Python values only
+
+
+def test_frame_aggregates_edge_cases():
+    import datetime as dt
+
+    from healthtech_etl.aggregates import frame_aggregates
+
+    doctors = pd.DataFrame({"id": [1, 2, 3], "name": ["Dr. A", "Dr. B", "Dr. C"],
+                            "specialty": ["Cardiology", None, ""]})
+    appointments = pd.DataFrame({
+        "doctor_id": [1, 1, 2, 9],  # 9: a doctor kept in the database by a merge load, not in this file
+        "booking_date": pd.to_datetime([dt.datetime(1969, 12, 31, 23), dt.datetime(1969, 12, 31, 1),
+                                        dt.datetime(2200, 1, 1), dt.datetime(2025, 10, 21, 9, 30)]),
+        "status": ["confirmed", "cancelled", "confirmed", "unknown"],
+    })
+
+    result = frame_aggregates(doctors, appointments)
+
+    assert result["per_day"] == [
+        {"day": "1969-12-31", "status": "cancelled", "appointments": 1},
+        {"day": "1969-12-31", "status": "confirmed", "appointments": 1},
+        {"day": "2025-10-21", "status": "unknown", "appointments": 1},
+        {"day": "2200-01-01", "status": "confirmed", "appointments": 1},
+    ]
+    assert result["per_doctor"] == [{"doctor": "Dr. A (1)", "confirmed": 1}, {"doctor": "Dr. B (2)", "confirmed": 1},
+                                    {"doctor": "Dr. C (3)", "confirmed": 0}, {"doctor": "doctor 9 (9)", "confirmed": 0}]
+    assert result["per_specialty"] == [
+        {"specialty": "(none)", "ratio": 50.0, "confirmed": 1, "appointments": 2},  # doctors 2, 3 ("") and 9
+        {"specialty": "Cardiology", "ratio": 50.0, "confirmed": 1, "appointments": 2},
+    ]
+    assert result["doctors_total"] == 4
+    empty = frame_aggregates(doctors, appointments.iloc[:0])
+    assert empty["per_day"] == [] and empty["per_specialty"] == [] and empty["doctors_total"] == 3
