@@ -47,22 +47,22 @@ def frame_aggregates(doctors: pd.DataFrame, appointments: pd.DataFrame,
                      top_doctors: int = TOP_DOCTORS) -> dict[str, Any]:
     """The aggregates of the rows a run loads (``id, name, specialty`` / ``doctor_id, booking_date,
     status``): grouped in pandas, a few hundred values out whatever the row count."""
-    # One int64 key per row (day number, status code) counted with np.unique: a sort of 8 bytes a
-    # row, lighter on memory than a DataFrame groupby (the Glue job has 1 GB).
+    # One int64 key per row (day number, status code), counted by hashing (value_counts): a few
+    # small arrays, lighter on memory than a DataFrame groupby (the Glue job has 1 GB).
     days = appointments["booking_date"].to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").view("int64")
-    status = appointments["status"].to_numpy(dtype=object)
-    codes, labels = pd.factorize(status, sort=True)
+    codes, labels = pd.factorize(appointments["status"].to_numpy(dtype=object), sort=True)
     width = max(len(labels), 1)
-    keys, counts = np.unique(days * width + codes, return_counts=True)
+    by_key = pd.Series(days * width + codes).value_counts(sort=False).sort_index()
+    keys = by_key.index.to_numpy(dtype="int64")
     per_day = per_day_rows(
         np.datetime_as_string((keys // width).astype("datetime64[D]")),
-        [labels[code] for code in (keys % width).tolist()], counts.tolist(),
+        [labels[code] for code in (keys % width).tolist()], by_key.tolist(),
     )
 
-    doctor_ids = appointments["doctor_id"].to_numpy(dtype="int64")
-    totals = dict(zip(*(part.tolist() for part in np.unique(doctor_ids, return_counts=True))))
-    confirmed = dict(zip(*(part.tolist() for part in np.unique(doctor_ids[status == "confirmed"],
-                                                                 return_counts=True))))
+    doctor_ids = pd.Series(appointments["doctor_id"].to_numpy(dtype="int64"))
+    totals = doctor_ids.value_counts(sort=False).to_dict()
+    confirmed_code = labels.tolist().index("confirmed") if "confirmed" in labels else -2
+    confirmed = doctor_ids[codes == confirmed_code].value_counts(sort=False).to_dict()
     ids = doctors["id"].to_numpy(dtype="int64")
     names = doctors["name"].to_numpy(dtype=object)
     specialties = doctors["specialty"].to_numpy(dtype=object)
