@@ -229,7 +229,9 @@ def report_prefix(prefix: str, run_id: str) -> str:
     return f"{prefix}/{run_id}/" if prefix else f"{run_id}/"
 
 
-_CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv; charset=utf-8", ".log": "text/plain; charset=utf-8"}
+_CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv; charset=utf-8", ".log": "text/plain; charset=utf-8",
+                  ".html": "text/html; charset=utf-8"}
+HTML_REPORT = "quality_report.html"  # s3://<report bucket>/<prefix>/<run_id>/quality_report.html
 
 
 def upload_reports(s3: Any, report_dir: Path, bucket: str, prefix: str) -> list[str]:
@@ -292,8 +294,10 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
     settings = EtlSettings(as_of=as_of, report_dir=report_dir, log_dir=None)
     try:
         result = run_etl(inputs["doctors"], inputs["appointments"], db_config, settings)
-    except Exception:
-        _upload_failed_run_report(s3, report_dir, args)
+    except Exception as exc:
+        page = _upload_failed_run_report(s3, report_dir, args)
+        if page and hasattr(exc, "exit_code"):  # the failure line (and so the alert) links the report
+            raise JobFailure(f"{exc} (report: {page})", exc.exit_code) from None
         raise
     prefix = report_prefix(args["REPORT_PREFIX"], result.run_id)
     try:
@@ -315,23 +319,27 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
         "status": result.report.get("status"),
         "counts": result.report.get("counts"),
         "report": f"s3://{args['REPORT_BUCKET']}/{prefix}",
+        "html_report": f"s3://{args['REPORT_BUCKET']}/{prefix}{HTML_REPORT}",
         "objects": len(uploaded),
         "queries": [query.name for query in queries],
     }
 
 
-def _upload_failed_run_report(s3: Any, report_dir: Path, args: dict[str, str]) -> None:
-    """A run stopped by the quality gate (or a failed load) still wrote its report: keep it."""
+def _upload_failed_run_report(s3: Any, report_dir: Path, args: dict[str, str]) -> Optional[str]:
+    """A run stopped by the quality gate (or a failed load) still wrote its report: keep it.
+    Returns the S3 URI of its HTML page when that was uploaded."""
     report_path = report_dir / "quality_report.json"
     if not report_path.is_file():
-        return
+        return None
     try:
         run_id = json.loads(report_path.read_text(encoding="utf-8"))["run_id"]
         prefix = report_prefix(args["REPORT_PREFIX"], str(run_id))
-        upload_reports(s3, report_dir, args["REPORT_BUCKET"], prefix)
+        uploaded = upload_reports(s3, report_dir, args["REPORT_BUCKET"], prefix)
         logger.info("report of the failed run uploaded to s3://%s/%s", args["REPORT_BUCKET"], prefix)
     except Exception as exc:  # best effort: the original error is what matters
         logger.warning("could not upload the report of the failed run: %s", _client_error_code(exc))
+        return None
+    return next((uri for uri in uploaded if uri.endswith("/" + HTML_REPORT)), None)
 
 
 def _fail(exit_code: int, message: str) -> int:

@@ -32,7 +32,9 @@ def contents_problems(names: list) -> list:
     shipped_sql = sorted(n.rsplit("/", 1)[1] for n in names if re.fullmatch(rf"{PACKAGE}/sql/[^/]+\.sql", n))
     if not expected_sql or shipped_sql != expected_sql:
         problems.append(f"SQL files in the wheel {shipped_sql} != sql/*.sql {expected_sql}")
-    for required in (f"{PACKAGE}/__init__.py", f"{PACKAGE}/pipeline.py"):
+    # quality_report.html inlines the vendored chart libraries: they must ship in the wheel.
+    for required in (f"{PACKAGE}/__init__.py", f"{PACKAGE}/pipeline.py", f"{PACKAGE}/assets/vega.min.js",
+                     f"{PACKAGE}/assets/vega-lite.min.js", f"{PACKAGE}/assets/vega-embed.min.js"):
         if required not in names:
             problems.append(f"{required} missing from the wheel")
     stray = [n for n in names if not n.startswith((f"{PACKAGE}/", f"{PACKAGE}-"))]

@@ -1,4 +1,5 @@
-"""The ``healthtech-etl`` command: ``etl``, ``queries``, ``run`` (etl then queries), ``sample``.
+"""The ``healthtech-etl`` command: ``etl``, ``queries``, ``run`` (etl then queries), ``sample``,
+and the run history: ``runs``, ``rejections``, ``report``.
 
 Exit codes: 0 ok, 2 usage/config, 3 input file problem, 4 database problem, 5 quality gate.
 """
@@ -10,9 +11,10 @@ from datetime import date
 from pathlib import Path
 from typing import Optional
 
-from . import __version__
+from . import __version__, history_commands, progress
 from .db import DbConfig, load_dotenv, resolve_config
 from .errors import EXIT_CODES, ConfigError, EtlError
+from .html_report import HTML_FILE
 from .logs import LOG_FILE_NAME, configure_logging
 from .quality import FAIL_ON_CHOICES, summary_lines
 
@@ -48,6 +50,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                         help=f"where {LOG_FILE_NAME} goes (default: logs/)")
     common.add_argument("--json-logs", action="store_true", help="log JSON lines (as on AWS)")
     common.add_argument("--verbose", "-v", action="store_true", help="show info messages on the console")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress display and no summary")
 
     etl = argparse.ArgumentParser(add_help=False)
     etl.add_argument("--doctors", type=Path, default=Path(env.get("DOCTORS_INPUT") or DEFAULT_DOCTORS),
@@ -73,11 +76,13 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                         description="Run sql/*.sql, print each result and save it as CSV in the report dir.")
     commands.add_parser("run", parents=[common, etl], help="etl, then queries",
                         description="The ETL, then the business questions.")
+    history_commands.add_parsers(commands, common)
     sample = commands.add_parser("sample", help="write messy sample workbooks",
                                  description="Write doctors.xlsx and appointments.xlsx with realistic mess.")
     sample.add_argument("--rows", type=int, default=200, help="appointment rows (default: 200)")
     sample.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
     sample.add_argument("--out-dir", type=Path, default=Path("data/raw"), help="default: data/raw/")
+    sample.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     return parser
 
 
@@ -85,12 +90,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     env = load_dotenv(Path(".env"))
     parser = build_parser(env)
     args = parser.parse_args(argv)
+    progress.configure(progress.wanted(args.quiet))
     if args.command == "sample":
         return _sample(args)
     configure_logging(json_logs=args.json_logs, log_dir=args.log_dir)
-    if args.verbose:
-        for handler in logging.getLogger("healthtech_etl").handlers:
-            handler.setLevel(logging.INFO)
+    for handler in logging.getLogger("healthtech_etl").handlers:
+        if not isinstance(handler, logging.FileHandler):
+            # The summary is printed below; the console log must not say it again.
+            handler.addFilter(lambda record: not getattr(record, "summary", False))
+            if args.verbose:
+                handler.setLevel(logging.INFO)
     try:
         db_config = resolve_config(env)
         logger.info("database: %s", db_config.describe())
@@ -98,6 +107,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             _etl(args, db_config)
         if args.command in ("queries", "run"):
             _queries(args, db_config)
+        if args.command in history_commands.COMMANDS:
+            history_commands.run(args, db_config)
         return 0
     except EtlError as exc:
         logger.error("%s", exc, extra={"console": False})
@@ -110,6 +121,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         logger.exception("unexpected failure", extra={"console": False})
         print(f"healthtech-etl: unexpected error: {type(exc).__name__}: {exc} (details in the log)", file=sys.stderr)
         return 1
+    finally:
+        progress.current().stop()  # a stage cut short by an error: clear its line
 
 
 def _etl(args: argparse.Namespace, db_config: DbConfig) -> None:
@@ -132,9 +145,12 @@ def _etl(args: argparse.Namespace, db_config: DbConfig) -> None:
         db_config,
         settings,
     )
+    if args.quiet:
+        return
     print("\n".join(summary_lines(result.report)))
-    print(f"  report: {result.report_path}   rejected rows: {result.rejections_path}   "
-          f"log: {Path(args.log_dir) / LOG_FILE_NAME}")
+    html = Path(result.report_path).with_name(HTML_FILE)
+    print(f"  report: {result.report_path}" + (f" and {html}" if html.is_file() else "")
+          + f"   rejected rows: {result.rejections_path}   log: {Path(args.log_dir) / LOG_FILE_NAME}")
 
 
 def _queries(args: argparse.Namespace, db_config: DbConfig) -> None:

@@ -16,13 +16,14 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from . import clean
+from . import clean, progress
 from .db import DbConfig, connect
 from .errors import ConfigError, DatabaseError, QualityGateError
 from .extract import SOURCE_ROW, SheetData, read_sheet
 from .load import RunRecord, load_run, record_failed_run
 from .logs import REJECTIONS_LOGGER, log_lines
 from .quality import FAIL_ON_CHOICES, compute_metrics, gate_tripped, overall_status, summary_lines
+from .run_report import FAILED, GATE, LOADED, aggregate_in_background, write_run_html
 
 logger = logging.getLogger(__name__)
 rejections_logger = logging.getLogger(REJECTIONS_LOGGER)
@@ -89,15 +90,18 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     logger.info("run %s started (as of %s)", run_id, settings.as_of.isoformat())
 
     # Extract: any problem here is critical and happens before the database is touched.
+    progress.start("read", f"{doctors.display_name}, {appointments.display_name}")
     doctors_sheet = read_sheet(doctors.path, clean.DOCTOR_COLUMNS, doctors.sheet, settings.reader, "doctors")
     appointments_sheet = read_sheet(
         appointments.path, clean.APPOINTMENT_COLUMNS, appointments.sheet, settings.reader, "appointments"
     )
     timings["read"] = time.perf_counter() - clock
+    progress.done(len(doctors_sheet.frame) + len(appointments_sheet.frame))
     # Fail fast on an unreachable database before spending time on cleaning.
     connect(db_config).close()
 
     clock = time.perf_counter()
+    progress.start("clean")
     doctors_clean = clean.clean_doctors(doctors_sheet.frame)
     appointments_clean = clean.clean_appointments(
         appointments_sheet.frame,
@@ -108,6 +112,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
         encoded=appointments_sheet.encoded,
     )
     timings["clean"] = time.perf_counter() - clock
+    progress.done(len(doctors_sheet.frame) + len(appointments_sheet.frame))
 
     report = build_report(
         run_id, settings, {"doctors": doctors_sheet, "appointments": appointments_sheet},
@@ -119,15 +124,18 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     report_path, rejections_path = write_outputs(settings.report_dir, report, rejected, source_files)
     log_rejections(rejected)
     for line in summary_lines(report):
-        logger.info(line)
+        logger.info(line, extra={"summary": True})  # the CLI prints it: -v must not repeat it
 
     if gate_tripped(report["status"], settings.fail_on):
+        write_run_html(settings.report_dir, report, rejected, db_config, GATE, rejections_path)
         raise QualityGateError(
             f"data quality is {report['status']} and --fail-on={settings.fail_on}: nothing loaded "
             f"(see {report_path})"
         )
 
     clock = time.perf_counter()
+    progress.start("load", total=len(doctors_clean.valid) + len(appointments_clean.valid))
+    aggregates = aggregate_in_background(doctors_clean.valid, appointments_clean.valid)  # for the HTML report
     run = RunRecord(
         run_id=run_id,
         started_at=started_at,
@@ -144,11 +152,14 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
         record_failed_run(db_config, run, str(exc))
         report["load_status"] = "failed"
         _write_json(report_path, report)
+        write_run_html(settings.report_dir, report, rejected, db_config, FAILED, rejections_path)
         raise
     timings["load"] = time.perf_counter() - clock
+    progress.done(len(doctors_clean.valid) + len(appointments_clean.valid))
     report["load_status"] = "succeeded"
     report["timings_seconds"] = {key: round(value, 3) for key, value in timings.items()}
     _write_json(report_path, report)
+    write_run_html(settings.report_dir, report, rejected, db_config, LOADED, rejections_path, aggregates)
     logger.info("run %s loaded %s doctors and %s appointments", run_id,
                 report["counts"]["doctors"]["loaded"], report["counts"]["appointments"]["loaded"])
     return RunResult(run_id, report, report_path, rejections_path, timings)

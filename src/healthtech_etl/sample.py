@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from . import progress
+
 DOCTOR_HEADER = ("doctor_id", "name", "specialty")
 APPOINTMENT_HEADER = ("booking_id", "patient_id", "doctor_id", "booking_date", "status")
 
@@ -136,7 +138,7 @@ def write_workbook(path: Path, header: Sequence[str], rows: Sequence[Sequence[An
         worksheet = workbook.add_worksheet(sheet)
         date_format = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm"})
         worksheet.write_row(0, 0, list(header))
-        for r, row in enumerate(rows, start=1):
+        for r, row in enumerate(progress.counted(rows), start=1):
             for c, value in enumerate(row):
                 if value is None:
                     continue
@@ -153,7 +155,7 @@ def write_workbook(path: Path, header: Sequence[str], rows: Sequence[Sequence[An
     workbook = openpyxl.Workbook(write_only=True)
     worksheet = workbook.create_sheet(sheet)
     worksheet.append(list(header))
-    for row in rows:
+    for row in progress.counted(rows):
         worksheet.append(list(row))
     workbook.save(str(path))
     return path
@@ -165,7 +167,9 @@ def write_sample_workbooks(out_dir: Path, rows: int = 200, seed: int = 7) -> tup
     doctor_count = max(12, min(5000, rows // 2000))
     out_dir = Path(out_dir)
     doctors = write_workbook(out_dir / "doctors.xlsx", DOCTOR_HEADER, sample_doctors(doctor_count, rng), "doctors")
+    progress.start("sample", "appointments.xlsx", total=rows)
     appointments = write_workbook(
         out_dir / "appointments.xlsx", APPOINTMENT_HEADER, sample_appointments(rows, doctor_count, rng), "appointments"
     )
+    progress.done()
     return doctors, appointments

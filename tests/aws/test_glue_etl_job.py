@@ -35,7 +35,10 @@ from awsenv import (
     report_keys,
 )
 
+from healthtech_etl.db import connect
+
 SCRIPT = REPO / "glue_job" / "glue_etl.py"
+
 REQUIRED = ["--RAW_BUCKET", "--DOCTORS_KEY", "--APPOINTMENTS_KEY", "--DB_SECRET_ARN", "--REPORT_BUCKET",
             "--REPORT_PREFIX"]
 
@@ -419,3 +422,39 @@ def test_quality_report_keys_are_under_prefix_and_run_id(job: Any, capsys: pytes
     run_id = report_key.split("/")[2]
     assert report_key == f"nested/reports/{run_id}/quality_report.json"
     assert len(report_keys(job, run_id)) == 0  # nothing under the default prefix
+
+
+# --- the HTML report -------------------------------------------------------------------------
+
+def test_html_report_is_uploaded_beside_the_json(job: Any, capsys: pytest.CaptureFixture) -> None:
+    code, err, _ = run_main(job.argv(), capsys)
+
+    assert code == 0, err
+    report = only_report(job)
+    key = f"{REPORT_PREFIX}/{report['run_id']}/quality_report.html"
+    page = job.s3.get_object(Bucket=REPORT_BUCKET, Key=key)
+    assert page["ContentType"] == "text/html; charset=utf-8"
+    text = page["Body"].read().decode("utf-8")
+    assert f"run {report['run_id']}" in text and 'data-charts-expected="6"' in text
+
+
+def test_a_failed_load_links_its_html_report(job: Any, capsys: pytest.CaptureFixture) -> None:
+    # A real fault in the database: a doctors table that refuses every row (the load's COPY fails).
+    connection = connect(job.db_config)
+    try:
+        connection.run("CREATE SCHEMA healthtech")
+        connection.run("CREATE TABLE healthtech.doctors (id bigint PRIMARY KEY, name text NOT NULL, "
+                       "specialty text, CHECK (id < 0))")
+    finally:
+        connection.close()
+
+    code, err, _ = run_main(job.argv(), capsys)
+
+    assert code == 4
+    report = only_report(job)
+    assert report["load_status"] == "failed"
+    link = f"s3://{REPORT_BUCKET}/{REPORT_PREFIX}/{report['run_id']}/quality_report.html"
+    assert err[-1].startswith("healthtech-etl glue job FAILED (exit 4): load failed and was rolled back")
+    assert err[-1].endswith(f"(report: {link})")
+    assert "the load failed and was rolled back" in only_report(job, "quality_report.html")
+    assert db_count(job.db_config, "appointments") == 0

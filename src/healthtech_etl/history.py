@@ -1,0 +1,322 @@
+"""Run history from the database: the ledger (``etl_runs``), rejected rows (``etl_rejections``),
+aggregates of the loaded appointments, and the report snapshot each run stores
+(``etl_run_reports``) so that its HTML page can be rebuilt later from the database alone.
+
+Every statement is parameterised; aggregation happens in PostgreSQL (GROUP BY), so only a few
+hundred numbers leave the server whatever the table size.
+"""
+
+import logging
+from datetime import date, datetime, timezone
+from typing import Any, Optional
+
+from .aggregates import TOP_DOCTORS, from_doctor_counts, per_day_rows
+from .db import DbConfig, _short, connect
+from .errors import ConfigError, DatabaseError
+from .html_report import REJECTED_ROWS_SHOWN, ReportPage
+from .quality import overall_status
+
+logger = logging.getLogger(__name__)
+
+TREND_RUNS = 30
+SNAPSHOT_LOCK_KEY = 7_412_202_512  # load.ADVISORY_LOCK_KEY + 1
+
+REPORTS_DDL = """CREATE TABLE IF NOT EXISTS healthtech.etl_run_reports (
+    run_id text PRIMARY KEY REFERENCES healthtech.etl_runs (run_id) ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    report jsonb NOT NULL,
+    aggregates jsonb
+)"""
+
+_RUN_COLUMNS = ("run_id", "started_at", "finished_at", "status", "doctors_file", "doctors_sha256",
+                "appointments_file", "appointments_sha256", "counts", "metrics", "error")
+_RUN_SELECT = ("SELECT run_id, started_at, finished_at, status, doctors_file, doctors_sha256, appointments_file,"
+               " appointments_sha256, counts, metrics, error FROM healthtech.etl_runs")
+
+
+# --- the ledger --------------------------------------------------------------------------------
+
+
+def has_history(connection: Any) -> bool:
+    """True once a run has created the ledger table."""
+    rows = connection.run("SELECT to_regclass(:name) IS NOT NULL", name="healthtech.etl_runs")
+    return bool(rows[0][0])
+
+
+def list_runs(connection: Any, limit: int) -> list[dict[str, Any]]:
+    """The latest ``limit`` runs, newest first, with duration and overall quality."""
+    if not has_history(connection):
+        return []
+    rows = connection.run(
+        _RUN_SELECT + " ORDER BY started_at DESC, run_id LIMIT :limit",
+        limit=limit,
+    )
+    return [_run_dict(row) for row in rows]
+
+
+def get_run(connection: Any, run_id: Optional[str]) -> dict[str, Any]:
+    """One ledger row (the latest run when ``run_id`` is None); ConfigError if there is none."""
+    if not has_history(connection):
+        raise ConfigError("no run recorded in this database yet (healthtech.etl_runs does not exist)")
+    if run_id is None:
+        rows = connection.run(
+            _RUN_SELECT + " ORDER BY started_at DESC, run_id LIMIT 1"
+        )
+        if not rows:
+            raise ConfigError("no run recorded in this database yet")
+    else:
+        rows = connection.run(_RUN_SELECT + " WHERE run_id = :run_id",
+                              run_id=run_id)
+        if not rows:
+            raise ConfigError(f"run {run_id!r} not found in healthtech.etl_runs (see 'healthtech-etl runs')")
+    return _run_dict(rows[0])
+
+
+def _run_dict(row: list[Any]) -> dict[str, Any]:
+    run = dict(zip(_RUN_COLUMNS, row))
+    counts = run["counts"] or {}
+    metrics = run["metrics"] or {}
+    appointments = counts.get("appointments") or {}
+    started, finished = run["started_at"], run["finished_at"]
+    run["duration_seconds"] = round((finished - started).total_seconds(), 3) if started and finished else None
+    run["rows_read"] = appointments.get("read")
+    run["rows_loaded"] = appointments.get("loaded") if run["status"] == "succeeded" else 0
+    run["rows_rejected"] = appointments.get("rejected")
+    run["quality"] = overall_status(metrics) if metrics else None
+    return run
+
+
+def trend_runs(connection: Any, until: Optional[datetime] = None, limit: int = TREND_RUNS) -> list[dict[str, Any]]:
+    """Up to ``limit`` runs started at or before ``until`` (default: all), oldest first."""
+    if not has_history(connection):
+        return []
+    until = until or datetime.now(timezone.utc)
+    rows = connection.run(
+        _RUN_SELECT + " WHERE started_at <= :until"
+        " ORDER BY started_at DESC, run_id LIMIT :limit",
+        until=until,
+        limit=limit,
+    )
+    trends = []
+    for row in reversed(rows):
+        run = _run_dict(row)
+        trends.append({
+            "run_id": run["run_id"],
+            "started_at": run["started_at"].isoformat(),
+            "status": run["status"],
+            "metrics": {key: metric.get("value") for key, metric in (run["metrics"] or {}).items()},
+            "loaded": run["rows_loaded"],
+            "rejected": run["rows_rejected"],
+        })
+    return trends
+
+
+# --- rejected rows -----------------------------------------------------------------------------
+
+
+def rejected_rows(connection: Any, run_id: str, reason: Optional[str] = None,
+                  limit: Optional[int] = None) -> list[dict[str, Any]]:
+    """Rejected rows of a run (doctors first, then by row number), optionally of one reason."""
+    sql = ("SELECT run_id, entity, source_file, row_number, record_id, reasons, raw FROM healthtech.etl_rejections"
+           " WHERE run_id = :run_id AND (CAST(:reason AS text) IS NULL OR :reason = ANY (reasons))"
+           " ORDER BY entity DESC, row_number, id")
+    params: dict[str, Any] = {"run_id": run_id, "reason": reason}
+    if limit is not None:
+        sql += " LIMIT :limit"
+        params["limit"] = limit
+    columns = ("run_id", "entity", "source_file", "row_number", "record_id", "reasons", "raw")
+    return [dict(zip(columns, row)) for row in connection.run(sql, **params)]
+
+
+def rejection_totals(connection: Any, run_id: str) -> tuple[int, dict[str, int]]:
+    """(rejected rows, {reason code: rows}) of a run."""
+    total = connection.run("SELECT count(*) FROM healthtech.etl_rejections WHERE run_id = :run_id", run_id=run_id)
+    by_reason = connection.run(
+        "SELECT code, count(*) FROM healthtech.etl_rejections, unnest(reasons) AS code"
+        " WHERE run_id = :run_id GROUP BY code ORDER BY count(*) DESC, code",
+        run_id=run_id,
+    )
+    return int(total[0][0]), {code: int(count) for code, count in by_reason}
+
+
+# --- aggregates of the loaded tables -----------------------------------------------------------
+
+
+def appointment_aggregates(connection: Any, top_doctors: int = TOP_DOCTORS) -> dict[str, Any]:
+    """Per day by status, confirmed per doctor (top ``top_doctors``) and the confirmation ratio
+    per specialty of the appointments in the tables now: two GROUP BY scans in the server.
+    (The reference for :func:`healthtech_etl.aggregates.frame_aggregates`.)"""
+    by_day = connection.run(
+        "SELECT CAST(booking_date AS date), status, count(*) FROM healthtech.appointments"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    doctors = connection.run(
+        "SELECT d.id, d.name, d.specialty, coalesce(a.confirmed, 0), coalesce(a.total, 0)"
+        " FROM healthtech.doctors d LEFT JOIN (SELECT doctor_id, count(*) FILTER (WHERE status = 'confirmed')"
+        " AS confirmed, count(*) AS total FROM healthtech.appointments GROUP BY doctor_id) a ON a.doctor_id = d.id"
+    )
+    return {
+        "per_day": per_day_rows((row[0].isoformat() for row in by_day), (row[1] for row in by_day),
+                                (row[2] for row in by_day)),
+        **from_doctor_counts(doctors, top_doctors),
+    }
+
+
+def latest_succeeded_run(connection: Any) -> Optional[str]:
+    rows = connection.run(
+        "SELECT run_id FROM healthtech.etl_runs WHERE status = 'succeeded'"
+        " ORDER BY finished_at DESC NULLS LAST, started_at DESC LIMIT 1"
+    )
+    return rows[0][0] if rows else None
+
+
+# --- snapshots: what a run's page needs, kept in the database ------------------------------------
+
+
+def save_run_snapshot(config: DbConfig, report: dict[str, Any],
+                      aggregates: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
+    """After a committed load: store the run's report and aggregates in ``etl_run_reports`` (so
+    its page can be rebuilt later) and return the run history for its trends."""
+    connection = connect(config)
+    try:
+        connection.run("START TRANSACTION")
+        # Two runs creating the table at once would collide: a lock of its own (not the load's).
+        connection.run("SELECT pg_advisory_xact_lock(:key)", key=SNAPSHOT_LOCK_KEY)
+        connection.run(REPORTS_DDL)
+        store_snapshot(connection, report, aggregates)
+        connection.run("COMMIT")
+        return trend_runs(connection)
+    except Exception:
+        _rollback(connection)
+        raise
+    finally:
+        connection.close()
+
+
+def store_snapshot(connection: Any, report: dict[str, Any], aggregates: Optional[dict[str, Any]]) -> None:
+    import json
+
+    connection.run(
+        "INSERT INTO healthtech.etl_run_reports (run_id, report, aggregates)"
+        " VALUES (:run_id, CAST(:report AS jsonb), CAST(:aggregates AS jsonb))"
+        " ON CONFLICT (run_id) DO UPDATE SET report = excluded.report, aggregates = excluded.aggregates,"
+        " created_at = now()",
+        run_id=report["run_id"],
+        report=json.dumps(report, default=str),
+        aggregates=None if aggregates is None else json.dumps(aggregates),
+    )
+
+
+def get_snapshot(connection: Any, run_id: str) -> Optional[tuple[dict[str, Any], Optional[dict[str, Any]]]]:
+    if not connection.run("SELECT to_regclass(:name) IS NOT NULL", name="healthtech.etl_run_reports")[0][0]:
+        return None
+    rows = connection.run("SELECT report, aggregates FROM healthtech.etl_run_reports WHERE run_id = :run_id",
+                          run_id=run_id)
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
+# --- a run's page from the database alone -------------------------------------------------------
+
+
+def page_for_run(config: DbConfig, run_id: Optional[str]) -> ReportPage:
+    """Everything ``quality_report.html`` shows for a stored run (the latest when None)."""
+    connection = connect(config)
+    try:
+        run = get_run(connection, run_id)
+        run_id = run["run_id"]
+        notes = [f"Rebuilt from the database on {datetime.now(timezone.utc).isoformat(timespec='seconds')}."]
+        snapshot = get_snapshot(connection, run_id)
+        total, by_reason = rejection_totals(connection, run_id)
+        loaded_note = "this run loaded nothing"
+        if snapshot is not None:
+            report, aggregates = snapshot
+            if aggregates is None and run["status"] == "succeeded":
+                loaded_note = "another run replaced the loaded data before this run's report was built"
+        else:
+            report = report_from_ledger(run, by_reason)
+            notes.append("This run stored no report snapshot: as-of, readers, unknown status values, ignored "
+                         "columns and timings are not known.")
+            aggregates = None
+            if run["status"] == "succeeded":
+                if latest_succeeded_run(connection) == run_id:
+                    aggregates = appointment_aggregates(connection)
+                    aggregates["note"] = "From the tables as they are now (this is the latest loaded run)."
+                else:
+                    loaded_note = "the loaded tables now hold a later run's data"
+        if report.get("load_status") != run["status"] and run["status"] != "running":
+            report = {**report, "load_status": run["status"]}
+        rows = rejected_rows(connection, run_id, limit=REJECTED_ROWS_SHOWN)
+        if total == 0 and sum((report.get("counts") or {}).get(e, {}).get("rejected", 0) for e in
+                              ("doctors", "appointments")):
+            notes.append("The rejected rows of this run are no longer in healthtech.etl_rejections (pruned).")
+        return ReportPage(
+            report=report,
+            rejected_rows=rows,
+            rejected_total=total,
+            aggregates=aggregates,
+            trends=trend_runs(connection, until=run["started_at"]),
+            rejections_csv=f"'healthtech-etl rejections --run-id {run_id} --csv'",
+            notes=notes,
+            ledger=_ledger_view(run),
+            loaded_note=loaded_note,
+        )
+    finally:
+        connection.close()
+
+
+def report_from_ledger(run: dict[str, Any], by_reason: dict[str, int]) -> dict[str, Any]:
+    """The parts of quality_report.json that ``etl_runs`` holds (for runs without a snapshot)."""
+    metrics = run["metrics"] or {}
+    return {
+        "run_id": run["run_id"],
+        "as_of": None,
+        "generated_at": None,
+        "status": overall_status(metrics),
+        "load_status": run["status"],
+        "metrics": metrics,
+        "counts": run["counts"] or {},
+        "rejections": by_reason,
+        "unknown_status_values": {},
+        "inputs": {
+            "doctors": {"file": run["doctors_file"], "sha256": run["doctors_sha256"]},
+            "appointments": {"file": run["appointments_file"], "sha256": run["appointments_sha256"]},
+        },
+    }
+
+
+def _ledger_view(run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "started_at": _iso(run["started_at"]),
+        "finished_at": _iso(run["finished_at"]),
+        "status": run["status"],
+        "error": run["error"],
+    }
+
+
+def _iso(value: Any) -> Optional[str]:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat(timespec="seconds") if isinstance(value, datetime) else value.isoformat()
+    return value
+
+
+def read_trends_quietly(config: DbConfig) -> list[dict[str, Any]]:
+    """Trends for a run that did not load (quality gate): best effort, read-only."""
+    try:
+        connection = connect(config)
+    except DatabaseError as exc:
+        logger.warning("HTML report: run history not read: %s", exc)
+        return []
+    try:
+        return trend_runs(connection)
+    except Exception as exc:
+        logger.warning("HTML report: run history not read: %s", _short(exc))
+        return []
+    finally:
+        connection.close()
+
+
+def _rollback(connection: Any) -> None:
+    try:
+        connection.run("ROLLBACK")
+    except Exception:  # the connection may be gone; the original error matters
+        pass
