@@ -7,7 +7,8 @@ same arguments (argparse stands in for ``awsglue.utils.getResolvedOptions``), e.
 
     python glue_job/glue_etl.py --RAW_BUCKET b --DOCTORS_KEY raw/doctors.xlsx \\
         --APPOINTMENTS_KEY raw/appointments.xlsx --DB_SECRET_ARN arn:... \\
-        --REPORT_BUCKET r --REPORT_PREFIX reports [--AS_OF 2025-11-01] [--DB_SSLMODE require]
+        --REPORT_BUCKET r --REPORT_PREFIX reports [--AS_OF 2025-11-01] [--DB_SSLMODE require] \\
+        [--LOAD_MODE merge]
 
 Keep this file Python 3.9 compatible (no ``match``, no ``X | Y`` annotations at runtime).
 
@@ -35,6 +36,7 @@ OPTIONAL_ARGS = {
     "TRIGGER_VERSION": "",  # ... and its version id ("null"/empty: read the latest version)
     "DB_SSLMODE": "require",  # disable | prefer | require | verify-ca | verify-full
     "DB_SSLROOTCERT": "",  # CA bundle (local path or s3:// URI) for verify-ca / verify-full
+    "LOAD_MODE": "replace",  # replace | merge (upsert by id, keep history; see the README)
 }
 NO_VERSION = ("", "null", "none")
 METRIC_NAMESPACE = "HealthTechETL"
@@ -265,7 +267,7 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
         inputs[entity] = InputFile(path=target, name=name)
 
     report_dir = work_dir / "report"
-    settings = EtlSettings(as_of=as_of, report_dir=report_dir, log_dir=None)
+    settings = EtlSettings(as_of=as_of, report_dir=report_dir, log_dir=None, mode=args["LOAD_MODE"] or "replace")
     try:
         result = run_etl(inputs["doctors"], inputs["appointments"], db_config, settings)
     except Exception:
@@ -289,6 +291,7 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
     return {
         "run_id": result.run_id,
         "status": result.report.get("status"),
+        "mode": result.report.get("mode"),
         "counts": result.report.get("counts"),
         "report": f"s3://{args['REPORT_BUCKET']}/{prefix}",
         "objects": len(uploaded),

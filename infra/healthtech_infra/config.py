@@ -52,6 +52,7 @@ class EtlConfig:
     log_retention_days: int
     glue_timeout_minutes: int
     state_machine_timeout_minutes: int
+    load_mode: str = "replace"  # the Glue job's default --LOAD_MODE: replace | merge
 
     @property
     def is_prod(self) -> bool:
@@ -98,6 +99,9 @@ class EtlConfig:
         removal = str(pick("removalPolicy", "retain" if prod else "destroy")).strip().lower()
         if removal not in _REMOVAL_POLICIES:
             raise ValueError(f"context removalPolicy={removal!r}: one of {sorted(_REMOVAL_POLICIES)}")
+        load_mode = str(pick("loadMode", "replace")).strip().lower()
+        if load_mode not in ("replace", "merge"):
+            raise ValueError(f"context loadMode={load_mode!r}: replace or merge")
         return cls(
             env=env,
             alert_email=alert_email,
@@ -109,6 +113,7 @@ class EtlConfig:
             log_retention_days=int(pick("logRetentionDays", 365 if prod else 30)),
             glue_timeout_minutes=int(pick("glueTimeoutMinutes", 60)),
             state_machine_timeout_minutes=int(pick("stateMachineTimeoutMinutes", 180)),
+            load_mode=load_mode,
         )
 
 

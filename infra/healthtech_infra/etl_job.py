@@ -194,6 +194,7 @@ class EtlJob(Construct):
                 "--REPORT_BUCKET": artifacts_bucket.bucket_name,
                 "--REPORT_PREFIX": REPORT_PREFIX,
                 "--DB_SSLMODE": "require",
+                "--LOAD_MODE": config.load_mode,  # context loadMode; a run may pass its own
                 # CDK already sets `library-set` (the spelling in the Glue docs) from library_set;
                 # the dashed form is the project's documented contract and is harmless to Glue.
                 "--library-set": "analytics",

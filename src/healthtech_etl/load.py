@@ -80,10 +80,10 @@ DDL = (
     f"CREATE INDEX IF NOT EXISTS etl_rejections_run_id_idx ON {SCHEMA}.etl_rejections (run_id)",
     # Databases created before merge mode get the column here. Guarded, because even a no-op
     # ALTER TABLE locks etl_runs against readers until the load commits.
-    f"""DO $$ BEGIN
-        IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{SCHEMA}.etl_runs'::regclass
+    """DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'healthtech.etl_runs'::regclass
                        AND attname = 'mode' AND NOT attisdropped) THEN
-            ALTER TABLE {SCHEMA}.etl_runs ADD COLUMN IF NOT EXISTS mode text NOT NULL DEFAULT 'replace'
+            ALTER TABLE healthtech.etl_runs ADD COLUMN IF NOT EXISTS mode text NOT NULL DEFAULT 'replace'
                 CHECK (mode IN ('replace', 'merge'));
         END IF;
     END $$""",

@@ -25,16 +25,76 @@ import pandas as pd
 
 from .db import DbConfig, _short, connect
 from .errors import DatabaseError
-from .load import SCHEMA, _copy
+from .load import _copy
 
 logger = logging.getLogger(__name__)
 
 DOCTOR_COLUMNS = ("id", "name", "specialty")
 APPOINTMENT_COLUMNS = ("id", "patient_id", "doctor_id", "booking_date", "status")
-_APPOINTMENT_VALUES = APPOINTMENT_COLUMNS[1:]
-_STAGE_DOCTORS = "healthtech_stage_doctors"
-_STAGE_APPOINTMENTS = "healthtech_stage_appointments"
-_CHANGED = "healthtech_changed_appointments"
+
+# The statements, written out in full (no identifiers assembled at run time). Temporary tables
+# live in the session's own schema and vanish at COMMIT or ROLLBACK.
+_STAGE_DOCTORS = "CREATE TEMPORARY TABLE merge_doctors (id bigint, name text, specialty text) ON COMMIT DROP"
+_STAGE_APPOINTMENTS = """CREATE TEMPORARY TABLE merge_appointments
+    (id bigint, patient_id bigint, doctor_id bigint, booking_date timestamp, status text) ON COMMIT DROP"""
+_WRITTEN_APPOINTMENTS = """CREATE TEMPORARY TABLE merge_written
+    (id bigint, patient_id bigint, doctor_id bigint, booking_date timestamp, status text, inserted boolean)
+    ON COMMIT DROP"""
+# xmax = 0 on a row RETURNING gives back means the upsert inserted it (an update sets xmax).
+_UPSERT_DOCTORS = """WITH written AS (
+        INSERT INTO healthtech.doctors AS t (id, name, specialty)
+        SELECT id, name, specialty FROM merge_doctors
+        ON CONFLICT (id) DO UPDATE SET name = excluded.name, specialty = excluded.specialty
+        WHERE (t.name, t.specialty) IS DISTINCT FROM (excluded.name, excluded.specialty)
+        RETURNING t.xmax = 0 AS inserted)
+    SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"""
+# Unchanged rows are neither written nor returned; the written ones are kept for the history.
+_UPSERT_APPOINTMENTS = """WITH written AS (
+        INSERT INTO healthtech.appointments AS t (id, patient_id, doctor_id, booking_date, status)
+        SELECT id, patient_id, doctor_id, booking_date, status FROM merge_appointments
+        ON CONFLICT (id) DO UPDATE SET patient_id = excluded.patient_id, doctor_id = excluded.doctor_id,
+            booking_date = excluded.booking_date, status = excluded.status
+        WHERE (t.patient_id, t.doctor_id, t.booking_date, t.status)
+              IS DISTINCT FROM (excluded.patient_id, excluded.doctor_id, excluded.booking_date, excluded.status)
+        RETURNING t.id, t.patient_id, t.doctor_id, t.booking_date, t.status, t.xmax = 0)
+    INSERT INTO merge_written SELECT * FROM written"""
+_WRITTEN_COUNTS = "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merge_written"
+_CLOSE_WRITTEN = """WITH closed AS (
+        UPDATE healthtech.appointment_history h SET valid_to = CAST(:at AS timestamptz)
+        FROM merge_written w WHERE h.booking_id = w.id AND h.valid_to IS NULL
+        RETURNING 1)
+    SELECT count(*) FROM closed"""
+_OPEN_WRITTEN = """WITH opened AS (
+        INSERT INTO healthtech.appointment_history
+            (booking_id, patient_id, doctor_id, booking_date, status, valid_from, valid_to, run_id)
+        SELECT id, patient_id, doctor_id, booking_date, status, CAST(:at AS timestamptz), NULL, :run_id
+        FROM merge_written
+        RETURNING 1)
+    SELECT count(*) FROM opened"""
+_LAST_LOAD = """SELECT run_id, mode, finished_at FROM healthtech.etl_runs
+    WHERE status = 'succeeded' AND run_id <> :run_id ORDER BY finished_at DESC NULLS LAST LIMIT 1"""
+# After a replace: close the open versions the table no longer holds, open one for every
+# appointment without one.
+_CLOSE_REPLACED = """WITH closed AS (
+        UPDATE healthtech.appointment_history h SET valid_to = greatest(h.valid_from, CAST(:at AS timestamptz))
+        WHERE h.valid_to IS NULL AND NOT EXISTS (
+            SELECT 1 FROM healthtech.appointments a
+            WHERE a.id = h.booking_id AND a.patient_id = h.patient_id AND a.doctor_id = h.doctor_id
+              AND a.booking_date = h.booking_date AND a.status = h.status)
+        RETURNING 1)
+    SELECT count(*) FROM closed"""
+_OPEN_REPLACED = """WITH opened AS (
+        INSERT INTO healthtech.appointment_history
+            (booking_id, patient_id, doctor_id, booking_date, status, valid_from, valid_to, run_id)
+        SELECT id, patient_id, doctor_id, booking_date, status, CAST(:at AS timestamptz), NULL, :source_run
+        FROM healthtech.appointments a
+        WHERE NOT EXISTS (SELECT 1 FROM healthtech.appointment_history h
+                          WHERE h.booking_id = a.id AND h.valid_to IS NULL)
+        RETURNING 1)
+    SELECT count(*) FROM opened"""
+_RECORD_COUNTS = """UPDATE healthtech.etl_runs SET counts = coalesce(counts, CAST('{}' AS jsonb)) || CAST(:merge AS jsonb)
+    WHERE run_id = :run_id"""
+_LOADED_DOCTORS = "SELECT id FROM healthtech.doctors"
 
 
 def loaded_doctor_ids(config: DbConfig) -> np.ndarray:
@@ -42,8 +102,8 @@ def loaded_doctor_ids(config: DbConfig) -> np.ndarray:
     connection = connect(config)
     try:
         connection.run("START TRANSACTION READ ONLY")
-        exists = connection.run(f"SELECT to_regclass('{SCHEMA}.doctors') IS NOT NULL")[0][0]
-        rows = connection.run(f"SELECT id FROM {SCHEMA}.doctors") if exists else []
+        exists = connection.run("SELECT to_regclass('healthtech.doctors') IS NOT NULL")[0][0]
+        rows = connection.run(_LOADED_DOCTORS) if exists else []
         connection.run("COMMIT")
     except Exception as exc:
         raise DatabaseError(f"cannot read the doctors already loaded: {_short(exc)}") from exc
@@ -63,14 +123,9 @@ def merge_tables(
     counts["history_sync"] = _sync_history_after_replace(connection, run_id, loaded_at)
     counts["doctors"] = _upsert_doctors(connection, doctors)
     counts["appointments"], counts["history"] = _upsert_appointments(connection, run_id, loaded_at, appointments)
-    connection.run(
-        f"UPDATE {SCHEMA}.etl_runs SET counts = coalesce(counts, '{{}}'::jsonb) || CAST(:merge AS jsonb)"
-        " WHERE run_id = :run_id",
-        merge=json.dumps({"merge": counts}),
-        run_id=run_id,
-    )
+    connection.run(_RECORD_COUNTS, merge=json.dumps({"merge": counts}), run_id=run_id)
     logger.info(
-        "merge: doctors %s, appointments %s, history %s",
+        "merge: doctors %s; appointments %s; history %s",
         _describe(counts["doctors"]), _describe(counts["appointments"]), _describe(counts["history"]),
     )
     return counts
@@ -79,97 +134,33 @@ def merge_tables(
 def _sync_history_after_replace(connection: Any, run_id: str, loaded_at: Any) -> Optional[dict[str, Any]]:
     """If the tables were last written by a replace run (or by no run), record their contents
     in the history as of that run; None when the last load was a merge (history in line)."""
-    last = connection.run(
-        f"SELECT run_id, mode, finished_at FROM {SCHEMA}.etl_runs"
-        " WHERE status = 'succeeded' AND run_id <> :run_id ORDER BY finished_at DESC NULLS LAST LIMIT 1",
-        run_id=run_id,
-    )
+    last = connection.run(_LAST_LOAD, run_id=run_id)
     if last and last[0][1] == "merge":
         return None
     source_run, at = (last[0][0], last[0][2] or loaded_at) if last else (run_id, loaded_at)
-    same = " AND ".join(f"a.{column} = h.{column}" for column in _APPOINTMENT_VALUES)
-    closed = connection.run(
-        f"""WITH closed AS (
-            UPDATE {SCHEMA}.appointment_history h SET valid_to = greatest(h.valid_from, CAST(:at AS timestamptz))
-            WHERE h.valid_to IS NULL
-              AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.appointments a WHERE a.id = h.booking_id AND {same})
-            RETURNING 1)
-        SELECT count(*) FROM closed""",
-        at=at,
-    )[0][0]
-    columns = ", ".join(APPOINTMENT_COLUMNS)
-    opened = connection.run(
-        f"""WITH opened AS (
-            INSERT INTO {SCHEMA}.appointment_history
-                (booking_id, {', '.join(_APPOINTMENT_VALUES)}, valid_from, valid_to, run_id)
-            SELECT {columns}, CAST(:at AS timestamptz), NULL, :source_run FROM {SCHEMA}.appointments a
-            WHERE NOT EXISTS (SELECT 1 FROM {SCHEMA}.appointment_history h
-                              WHERE h.booking_id = a.id AND h.valid_to IS NULL)
-            RETURNING 1)
-        SELECT count(*) FROM opened""",
-        at=at,
-        source_run=source_run,
-    )[0][0]
+    closed = connection.run(_CLOSE_REPLACED, at=at)[0][0]
+    opened = connection.run(_OPEN_REPLACED, at=at, source_run=source_run)[0][0]
     return {"as_of_run": source_run, "closed": int(closed), "opened": int(opened)}
 
 
 def _upsert_doctors(connection: Any, doctors: pd.DataFrame) -> dict[str, int]:
-    columns = ", ".join(DOCTOR_COLUMNS)
-    connection.run(
-        f"CREATE TEMPORARY TABLE {_STAGE_DOCTORS} (id bigint, name text, specialty text) ON COMMIT DROP"
-    )
-    _copy(connection, f"{_STAGE_DOCTORS} ({columns})", doctors[list(DOCTOR_COLUMNS)])
-    inserted, updated = connection.run(
-        f"""WITH written AS (
-            INSERT INTO {SCHEMA}.doctors AS t ({columns}) SELECT {columns} FROM {_STAGE_DOCTORS}
-            ON CONFLICT (id) DO UPDATE SET name = excluded.name, specialty = excluded.specialty
-            WHERE (t.name, t.specialty) IS DISTINCT FROM (excluded.name, excluded.specialty)
-            RETURNING xmax = 0 AS inserted)
-        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"""
-    )[0]
+    connection.run(_STAGE_DOCTORS)
+    _copy(connection, "merge_doctors (id, name, specialty)", doctors[list(DOCTOR_COLUMNS)])
+    inserted, updated = connection.run(_UPSERT_DOCTORS)[0]
     return _split(len(doctors), inserted, updated)
 
 
 def _upsert_appointments(
     connection: Any, run_id: str, loaded_at: Any, appointments: pd.DataFrame
 ) -> tuple[dict[str, int], dict[str, int]]:
-    columns = ", ".join(APPOINTMENT_COLUMNS)
-    values = ", ".join(_APPOINTMENT_VALUES)
-    typed = "id bigint, patient_id bigint, doctor_id bigint, booking_date timestamp, status text"
-    connection.run(f"CREATE TEMPORARY TABLE {_STAGE_APPOINTMENTS} ({typed}) ON COMMIT DROP")
-    connection.run(f"CREATE TEMPORARY TABLE {_CHANGED} ({typed}, inserted boolean) ON COMMIT DROP")
-    _copy(connection, f"{_STAGE_APPOINTMENTS} ({columns})", appointments[list(APPOINTMENT_COLUMNS)])
-    # The rows the upsert wrote (inserted or changed) - the unchanged ones are neither written
-    # nor returned. xmax = 0 on a returned row means it was inserted, not updated.
-    connection.run(
-        f"""WITH written AS (
-            INSERT INTO {SCHEMA}.appointments AS t ({columns}) SELECT {columns} FROM {_STAGE_APPOINTMENTS}
-            ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _APPOINTMENT_VALUES)}
-            WHERE ({', '.join(f't.{c}' for c in _APPOINTMENT_VALUES)})
-                  IS DISTINCT FROM ({', '.join(f'excluded.{c}' for c in _APPOINTMENT_VALUES)})
-            RETURNING {', '.join(f't.{c}' for c in APPOINTMENT_COLUMNS)}, t.xmax = 0)
-        INSERT INTO {_CHANGED} SELECT * FROM written"""
-    )
-    closed = connection.run(
-        f"""WITH closed AS (
-            UPDATE {SCHEMA}.appointment_history h SET valid_to = CAST(:at AS timestamptz)
-            FROM {_CHANGED} c WHERE h.booking_id = c.id AND h.valid_to IS NULL
-            RETURNING 1)
-        SELECT count(*) FROM closed""",
-        at=loaded_at,
-    )[0][0]
-    opened = connection.run(
-        f"""WITH opened AS (
-            INSERT INTO {SCHEMA}.appointment_history (booking_id, {values}, valid_from, valid_to, run_id)
-            SELECT {columns}, CAST(:at AS timestamptz), NULL, :run_id FROM {_CHANGED}
-            RETURNING 1)
-        SELECT count(*) FROM opened""",
-        at=loaded_at,
-        run_id=run_id,
-    )[0][0]
-    inserted, updated = connection.run(
-        f"SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM {_CHANGED}"
-    )[0]
+    connection.run(_STAGE_APPOINTMENTS)
+    connection.run(_WRITTEN_APPOINTMENTS)
+    _copy(connection, "merge_appointments (id, patient_id, doctor_id, booking_date, status)",
+          appointments[list(APPOINTMENT_COLUMNS)])
+    connection.run(_UPSERT_APPOINTMENTS)
+    closed = connection.run(_CLOSE_WRITTEN, at=loaded_at)[0][0]
+    opened = connection.run(_OPEN_WRITTEN, at=loaded_at, run_id=run_id)[0][0]
+    inserted, updated = connection.run(_WRITTEN_COUNTS)[0]
     return _split(len(appointments), inserted, updated), {"closed": int(closed), "opened": int(opened)}
 
 
