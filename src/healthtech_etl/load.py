@@ -310,16 +310,18 @@ _REBUILD_MIN_ROWS = 50_000
 _SAVEPOINT = "healthtech_bulk_load"
 
 
-def _drop_indexes(connection: Any, table: str) -> list[str]:
+def _drop_indexes(connection: Any, table: str, keep_keys: bool = False) -> list[str]:
     """Drop the keys, foreign keys and indexes of ``table``; return the statements that
-    recreate them (keys, then indexes, then foreign keys). [] if they could not be dropped."""
+    recreate them (keys, then indexes, then foreign keys). [] if they could not be dropped.
+    ``keep_keys``: only the foreign keys and the plain indexes (an upsert needs its key)."""
     connection.run(f"SAVEPOINT {_SAVEPOINT}")
     try:
         keys = connection.run(
             "SELECT quote_ident(conname), pg_get_constraintdef(oid), contype = 'f' FROM pg_constraint"
             " WHERE conrelid = CAST(:table AS regclass) AND contype IN ('p', 'u', 'x', 'f')"
-            " ORDER BY contype = 'f' DESC, conname",
+            " AND (contype = 'f' OR NOT :keep_keys) ORDER BY contype = 'f' DESC, conname",
             table=table,
+            keep_keys=keep_keys,
         )
         indexes = connection.run(
             "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_indexdef(c.oid)"

@@ -25,7 +25,7 @@ import pandas as pd
 
 from .db import DbConfig, _short, connect
 from .errors import DatabaseError
-from .load import _copy
+from .load import _REBUILD_MIN_ROWS, _copy, _drop_indexes
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,14 @@ def _upsert_appointments(
     connection.run(_WRITTEN_APPOINTMENTS)
     _copy(connection, "merge_appointments (id, patient_id, doctor_id, booking_date, status)",
           appointments[list(APPOINTMENT_COLUMNS)])
+    # A large upsert maintains the foreign key (one trigger call per inserted row) and the plain
+    # indexes row by row; dropping them and rebuilding once afterwards is ~2x faster. The key
+    # stays (the upsert's arbiter). Like replace's TRUNCATE, this keeps readers out until COMMIT.
+    rebuild = _drop_indexes(connection, "healthtech.appointments", keep_keys=True) \
+        if len(appointments) >= _REBUILD_MIN_ROWS else []
     connection.run(_UPSERT_APPOINTMENTS)
+    for statement in rebuild:
+        connection.run(statement)
     closed = connection.run(_CLOSE_WRITTEN, at=loaded_at)[0][0]
     opened = connection.run(_OPEN_WRITTEN, at=loaded_at, run_id=run_id)[0][0]
     inserted, updated = connection.run(_WRITTEN_COUNTS)[0]

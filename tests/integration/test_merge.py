@@ -295,3 +295,51 @@ def test_a_merge_waits_for_the_load_lock(months, db_config, tmp_path, run_cli):
     assert process.returncode == 0, err
     assert fetch(db_config, "SELECT id, patient_id, doctor_id, booking_date, status FROM healthtech.appointments "
                             "ORDER BY id") == BOTH_MONTHS
+
+
+SCHEMA_SQL = """
+    SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+    WHERE conrelid = 'healthtech.appointments'::regclass
+    UNION ALL
+    SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'healthtech' AND tablename = 'appointments'
+    ORDER BY 1"""
+
+
+@pytest.mark.parametrize("rebuild_from", [0, 10**9])
+def test_large_merge_index_rebuild_keeps_schema_rows_and_history(rebuild_from, run_cli, months, db_config,
+                                                                 monkeypatch):
+    assert run_cli(*etl_args(months["october"])) == 0  # replace: the schema as created
+    schema = fetch(db_config, SCHEMA_SQL)
+    assert any("FOREIGN KEY" in definition for _, definition in schema)
+    monkeypatch.setattr("healthtech_etl.merge._REBUILD_MIN_ROWS", rebuild_from)  # 0: the bulk path
+    assert run_cli(*etl_args(months["november"], "--mode", "merge")) == 0
+    assert fetch(db_config, SCHEMA_SQL) == schema
+    assert fetch(db_config, "SELECT id, patient_id, doctor_id, booking_date, status FROM healthtech.appointments "
+                            "ORDER BY id") == BOTH_MONTHS
+    assert_history_matches_tables(db_config)
+
+
+@pytest.mark.parametrize("rebuild_from", [0, 10**9])
+def test_an_appointment_of_a_vanished_doctor_rolls_the_merge_back(rebuild_from, run_cli, months, db_config,
+                                                                  monkeypatch):
+    """The foreign key still guards a merge (e.g. a replace removed a doctor between the read
+    of the loaded doctors and the load), with or without the index rebuild."""
+    import pandas as pd
+
+    from healthtech_etl.errors import DatabaseError
+    from healthtech_etl.load import RunRecord, load_run
+
+    assert run_cli(*etl_args(months["october"], "--mode", "merge")) == 0
+    before, schema = full_state(db_config), fetch(db_config, SCHEMA_SQL)
+    monkeypatch.setattr("healthtech_etl.merge._REBUILD_MIN_ROWS", rebuild_from)
+    run = RunRecord(run_id="orphan", started_at=dt.datetime.now(dt.timezone.utc), doctors_file="d",
+                    doctors_sha256="0", appointments_file="a", appointments_sha256="0", counts={}, metrics={},
+                    mode="merge")
+    doctors = pd.DataFrame({"id": [1], "name": ["Dr. Ana García"], "specialty": ["Cardiology"]})
+    orphan = pd.DataFrame({"id": [201, 209], "patient_id": [34, 6], "doctor_id": [1, 777],
+                           "booking_date": pd.to_datetime(["2025-10-06 09:00", "2025-10-02 00:00"]),
+                           "status": ["cancelled", "cancelled"]})
+    with pytest.raises(DatabaseError, match="rolled back"):
+        load_run(db_config, run, doctors, orphan, {}, {})
+    assert full_state(db_config) == before
+    assert fetch(db_config, SCHEMA_SQL) == schema
