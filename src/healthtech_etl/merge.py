@@ -59,9 +59,11 @@ _UPSERT_APPOINTMENTS = """WITH written AS (
         RETURNING t.id, t.patient_id, t.doctor_id, t.booking_date, t.status, t.xmax = 0)
     INSERT INTO merge_written SELECT * FROM written"""
 _WRITTEN_COUNTS = "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merge_written"
+# Only updated rows have an open version to close (a new id has none: a version left open for
+# an id the table lacks would make the insert below fail on appointment_history_open_idx).
 _CLOSE_WRITTEN = """WITH closed AS (
         UPDATE healthtech.appointment_history h SET valid_to = CAST(:at AS timestamptz)
-        FROM merge_written w WHERE h.booking_id = w.id AND h.valid_to IS NULL
+        FROM merge_written w WHERE NOT w.inserted AND h.booking_id = w.id AND h.valid_to IS NULL
         RETURNING 1)
     SELECT count(*) FROM closed"""
 _OPEN_WRITTEN = """WITH opened AS (
