@@ -161,8 +161,8 @@ def _upsert_appointments(
           appointments[list(APPOINTMENT_COLUMNS)])
     # A large upsert maintains the foreign key (one trigger call per inserted row) and the plain
     # indexes row by row; dropping them and rebuilding once afterwards was ~1.4x faster at 200k
-    # rows. The key
-    # stays (the upsert's arbiter). Like replace's TRUNCATE, this keeps readers out until COMMIT.
+    # rows. The key stays (the upsert's arbiter). Like replace's TRUNCATE, this keeps readers out
+    # until COMMIT.
     rebuild = _drop_indexes(connection, "healthtech.appointments", keep_keys=True) \
         if len(appointments) >= _REBUILD_MIN_ROWS else []
     connection.run(_UPSERT_APPOINTMENTS)
