@@ -12,6 +12,9 @@ to exit, i.e. after COMMIT), rows/s, peak RSS (``wait4``) and per-stage times:
   openpyxl-bare  a bare openpyxl read-only pass over the same files
   awswrangler    pandas.read_excel + the same cleaning + awswrangler.postgresql.to_sql
   seed           pandas.read_excel + the same cleaning + DataFrame.to_sql (SQLAlchemy, pg8000)
+  merge          healthtech-etl etl --mode merge of the same files into tables that already hold
+                 a "previous month" of as many rows (loaded by an untimed merge first): half of
+                 the ids overlap, 10% of the rows changed; checked against the expected union
 
 It checks that the loaded tables match the report's counts and that every line loaded the same
 rows as the project (md5 over the ordered tables), prints the table with the ratios and the
@@ -59,6 +62,7 @@ LINES = {
     "openpyxl-bare": ("bare openpyxl read-only pass", 2),
     "awswrangler": ("read_excel + clean + awswrangler to_sql", 1),
     "seed": ("seed-style: read_excel + clean + pandas to_sql", 1),
+    "merge": ("merge mode: etl --mode merge into as many held rows", 2),
 }
 
 
@@ -96,7 +100,7 @@ def main(argv: Optional[list] = None) -> int:
     for rows in args.rows:
         doctors, appointments, generation = workbooks(rows, args.seed)
         print(f"\n== {rows:,} rows: {appointments} ({appointments.stat().st_size / 1e6:.1f} MB)", flush=True)
-        size = run_size(rows, doctors, appointments, lines, args.repeat, config, url, problems)
+        size = run_size(rows, doctors, appointments, lines, args.repeat, config, url, problems, args.seed)
         size["generation_seconds"] = generation
         sizes.append(size)
     result = {
@@ -170,12 +174,12 @@ def reset_tables(config: Any) -> None:
         connection.run("START TRANSACTION")
         ensure_schema(connection)
         connection.run("TRUNCATE healthtech.etl_rejections, healthtech.etl_runs, healthtech.appointments, "
-                       "healthtech.doctors")
+                       "healthtech.doctors, healthtech.appointment_history")
         connection.run("COMMIT")
         # No autovacuum of the previous run's rows and no checkpoint of its WAL inside the next
         # measurement.
         connection.run("VACUUM ANALYZE healthtech.etl_rejections, healthtech.etl_runs, healthtech.appointments, "
-                       "healthtech.doctors")
+                       "healthtech.doctors, healthtech.appointment_history")
         connection.run("CHECKPOINT")
     finally:
         connection.close()
@@ -220,11 +224,126 @@ def export_clean_rows(config: Any, folder: Path) -> None:
         connection.close()
 
 
+# --- merge line: the previous month and the expected result ------------------------------------
+
+
+def previous_month(rows: int, seed: int, doctors: Path) -> Path:
+    """The "previous month" appointments workbook for the merge line, next to the sample's
+    (cached): the sample's rows regenerated, then ids up to rows/2 kept (every 5th with its
+    status flipped: 10% of the rows changed) and the other ids moved past the sample's, so half
+    of the sample's ids are already loaded and half are new."""
+    from healthtech_etl.sample import APPOINTMENT_HEADER, sample_appointments, sample_doctors, write_workbook
+
+    path = doctors.parent / "previous_appointments.xlsx"
+    if path.exists():
+        return path
+    print(f"generating the previous month for the merge line in {path} ...", flush=True)
+    import numpy as np
+
+    rng = np.random.default_rng(seed)  # the same draws as write_sample_workbooks
+    doctor_count = max(12, min(5000, rows // 2000))
+    sample_doctors(doctor_count, rng)
+    out = []
+    for booking, patient, doctor, when, status in sample_appointments(rows, doctor_count, rng):
+        number = _plain_int(booking)
+        if number is not None and number <= rows // 2:
+            if number % 5 == 0:
+                status = "cancelled" if str(status or "").strip().lower().startswith("confirm") else "confirmed"
+        elif number is not None:
+            booking = number + rows
+        out.append((booking, patient, doctor, when, status))
+    write_workbook(path.with_suffix(".tmp.xlsx"), APPOINTMENT_HEADER, out, "appointments").replace(path)
+    return path
+
+
+def _plain_int(value: Any) -> Optional[int]:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def prefill_previous_month(rows: int, seed: int, doctors: Path, config: Any, url: str, csv_dir: Path) -> None:
+    """Load the previous month with an (untimed) merge, export its rows once, settle the server."""
+    from healthtech_etl.db import connect
+
+    previous = previous_month(rows, seed, doctors)
+    with tempfile.TemporaryDirectory(prefix="bench-prefill-") as work:
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "PG"))}
+        env.update(DATABASE_URL=url, PYTHONPATH=str(ROOT / "src"))
+        subprocess.run([CLI, "etl", "--mode", "merge", "--doctors", str(doctors), "--appointments", str(previous),
+                        "--as-of", AS_OF, "--report-dir", str(Path(work) / "reports"), "--log-dir",
+                        str(Path(work) / "logs")], cwd=work, env=env, check=True, stdout=subprocess.DEVNULL,
+                       timeout=TIMEOUT)
+    target = csv_dir / "previous_appointments.csv"
+    connection = connect(config)
+    try:
+        if not target.exists():
+            with target.open("wb") as handle:
+                connection.run("COPY healthtech.appointments (id, patient_id, doctor_id, booking_date, status) "
+                               "TO STDOUT WITH (FORMAT csv)", stream=handle)
+            target.chmod(0o644)
+        connection.run("VACUUM ANALYZE healthtech.appointments, healthtech.doctors, healthtech.appointment_history")
+        connection.run("CHECKPOINT")
+    finally:
+        connection.close()
+
+
+MERGE_CHECKS = {
+    # The table must hold this month's rows plus the previous month's rows of the other ids.
+    "expected": "SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY id), '')) FROM ("
+                "SELECT * FROM bench_current UNION ALL SELECT * FROM bench_previous p "
+                "WHERE NOT EXISTS (SELECT 1 FROM bench_current c WHERE c.id = p.id)) t",
+    "changed": "SELECT count(*) FROM bench_current c JOIN bench_previous p ON p.id = c.id "
+               "WHERE (c.*) IS DISTINCT FROM (p.*)",
+    "new": "SELECT count(*) FROM bench_current c WHERE NOT EXISTS (SELECT 1 FROM bench_previous p WHERE p.id = c.id)",
+    # Every appointment has exactly one open version, equal to it.
+    "open_mismatch": "SELECT count(*) FROM healthtech.appointments a FULL JOIN (SELECT * FROM "
+                     "healthtech.appointment_history WHERE valid_to IS NULL) h ON h.booking_id = a.id "
+                     "WHERE (a.id, a.patient_id, a.doctor_id, a.booking_date, a.status) IS DISTINCT FROM "
+                     "(h.booking_id, h.patient_id, h.doctor_id, h.booking_date, h.status)",
+    "closed": "SELECT count(*) FROM healthtech.appointment_history WHERE valid_to IS NOT NULL",
+}
+
+
+def verify_merge(rows: int, config: Any, csv_dir: Path, sample: dict, project: Optional[dict],
+                 problems: list) -> dict:
+    """The merged tables against the expected union (from both months' exported clean rows),
+    the history against the tables, the run's counts against both."""
+    from healthtech_etl.db import connect
+
+    connection = connect(config)
+    try:
+        connection.run("START TRANSACTION")
+        for table, name in (("bench_current", "appointments.csv"), ("bench_previous", "previous_appointments.csv")):
+            connection.run(f"CREATE TEMPORARY TABLE {table} (LIKE healthtech.appointments) ON COMMIT DROP")
+            connection.run(f"COPY {table} FROM '{csv_dir / name}' WITH (FORMAT csv)")
+        found = {name: list(connection.run(sql)[0]) for name, sql in MERGE_CHECKS.items()}
+        connection.run("ROLLBACK")
+    finally:
+        connection.close()
+    expected_rows, expected_md5 = found["expected"]
+    actual = sample["tables"]["appointments"]
+    counts = sample.get("merge", {}).get("appointments", {})
+    checks = {
+        "appointments equal the expected union": [actual["rows"], actual["md5"]] == [expected_rows, expected_md5],
+        "doctors equal the project's": project is None or sample["tables"]["doctors"] == project["doctors"],
+        "history has one open version per appointment, equal to it": found["open_mismatch"] == [0],
+        "inserted = new ids": counts.get("inserted") == found["new"][0],
+        "updated = changed rows = closed versions": counts.get("updated") == found["changed"][0] == found["closed"][0],
+    }
+    for check, ok in checks.items():
+        if not ok:
+            problems.append(f"{rows:,} rows, merge: {check} failed ({found}, {counts}, {actual})")
+    return {"checks": checks, "new": found["new"][0], "changed": found["changed"][0], "held": expected_rows}
+
+
 # --- running the lines -------------------------------------------------------------------------
 
 
 def run_size(rows: int, doctors: Path, appointments: Path, lines: list, repeat: Optional[int], config: Any,
-             url: str, problems: list) -> dict:
+             url: str, problems: list, seed: int = 7) -> dict:
     csv_dir = Path(tempfile.gettempdir()) / f"healthtech-bench-{os.getuid()}" / f"rows{rows}"
     samples: dict = {name: [] for name in lines}
     states: dict = {}
@@ -233,12 +352,17 @@ def run_size(rows: int, doctors: Path, appointments: Path, lines: list, repeat: 
         for name in lines:
             if round_index >= (repeat or LINES[name][1]):
                 continue
-            if name == "limit" and not (csv_dir / "appointments.csv").exists():
+            if name in ("limit", "merge") and not (csv_dir / "appointments.csv").exists():
                 continue  # written after the first project run
             reset_tables(config)
+            if name == "merge":  # untimed: the month before, already loaded
+                prefill_previous_month(rows, seed, doctors, config, url, csv_dir)
             sample = run_line(name, doctors, appointments, url, csv_dir)
             if sample["exit_code"] != 0:
                 problems.append(f"{rows:,} rows, {name}: exit code {sample['exit_code']}: {sample['error']}")
+            elif name == "merge":
+                sample["tables"] = table_state(config)
+                sample["merge_check"] = verify_merge(rows, config, csv_dir, sample, states.get("project"), problems)
             else:
                 sample["tables"] = table_state(config)
                 states.setdefault(name, sample["tables"])
@@ -265,6 +389,8 @@ def run_line(name: str, doctors: Path, appointments: Path, url: str, csv_dir: Pa
         outputs = ["--report-dir", str(work_dir / "reports"), "--log-dir", str(work_dir / "logs")]
         if name == "project":
             command = [CLI, "etl", *common, *outputs]
+        elif name == "merge":
+            command = [CLI, "etl", "--mode", "merge", *common, *outputs]
         else:
             command = [PYTHON, str(BENCH / "lines.py"), name, *common]
             command += outputs if name == "glue" else []
@@ -288,11 +414,13 @@ def run_line(name: str, doctors: Path, appointments: Path, url: str, csv_dir: Pa
         if process.returncode != 0:
             sample["error"] = (stderr_path.read_text(errors="replace").strip() or output.strip())[-800:]
             return sample
-        if name in ("project", "glue"):
+        if name in ("project", "glue", "merge"):
             report = json.loads((work_dir / "reports" / "quality_report.json").read_text())
             sample["timings"] = report.get("timings_seconds", {})
             sample["read"] = report["counts"]["appointments"]["read"]
             sample["report_counts"] = {entity: report["counts"][entity] for entity in ("doctors", "appointments")}
+            if "merge" in report:
+                sample["merge"] = {key: report["merge"][key] for key in ("doctors", "appointments", "history")}
         else:
             data = json.loads(output.strip().splitlines()[-1])
             sample["timings"] = {key: round(value, 3) for key, value in data["timings"].items()}
@@ -329,7 +457,7 @@ def verify(rows: int, states: dict, problems: list) -> dict:
     if reference is None:
         return result
     for name, state in states.items():
-        if name == "project" or name == "openpyxl-bare":
+        if name in ("project", "openpyxl-bare", "merge"):  # merge: verify_merge
             continue
         tables = ("doctors", "appointments", "rejections") if name == "glue" else ("doctors", "appointments")
         same = {table: state[table] == reference[table] for table in tables}
@@ -386,6 +514,14 @@ def targets(summary: dict) -> list:
         if rss(name):
             add(f"peak RSS of the {'fast' if name == 'project' else 'Glue'} path at most 1 GiB", rss(name),
                 rss(name) <= GIB, f"{rss(name) / 2**20:.0f} MiB")
+    if project and wall("merge"):
+        ratio = wall("merge") / project
+        add("merge into 1M held rows within 2x of the replace (project) line", round(ratio, 2), ratio <= 2,
+            f"{ratio:.2f}x")
+    if rss("project") and rss("merge"):
+        ratio = rss("merge") / rss("project")
+        add("merge peak RSS no more than 10% above the replace line's", round(ratio, 3), ratio <= 1.10,
+            f"{ratio:.2f}x")
     if wall("glue") and wall("openpyxl-bare"):
         ratio = wall("glue") / wall("openpyxl-bare")
         add("Glue path within 1.25x of a bare openpyxl pass", round(ratio, 3), ratio <= 1.25, f"{ratio:.2f}x")
@@ -469,6 +605,14 @@ def render_markdown(result: dict) -> str:
             out.append("Same tables as the project (row count + md5): "
                        + ", ".join(f"{name} {'yes' if all(same.values()) else '**NO**'}"
                                    for name, same in size["verification"].items() if name != "project") + ".")
+            out.append("")
+        merges = [sample["merge_check"] for sample in size["samples"].get("merge", []) if "merge_check" in sample]
+        if merges:
+            check = merges[0]
+            passed = all(all(found["checks"].values()) for found in merges)
+            out.append(f"Merge line: into the previous month's {check['held'] - check['new']:,} rows, "
+                       f"{check['new']:,} new ids and {check['changed']:,} changed rows; tables and history "
+                       f"checked against the expected union: {'yes' if passed else '**NO**'}.")
             out.append("")
     if result["problems"]:
         out.append("Problems: " + "; ".join(result["problems"]))

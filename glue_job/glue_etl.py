@@ -8,7 +8,8 @@ same arguments (argparse stands in for ``awsglue.utils.getResolvedOptions``), e.
     python glue_job/glue_etl.py --RAW_BUCKET b --DOCTORS_KEY raw/doctors.xlsx \\
         --APPOINTMENTS_KEY raw/appointments.xlsx --DB_SECRET_ARN arn:... \\
         --REPORT_BUCKET r --REPORT_PREFIX reports [--AS_OF 2025-11-01] \\
-        [--DB_SSLMODE verify-full] [--DB_SSLROOTCERT s3://artifacts/glue/rds-global-bundle.pem]
+        [--DB_SSLMODE verify-full] [--DB_SSLROOTCERT s3://artifacts/glue/rds-global-bundle.pem] \\
+        [--LOAD_MODE merge]
 
 TLS is verified by default: ``--DB_SSLMODE verify-full`` checks that the server's certificate
 chains to a CA of ``--DB_SSLROOTCERT`` (the RDS CA bundle, an ``s3://`` URI read with the job's
@@ -47,6 +48,7 @@ OPTIONAL_ARGS = {
     "APPOINTMENTS_VERSION": "",
     "DB_SSLMODE": "verify-full",  # disable | prefer | require | verify-ca | verify-full
     "DB_SSLROOTCERT": "",  # CA bundle (local path or s3:// URI) for verify-ca / verify-full
+    "LOAD_MODE": "replace",  # replace | merge (upsert by id, keep history; see the README)
 }
 ARG_HELP = {
     "DB_SSLMODE": "TLS to the database (default verify-full: the server's certificate must chain to "
@@ -291,7 +293,7 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
         inputs[entity] = InputFile(path=target, name=name)
 
     report_dir = work_dir / "report"
-    settings = EtlSettings(as_of=as_of, report_dir=report_dir, log_dir=None)
+    settings = EtlSettings(as_of=as_of, report_dir=report_dir, log_dir=None, mode=args["LOAD_MODE"] or "replace")
     try:
         result = run_etl(inputs["doctors"], inputs["appointments"], db_config, settings)
     except Exception as exc:
@@ -317,6 +319,7 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
     return {
         "run_id": result.run_id,
         "status": result.report.get("status"),
+        "mode": result.report.get("mode"),
         "counts": result.report.get("counts"),
         "report": f"s3://{args['REPORT_BUCKET']}/{prefix}",
         "html_report": f"s3://{args['REPORT_BUCKET']}/{prefix}{HTML_REPORT}",

@@ -67,6 +67,7 @@ class EtlConfig:
     endpoint_azs: int = 1
     trigger_reserved_concurrency: int = 5
     rds_ca_bundle: Path = RDS_CA_BUNDLE_PATH
+    load_mode: str = "replace"  # the Glue job's default --LOAD_MODE: replace | merge
 
     @property
     def is_prod(self) -> bool:
@@ -126,6 +127,9 @@ class EtlConfig:
         if reserved < 1:
             raise ValueError(f"context triggerReservedConcurrency={reserved}: at least 1")
         ca_bundle = Path(str(pick("rdsCaBundle", RDS_CA_BUNDLE_PATH)))
+        load_mode = str(pick("loadMode", "replace")).strip().lower()
+        if load_mode not in ("replace", "merge"):
+            raise ValueError(f"context loadMode={load_mode!r}: replace or merge")
         return cls(
             settle_seconds=settle_seconds,
             large_input_mb=large_input_mb,
@@ -142,6 +146,7 @@ class EtlConfig:
             log_retention_days=int(pick("logRetentionDays", 365 if prod else 30)),
             glue_timeout_minutes=int(pick("glueTimeoutMinutes", 60)),
             state_machine_timeout_minutes=int(pick("stateMachineTimeoutMinutes", 180)),
+            load_mode=load_mode,
         )
 
 

@@ -198,6 +198,7 @@ class EtlJob(Construct):
                 # Authenticate RDS: AWS's CA bundle, deployed beside the script by Storage.
                 "--DB_SSLMODE": "verify-full",
                 "--DB_SSLROOTCERT": f"s3://{artifacts_bucket.bucket_name}/{ca_bundle_key}",
+                "--LOAD_MODE": config.load_mode,  # context loadMode; a run may pass its own
                 # CDK already sets `library-set` (the spelling in the Glue docs) from library_set;
                 # the dashed form is the project's documented contract and is harmless to Glue.
                 "--library-set": "analytics",

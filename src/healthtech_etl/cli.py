@@ -69,6 +69,10 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                      help="exit 5 before loading when quality reaches this level (default: never)")
     etl.add_argument("--reader", choices=("auto", "fastexcel", "calamine", "openpyxl"), default="auto",
                      help="xlsx reader (default: the fastest installed)")
+    etl.add_argument("--mode", choices=("replace", "merge"), default=env.get("LOAD_MODE") or "replace",
+                     help="replace: the tables become this file's rows; merge: upsert by id, keep rows absent "
+                          "from the file, record appointment changes in appointment_history "
+                          "(env LOAD_MODE, default replace)")
 
     commands.add_parser("etl", parents=[common, etl], help="extract, clean, report and load",
                         description="Extract, clean, report and load the workbooks (one transaction).")
@@ -138,6 +142,7 @@ def _etl(args: argparse.Namespace, db_config: DbConfig) -> None:
         horizon_days=args.horizon_days,
         fail_on=args.fail_on,
         reader=args.reader,
+        mode=args.mode,
     )
     result = run_etl(
         InputFile(args.doctors, sheet=args.doctors_sheet),
@@ -148,6 +153,11 @@ def _etl(args: argparse.Namespace, db_config: DbConfig) -> None:
     if args.quiet:
         return
     print("\n".join(summary_lines(result.report)))
+    if "merge" in result.report:
+        merged = result.report["merge"]
+        print("  merge: " + "; ".join(
+            f"{entity} " + ", ".join(f"{key} {value:,}" for key, value in merged[entity].items())
+            for entity in ("doctors", "appointments", "history")))
     html = Path(result.report_path).with_name(HTML_FILE)
     print(f"  report: {result.report_path}" + (f" and {html}" if html.is_file() else "")
           + f"   rejected rows: {result.rejections_path}   log: {Path(args.log_dir) / LOG_FILE_NAME}")

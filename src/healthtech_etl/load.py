@@ -72,7 +72,32 @@ DDL = (
         raw jsonb NOT NULL
     )""",
     f"CREATE INDEX IF NOT EXISTS etl_rejections_run_id_idx ON {SCHEMA}.etl_rejections (run_id)",
+    # Databases created before merge mode get the column here. Guarded, because even a no-op
+    # ALTER TABLE locks etl_runs against readers until the load commits.
+    """DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'healthtech.etl_runs'::regclass
+                       AND attname = 'mode' AND NOT attisdropped) THEN
+            ALTER TABLE healthtech.etl_runs ADD COLUMN IF NOT EXISTS mode text NOT NULL DEFAULT 'replace'
+                CHECK (mode IN ('replace', 'merge'));
+        END IF;
+    END $$""",
+    # One row per version of an appointment, written by merge runs (see merge.py).
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.appointment_history (
+        booking_id bigint NOT NULL,
+        patient_id bigint NOT NULL,
+        doctor_id bigint NOT NULL,
+        booking_date timestamp NOT NULL,
+        status text NOT NULL,
+        valid_from timestamptz NOT NULL,
+        valid_to timestamptz CHECK (valid_to >= valid_from),
+        run_id text NOT NULL,
+        PRIMARY KEY (booking_id, valid_from)
+    )""",
+    f"""CREATE UNIQUE INDEX IF NOT EXISTS appointment_history_open_idx
+        ON {SCHEMA}.appointment_history (booking_id) WHERE valid_to IS NULL""",
 )
+
+LOAD_MODES = ("replace", "merge")
 
 
 @dataclass
@@ -87,6 +112,7 @@ class RunRecord:
     appointments_sha256: str
     counts: dict[str, Any]
     metrics: dict[str, Any]
+    mode: str = "replace"  # one of LOAD_MODES
 
 
 def ensure_schema(connection: Any) -> None:
@@ -102,11 +128,13 @@ def load_run(
     appointments: pd.DataFrame,
     rejected: dict[str, pd.DataFrame],
     source_files: dict[str, str],
-) -> None:
-    """Replace ``doctors`` and ``appointments`` with this run's rows and record the run.
+) -> Optional[dict[str, Any]]:
+    """Replace ``doctors`` and ``appointments`` with this run's rows (``run.mode`` "replace") or
+    merge them in (``"merge"``: see merge.py, whose counts are returned), and record the run.
 
     ``rejected`` and ``source_files``: entity -> the cleaner's rejection frame / the input file
     name. All or nothing."""
+    changes = None
     connection = connect(config)
     # The rejection rows are turned into COPY data by a worker thread while this one sends the
     # appointments and the server indexes them (time the client otherwise spends waiting).
@@ -121,10 +149,15 @@ def load_run(
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=ADVISORY_LOCK_KEY)
         ensure_schema(connection)
         _insert_run(connection, run, "running")
-        connection.run(f"TRUNCATE {SCHEMA}.appointments, {SCHEMA}.doctors")
-        _copy(connection, f"{SCHEMA}.doctors (id, name, specialty)", doctors[["id", "name", "specialty"]])
-        columns = ["id", "patient_id", "doctor_id", "booking_date", "status"]
-        _copy_into_truncated(connection, f"{SCHEMA}.appointments", columns, appointments[columns])
+        if run.mode == "merge":
+            from .merge import merge_tables  # merge.py builds on this module's COPY helpers
+
+            changes = merge_tables(connection, run.run_id, doctors, appointments)
+        else:
+            connection.run(f"TRUNCATE {SCHEMA}.appointments, {SCHEMA}.doctors")
+            _copy(connection, f"{SCHEMA}.doctors (id, name, specialty)", doctors[["id", "name", "specialty"]])
+            columns = ["id", "patient_id", "doctor_id", "booking_date", "status"]
+            _copy_into_truncated(connection, f"{SCHEMA}.appointments", columns, appointments[columns])
         for data in prepared.values():
             _send(
                 connection,
@@ -145,6 +178,7 @@ def load_run(
     finally:
         workers.shutdown(wait=True)
         connection.close()
+    return changes
 
 
 def record_failed_run(config: DbConfig, run: RunRecord, error: str) -> None:
@@ -172,9 +206,10 @@ def _insert_run(
     """The run's ``etl_runs`` row (a run id is written once: a retry of the same run is a no-op)."""
     connection.run(
         """INSERT INTO healthtech.etl_runs (run_id, started_at, finished_at, status, doctors_file, doctors_sha256,
-            appointments_file, appointments_sha256, counts, metrics, error)
+            appointments_file, appointments_sha256, counts, metrics, error, mode)
             VALUES (:run_id, :started_at, :finished_at, :status, :doctors_file, :doctors_sha256,
-                    :appointments_file, :appointments_sha256, CAST(:counts AS jsonb), CAST(:metrics AS jsonb), :error)
+                    :appointments_file, :appointments_sha256, CAST(:counts AS jsonb), CAST(:metrics AS jsonb), :error,
+                    :mode)
             ON CONFLICT (run_id) DO NOTHING""",
         run_id=run.run_id,
         started_at=run.started_at,
@@ -187,6 +222,7 @@ def _insert_run(
         counts=json.dumps(run.counts),
         metrics=json.dumps(run.metrics),
         error=error,
+        mode=run.mode,
     )
 
 
@@ -268,16 +304,18 @@ _REBUILD_MIN_ROWS = 50_000
 _SAVEPOINT = "healthtech_bulk_load"
 
 
-def _drop_indexes(connection: Any, table: str) -> list[str]:
+def _drop_indexes(connection: Any, table: str, keep_keys: bool = False) -> list[str]:
     """Drop the keys, foreign keys and indexes of ``table``; return the statements that
-    recreate them (keys, then indexes, then foreign keys). [] if they could not be dropped."""
+    recreate them (keys, then indexes, then foreign keys). [] if they could not be dropped.
+    ``keep_keys``: only the foreign keys and the plain indexes (an upsert needs its key)."""
     connection.run(f"SAVEPOINT {_SAVEPOINT}")
     try:
         keys = connection.run(
             "SELECT quote_ident(conname), pg_get_constraintdef(oid), contype = 'f' FROM pg_constraint"
             " WHERE conrelid = CAST(:table AS regclass) AND contype IN ('p', 'u', 'x', 'f')"
-            " ORDER BY contype = 'f' DESC, conname",
+            " AND (contype = 'f' OR NOT :keep_keys) ORDER BY contype = 'f' DESC, conname",
             table=table,
+            keep_keys=keep_keys,
         )
         indexes = connection.run(
             "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_indexdef(c.oid)"

@@ -14,14 +14,16 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import pandas as pd
 
 from . import clean, progress
 from .db import DbConfig, connect
 from .errors import ConfigError, DatabaseError, QualityGateError
 from .extract import SOURCE_ROW, SheetData, read_sheet
-from .load import RunRecord, load_run, record_failed_run
+from .load import LOAD_MODES, RunRecord, load_run, record_failed_run
 from .logs import REJECTIONS_LOGGER, log_lines
+from .merge import loaded_doctor_ids
 from .quality import FAIL_ON_CHOICES, compute_metrics, gate_tripped, overall_status, summary_lines
 from .run_report import FAILED, GATE, LOADED, aggregate_in_background, write_run_html
 
@@ -54,8 +56,11 @@ class EtlSettings:
     horizon_days: int = clean.DEFAULT_HORIZON_DAYS
     fail_on: str = "never"
     reader: str = "auto"
+    mode: str = "replace"  # replace: the file is the whole truth; merge: upsert by id, keep history
 
     def validate(self) -> None:
+        if self.mode not in LOAD_MODES:
+            raise ConfigError(f"the load mode must be one of {', '.join(LOAD_MODES)} (got {self.mode!r})")
         if self.fail_on not in FAIL_ON_CHOICES:
             raise ConfigError(f"--fail-on must be one of {', '.join(FAIL_ON_CHOICES)} (got {self.fail_on!r})")
         if self.horizon_days < 0:
@@ -87,7 +92,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     started_at = datetime.now(timezone.utc)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    logger.info("run %s started (as of %s)", run_id, settings.as_of.isoformat())
+    logger.info("run %s started (as of %s, mode %s)", run_id, settings.as_of.isoformat(), settings.mode)
 
     # Extract: any problem here is critical and happens before the database is touched.
     progress.start("read", f"{doctors.display_name}, {appointments.display_name}")
@@ -99,13 +104,18 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     progress.done(len(doctors_sheet.frame) + len(appointments_sheet.frame))
     # Fail fast on an unreachable database before spending time on cleaning.
     connect(db_config).close()
+    # Merge: an appointment of a doctor loaded by an earlier run is valid too.
+    loaded_doctors = loaded_doctor_ids(db_config) if settings.mode == "merge" else None
 
     clock = time.perf_counter()
     progress.start("clean")
     doctors_clean = clean.clean_doctors(doctors_sheet.frame)
+    known_doctors = doctors_clean.valid["id"].to_numpy()
+    if loaded_doctors is not None:
+        known_doctors = np.union1d(known_doctors, loaded_doctors)
     appointments_clean = clean.clean_appointments(
         appointments_sheet.frame,
-        doctors_clean.valid["id"].to_numpy(),
+        known_doctors,
         as_of=settings.as_of,
         day_first=settings.day_first,
         horizon_days=settings.horizon_days,
@@ -119,6 +129,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
         {"doctors": doctors_clean, "appointments": appointments_clean},
         {"doctors": doctors, "appointments": appointments},
     )
+    report["metrics"]["referential_integrity"].update(integrity_basis(doctors_clean.valid["id"], loaded_doctors))
     rejected = {"doctors": doctors_clean.rejected, "appointments": appointments_clean.rejected}
     source_files = {"doctors": doctors.display_name, "appointments": appointments.display_name}
     report_path, rejections_path = write_outputs(settings.report_dir, report, rejected, source_files)
@@ -145,9 +156,10 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
         appointments_sha256=report["inputs"]["appointments"]["sha256"],
         counts=report["counts"],
         metrics=report["metrics"],
+        mode=settings.mode,
     )
     try:
-        load_run(db_config, run, doctors_clean.valid, appointments_clean.valid, rejected, source_files)
+        changes = load_run(db_config, run, doctors_clean.valid, appointments_clean.valid, rejected, source_files)
     except DatabaseError as exc:
         record_failed_run(db_config, run, str(exc))
         report["load_status"] = "failed"
@@ -157,6 +169,8 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     timings["load"] = time.perf_counter() - clock
     progress.done(len(doctors_clean.valid) + len(appointments_clean.valid))
     report["load_status"] = "succeeded"
+    if changes is not None:
+        report["merge"] = changes
     report["timings_seconds"] = {key: round(value, 3) for key, value in timings.items()}
     _write_json(report_path, report)
     write_run_html(settings.report_dir, report, rejected, db_config, LOADED, rejections_path, aggregates)
@@ -177,6 +191,7 @@ def build_report(
     return {
         "run_id": run_id,
         "as_of": settings.as_of.isoformat(),
+        "mode": settings.mode,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": overall_status(metrics),
         "load_status": "not_loaded",
@@ -205,6 +220,21 @@ def build_report(
             "day_first": settings.day_first,
             "horizon_days": settings.horizon_days,
             "fail_on": settings.fail_on,
+            "mode": settings.mode,
+        },
+    }
+
+
+def integrity_basis(file_doctor_ids: pd.Series, loaded_doctors: Optional[np.ndarray]) -> dict[str, Any]:
+    """Which doctors ``referential_integrity`` was judged against (merge: also those loaded)."""
+    if loaded_doctors is None:
+        return {"basis": "doctors_in_file", "known_doctors": {"in_file": len(file_doctor_ids)}}
+    return {
+        "basis": "doctors_in_file_and_database",
+        "known_doctors": {
+            "in_file": len(file_doctor_ids),
+            "in_database": len(loaded_doctors),
+            "total": len(np.union1d(file_doctor_ids.to_numpy(), loaded_doctors)),
         },
     }
 

@@ -91,6 +91,7 @@ def test_upload_runs_the_etl_end_to_end(stack: Any, uploaded: dict) -> None:
         "queries/3_cancelled_oct_21_24.csv",
         "queries/4_confirmed_per_doctor.csv",
         "queries/5_confirmation_ratio_by_specialty.csv",
+        "queries/6_status_changes.csv",
         "quality_report.html",
         "quality_report.json",
         "rejected_rows.csv",

@@ -19,7 +19,7 @@ def test_every_business_question(run_cli, sample_inputs, db_config, tmp_path):
     results = {r.name: r for r in run_queries(db_config, out_dir=tmp_path / "out")}
     assert sorted(results) == [p.stem for p in list_queries()] == [
         "1_most_confirmed_doctor", "2_patient_34_confirmed", "3_cancelled_oct_21_24", "4_confirmed_per_doctor",
-        "5_confirmation_ratio_by_specialty",
+        "5_confirmation_ratio_by_specialty", "6_status_changes",
     ]
     assert results["1_most_confirmed_doctor"].rows == [[1, "Dr. Ana García", "Cardiology", 2]]
     assert results["2_patient_34_confirmed"].rows == [[34, 2]]
@@ -33,6 +33,7 @@ def test_every_business_question(run_cli, sample_inputs, db_config, tmp_path):
         ["(none)", 1, 0, decimal.Decimal("0.00")],
         ["Pediatrics", 3, 0, decimal.Decimal("0.00")],
     ]
+    assert results["6_status_changes"].rows == []  # replace mode keeps no history
     with (tmp_path / "out" / "4_confirmed_per_doctor.csv").open(encoding="utf-8") as handle:
         assert list(csv.reader(handle))[1:] == [["1", "Dr. Ana García", "Cardiology", "2"],
                                                 ["2", "Dr. Zoë Okafor", "Pediatrics", "0"],
@@ -85,4 +86,5 @@ def test_run_without_any_database_settings_uses_embedded_postgres(tmp_path):
     assert "data quality" in result.stdout
     assert sorted(p.name for p in (tmp_path / "reports").glob("*.csv")) == [
         "1_most_confirmed_doctor.csv", "2_patient_34_confirmed.csv", "3_cancelled_oct_21_24.csv",
-        "4_confirmed_per_doctor.csv", "5_confirmation_ratio_by_specialty.csv", "rejected_rows.csv"]
+        "4_confirmed_per_doctor.csv", "5_confirmation_ratio_by_specialty.csv", "6_status_changes.csv",
+        "rejected_rows.csv"]
