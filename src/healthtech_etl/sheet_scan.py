@@ -1,0 +1,308 @@
+"""A streaming pre-scan of one sheet's XML, run before any reader touches the workbook.
+
+It decides three things without building the sheet in memory:
+
+* **size**: the decompressed sheet XML must stay under a limit (a zip bomb is exit 3, not an
+  out-of-memory kill);
+* **shape**: how many cells a *dense* reader (fastexcel, python-calamine) would allocate for the
+  sheet's extent, against the cells really there. A stray cell at ``XFD1048576`` makes them
+  allocate billions of cells and abort the process; such a sheet goes to the streaming reader;
+* **cells no reader renders exactly**: error values, booleans, numbers the Rust readers round or
+  print their own way (integers past 2**53, fractions, exponents, negatives), date-styled
+  numbers outside Excel's date range. Each is rendered here from its stored XML, once, by
+  :func:`render_raw`, and the extractor puts that rendering over whatever the reader made of it.
+
+Only regular-expression searches (C code) touch every byte; Python sees only the rare matches.
+"""
+
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Optional
+from xml.etree import ElementTree
+
+from .errors import InputFileError
+
+# Cells that are present but not a value of any column's type (error cells, booleans, numbers
+# that are not exact): the reader's text gets this prefix, the cleaner rejects them as
+# invalid_<column>, and the raw cell shown in rejections drops it. U+FFFF is a non-character:
+# it cannot appear in XML text, so no text cell starts with it.
+NOT_A_VALUE = "\uffff"
+MAX_SHEET_XML_BYTES = 2 * 1024**3
+MAX_SHEET_XML_ENV = "ETL_MAX_SHEET_XML_BYTES"
+EXACT_INTEGER_LIMIT = 2**53  # an Excel number is a double: integers at or past this are not exact
+_LAST_DATE_SERIAL = 2958466  # 10000-01-01: Excel's dates end the day before
+_CHUNK = 8 << 20
+_FIRST_ROWS = 20
+_NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
+_REL_ID = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+_FORMULA = rb"(?:<f\b[^>]*/>|<f\b[^>]*>[^<]*</f>)?"
+_TYPED = re.compile(rb'<c\b(?=[^>]*\bt="(?:e|b|d)")([^>]*?)(?:/>|>(.*?)</c>)', re.S)
+_REF = re.compile(r'\br="([A-Z]{1,3})([0-9]{1,7})"')
+_TYPE = re.compile(r'\bt="([a-zA-Z]+)"')
+_STYLE = re.compile(r'\bs="([0-9]+)"')
+_VALUE = re.compile(rb"<v>([^<]*)</v>")
+_WIDE = re.compile(rb'<c r="([A-Z]{2,3})[0-9]')
+_LAST_ROW = re.compile(rb'<row\b[^>]*?\br="([0-9]+)"')
+
+
+@dataclass
+class SheetScan:
+    """What the pre-scan found (see the module docstring)."""
+
+    sheet_names: list[str]
+    sheet_name: str
+    xml_bytes: int = 0
+    cell_count: int = 0
+    last_row: int = 0
+    width: int = 0
+    # (spreadsheet row, 0-based column) -> exact rendering of a cell readers get wrong.
+    corrections: dict[tuple[int, int], str] = field(default_factory=dict)
+    # Raw XML of the first rows (header search, column offsets).
+    head_xml: bytes = b""
+
+    @property
+    def dense_cells(self) -> int:
+        """Cells a dense reader allocates for the sheet's extent."""
+        return self.last_row * max(self.width, 1)
+
+    @property
+    def dense_ok(self) -> bool:
+        """Whether a dense reader's allocation follows the real data (not a stray far cell)."""
+        return self.dense_cells <= 6 * self.cell_count + 1_000_000
+
+    def first_valued_column(self, row: int) -> Optional[int]:
+        """0-based column of the first cell holding a value in spreadsheet row ``row``."""
+        match = re.search(rb'<row\b[^>]*?\br="%d"[^>]*>(.*?)</row>' % row, self.head_xml, re.S)
+        if match is None:
+            return None
+        for cell in re.finditer(rb'<c\b([^>]*?)(?:/>|>(.*?)</c>)', match.group(1), re.S):
+            if cell.group(2) and (b"<v>" in cell.group(2) or b"<is>" in cell.group(2)):
+                ref = _REF.search(cell.group(1).decode("utf-8", "replace"))
+                return column_index(ref.group(1)) if ref else None
+        return None
+
+
+def max_sheet_bytes() -> int:
+    """The decompressed sheet XML limit: ``ETL_MAX_SHEET_XML_BYTES`` or 2 GiB."""
+    text = os.environ.get(MAX_SHEET_XML_ENV, "").strip()
+    if not text:
+        return MAX_SHEET_XML_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{MAX_SHEET_XML_ENV} must be a positive number of bytes (got {text[:40]!r})")
+    return value
+
+
+def column_index(letters: str) -> int:
+    """``A`` -> 0, ``XFD`` -> 16383."""
+    index = 0
+    for letter in letters:
+        index = index * 26 + ord(letter) - 64
+    return index - 1
+
+
+def scan_sheet(path: Path, sheet: Optional[str], entity: str, limit: Optional[int] = None) -> SheetScan:
+    """Scan ``sheet`` (or the first sheet) of the workbook at ``path``.
+
+    Raises :class:`InputFileError` for a file that is not an xlsx package, an unknown sheet,
+    or sheet XML over ``limit`` bytes."""
+    limit = max_sheet_bytes() if limit is None else limit
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputFileError(f"cannot read {entity} file {Path(path).name}: not an xlsx workbook ({exc})") from exc
+    with archive:
+        try:
+            names, targets = _sheets(archive)
+        except (KeyError, ElementTree.ParseError, zipfile.BadZipFile) as exc:
+            raise InputFileError(f"cannot read {entity} file {Path(path).name}: {type(exc).__name__}: {exc}") from exc
+        if not names:
+            raise InputFileError(f"{Path(path).name} has no sheets")
+        if sheet is not None and sheet not in names:
+            raise InputFileError(f"{Path(path).name} has no sheet {sheet!r} (sheets: {', '.join(names)})")
+        name = sheet if sheet is not None else names[0]
+        member = targets[names.index(name)]
+        scan = SheetScan(sheet_names=names, sheet_name=name)
+        try:
+            info = archive.getinfo(member)
+        except KeyError as exc:
+            raise InputFileError(f"cannot read {entity} file {Path(path).name}: sheet {name!r} is missing") from exc
+        if info.file_size > limit:
+            raise InputFileError(_too_large(entity, path, name, info.file_size, limit))
+        date_styles = _date_styles(archive)
+        _scan_xml(archive, member, scan, date_styles, entity, path, limit)
+    return scan
+
+
+def _too_large(entity: str, path: Path, sheet: str, size: int, limit: int) -> str:
+    return (f"{entity} file {Path(path).name}: sheet {sheet!r} holds more than {limit:,} bytes of XML "
+            f"({size:,}); raise {MAX_SHEET_XML_ENV} if this is expected")
+
+
+def _sheets(archive: zipfile.ZipFile) -> tuple[list[str], list[str]]:
+    """Sheet names in workbook order and their XML members."""
+    workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
+    rels = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+    targets = {}
+    for rel in rels:
+        target = rel.get("Target", "")
+        target = target.lstrip("/") if target.startswith("/") else "xl/" + target
+        targets[rel.get("Id")] = os.path.normpath(target).replace(os.sep, "/")
+    names, members = [], []
+    for node in workbook.iterfind("m:sheets/m:sheet", _NS):
+        names.append(node.get("name", ""))
+        members.append(targets.get(node.get(_REL_ID), ""))
+    return names, members
+
+
+def _date_styles(archive: zipfile.ZipFile) -> set[str]:
+    """Style ids (``s=`` values) whose number format is a date, as openpyxl judges it."""
+    from openpyxl.styles.numbers import BUILTIN_FORMATS, is_date_format
+
+    try:
+        styles = ElementTree.fromstring(archive.read("xl/styles.xml"))
+    except KeyError:
+        return set()
+    custom = {node.get("numFmtId"): node.get("formatCode", "") for node in styles.iterfind("m:numFmts/m:numFmt", _NS)}
+    found = set()
+    for index, xf in enumerate(styles.iterfind("m:cellXfs/m:xf", _NS)):
+        number = xf.get("numFmtId", "0")
+        code = custom.get(number)
+        if code is None and number.isdigit():
+            code = BUILTIN_FORMATS.get(int(number), "")
+        if code and is_date_format(code):
+            found.add(str(index))
+    return found
+
+
+def _scan_xml(
+    archive: zipfile.ZipFile, member: str, scan: SheetScan, date_styles: set[str], entity: str, path: Path, limit: int
+) -> None:
+    styles = "|".join(sorted(date_styles)) or "(?!)"
+    not_text = rb'(?![^>]*\bt="(?:s|str|inlineStr|e|b|d)")'
+    numbers = re.compile(
+        rb"<c\b" + not_text + rb'(?![^>]*\bs="(?:' + styles.encode() + rb')")([^>]*)>' + _FORMULA
+        + rb"<v>([^<]*[.Ee-][^<]*|[0-9]{16,})</v>"
+    )
+    dates = re.compile(
+        rb"<c\b" + not_text + rb'(?=[^>]*\bs="(?:' + styles.encode() + rb')")([^>]*)>' + _FORMULA
+        + rb"<v>(-[^<]*|0(?:\.[^<]*)?|[0-9]{7,}(?:\.[^<]*)?|[^<]*[Ee][^<]*)</v>"
+    )
+    tail = b""
+    head = []
+    head_done = False
+    with archive.open(member) as stream:
+        while True:
+            chunk = stream.read(_CHUNK)
+            scan.xml_bytes += len(chunk)
+            if scan.xml_bytes > limit:
+                raise InputFileError(_too_large(entity, path, scan.sheet_name, scan.xml_bytes, limit))
+            buffer = tail + chunk
+            end = len(buffer) if not chunk else buffer.rfind(b"</row>") + len(b"</row>")
+            if end < len(b"</row>"):  # no complete row yet
+                tail = buffer
+                if not chunk:
+                    break
+                continue
+            part, tail = buffer[:end], buffer[end:]
+            if not head_done:
+                head.append(part)
+                head_done = _past_first_rows(part)
+            _scan_part(part, scan, numbers, dates)
+            if not chunk:
+                break
+    scan.head_xml = b"".join(head)
+
+
+def _past_first_rows(part: bytes) -> bool:
+    rows = _LAST_ROW.findall(part[-4096:])
+    return bool(rows) and int(rows[-1]) > _FIRST_ROWS
+
+
+def _scan_part(part: bytes, scan: SheetScan, numbers: "re.Pattern[bytes]", dates: "re.Pattern[bytes]") -> None:
+    scan.cell_count += part.count(b"<c ") + part.count(b"<c>")
+    rows = _LAST_ROW.findall(part[-65536:]) or _LAST_ROW.findall(part)
+    if rows:
+        scan.last_row = max(scan.last_row, int(rows[-1]))
+    wide = set(_WIDE.findall(part))
+    width = max((column_index(letters.decode()) + 1 for letters in wide), default=26 if b"<c" in part else 0)
+    scan.width = max(scan.width, width)
+    for match in _TYPED.finditer(part):
+        _correct(scan, match.group(1), match.group(2) or b"", date=False)
+    for match in numbers.finditer(part):
+        _correct(scan, match.group(1), b"<v>" + match.group(2) + b"</v>", date=False)
+    for match in dates.finditer(part):
+        _correct(scan, match.group(1), b"<v>" + match.group(2) + b"</v>", date=True)
+
+
+def _correct(scan: SheetScan, attributes: bytes, content: bytes, date: bool) -> None:
+    attrs = attributes.decode("utf-8", "replace")
+    ref = _REF.search(attrs)
+    if ref is None:  # a cell without a reference: readers place it by position; leave it to them
+        return
+    kind = _TYPE.search(attrs)
+    value = _VALUE.search(content)
+    text = None if value is None else _xml_text(value.group(1))
+    rendered = render_raw(kind.group(1) if kind else "n", text, date)
+    scan.corrections[(int(ref.group(2)), column_index(ref.group(1)))] = rendered
+
+
+def _xml_text(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace")
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&apos;", "'") \
+        .replace("&amp;", "&") if "&" in text else text
+
+
+def render_raw(kind: str, value: Optional[str], date_styled: bool) -> Optional[str]:
+    """The one rendering of a cell from its stored type and text (``<v>``).
+
+    Errors and booleans: :data:`NOT_A_VALUE` + ``#VALUE!`` / ``true``. Numbers: as
+    :func:`healthtech_etl.extract.cell_text` renders them, except integers at or past 2**53
+    (not exact in Excel) which are :data:`NOT_A_VALUE` + the stored text. Date-styled numbers:
+    the date, as openpyxl converts it, when it lies in Excel's date range (1900-01-01 to
+    9999-12-31), else :data:`NOT_A_VALUE` + the stored text (a negative serial is no date
+    Excel can show: it displays ``####``)."""
+    if value is None or value == "":
+        return None
+    if kind == "e":
+        return NOT_A_VALUE + value
+    if kind == "b":
+        return NOT_A_VALUE + ("true" if value.strip() in ("1", "true") else "false")
+    if kind == "d":  # an ISO 8601 date cell: its text is the date
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return NOT_A_VALUE + value
+    if number != number or number in (float("inf"), float("-inf")):
+        return NOT_A_VALUE + value
+    if date_styled:
+        if not 1 <= number < _LAST_DATE_SERIAL:
+            return NOT_A_VALUE + value
+        from .extract import cell_text
+
+        return cell_text(_excel_date(number))
+    if number.is_integer() or re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+        exact = int(value) if re.fullmatch(r"[+-]?[0-9]+", value.strip()) else int(number)
+        if abs(exact) >= EXACT_INTEGER_LIMIT:
+            return NOT_A_VALUE + value.strip()
+        return str(exact)
+    return repr(number)
+
+
+def _excel_date(serial: float) -> datetime:
+    """openpyxl's conversion (1900 system, its leap-year-bug shift, milliseconds rounded)."""
+    day, fraction = divmod(serial, 1)
+    diff = timedelta(milliseconds=round(fraction * 86_400_000))
+    if serial < 60:
+        day += 1
+    return datetime(1899, 12, 30) + timedelta(days=day) + diff
