@@ -61,6 +61,7 @@ _EXCEL_EPOCH_DAYS = -25569  # 1899-12-30 as days since 1970-01-01
 _MICROS_PER_SECOND = 1_000_000
 _SECONDS_PER_DAY = 86_400
 MAX_BOOKING_DATE = date(9999, 12, 31)
+MAX_HORIZON_DAYS = (MAX_BOOKING_DATE - date(1, 1, 1)).days  # 3,652,058: from any date to past the last
 # Longest cell Excel itself can hold: anything longer did not come from Excel and is rejected.
 MAX_CELL_CHARS = 32_767
 CONTROL_CHARACTERS = "control_characters_removed"
@@ -144,15 +145,17 @@ def _flag_unusual(values: pd.Series) -> np.ndarray:
 
 
 def validate_window(as_of: date, horizon_days: int) -> None:
-    """Raise :class:`ConfigError` unless ``as_of`` + ``horizon_days`` is a date (so the booking
-    date window never overflows)."""
+    """Raise :class:`ConfigError` unless ``horizon_days`` is a whole number from 0 to
+    :data:`MAX_HORIZON_DAYS` (the window's end is then computed in int64 days, never
+    overflowing, and clipped to :data:`MAX_BOOKING_DATE`)."""
     if isinstance(horizon_days, bool) or not isinstance(horizon_days, (int, np.integer)):
         raise ConfigError(f"the booking date horizon must be a whole number of days (got {horizon_days!r})")
-    limit = (MAX_BOOKING_DATE - as_of).days
-    if not 0 <= horizon_days <= limit:
+    if not isinstance(as_of, date):
+        raise ConfigError(f"--as-of must be a date (got {as_of!r})")
+    if not 0 <= horizon_days <= MAX_HORIZON_DAYS:
         raise ConfigError(
-            f"the booking date horizon must be 0 to {limit:,} days (as of {as_of.isoformat()}, the window "
-            f"must end by {MAX_BOOKING_DATE.isoformat()}); got {horizon_days}"
+            f"the booking date horizon must be 0 to {MAX_HORIZON_DAYS:,} days (any window past "
+            f"{MAX_BOOKING_DATE.isoformat()} is the same window); got {horizon_days}"
         )
 
 
@@ -645,7 +648,8 @@ def _clean_appointments(
     parsed_dates = dates["parsed"].to_numpy()
     low = days_from_civil(*(np.array([part]) for part in (MIN_BOOKING_DATE.year, 1, 1)))[0]
     high = days_from_civil(np.array([as_of.year]), np.array([as_of.month]), np.array([as_of.day]))[0]
-    high += horizon_days  # validate_window: at most 9999-12-31
+    # validate_window bounds horizon_days: no overflow; the last date the rules admit is 9999-12-31.
+    high = min(high + int(horizon_days), days_from_civil(np.array([9999]), np.array([12]), np.array([31]))[0])
     out_of_range = parsed_dates & ((days < low) | (days > high))
     found.add(reasons.BOOKING_DATE_OUT_OF_RANGE, out_of_range)
 

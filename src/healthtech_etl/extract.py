@@ -313,10 +313,18 @@ def _arrow_text(column: Any) -> _EncodedText:
     encoded = pc.dictionary_encode(column)  # empty cells: null codes
     distinct = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object, copy=False)
     codes = encoded.indices
-    if codes.null_count:
+    nulls = codes.null_count
+    if nulls:
         distinct = np.append(distinct, np.array([None], dtype=object))
         codes = codes.fill_null(len(distinct) - 1)
-    return _EncodedText(codes.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), distinct)
+    codes = codes.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    # An empty string cell is an empty cell, as the other readers give it.
+    empty = np.flatnonzero(distinct == "")
+    if len(empty):
+        if not nulls:
+            distinct = np.append(distinct, np.array([None], dtype=object))
+        codes = np.where(codes == empty[0], len(distinct) - 1, codes).astype(np.int32)
+    return _EncodedText(codes, distinct)
 
 
 def _read_calamine(path: Path, scan: SheetScan, mandatory_columns: Sequence[str]) -> _SheetRows:
@@ -434,7 +442,11 @@ def cell_text(value: Any) -> Optional[str]:
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, dt.datetime):
         text = value.strftime("%Y-%m-%d %H:%M:%S") if value.year >= 1000 else value.isoformat(" ")
-        return f"{text}.{value.microsecond:06d}" if value.microsecond else text
+        if not value.microsecond:
+            return text
+        # Whole milliseconds (every reader's date cells) as fastexcel prints them: ".667".
+        micros = value.microsecond
+        return f"{text}.{micros // 1000:03d}" if micros % 1000 == 0 else f"{text}.{micros:06d}"
     if isinstance(value, dt.date):
         return f"{value.year:04d}-{value.month:02d}-{value.day:02d} 00:00:00"
     return str(value)
