@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, InputFileError
-from .sheet_scan import NOT_A_VALUE, SheetScan, scan_sheet
+from .sheet_scan import NOT_A_VALUE, SheetScan, full_scan, literal_scan, scan_sheet
 
 logger = logging.getLogger(__name__)
 
@@ -117,15 +117,79 @@ def read_sheet(
             f"{scan.dense_cells:,}", f"{scan.cell_count:,}", reader,
         )
         reader = "openpyxl"
-    try:
-        sheet_rows = _ROW_READERS[reader](path, scan, mandatory_columns)
-    except InputFileError:
-        raise
-    except Exception as exc:
-        raise InputFileError(
-            f"cannot read {entity} file {path.name} with {reader}: {type(exc).__name__}: {_first_line(exc)}"
-        ) from exc
+    # The literal scan inflates the XML beside the reader (fastexcel works without the GIL).
+    with ThreadPoolExecutor(max_workers=1) as background:
+        literal = background.submit(literal_scan, path, scan) if not scan.full else None
+        try:
+            sheet_rows = _ROW_READERS[reader](path, scan, mandatory_columns)
+        except InputFileError:
+            raise
+        except Exception as exc:
+            raise InputFileError(
+                f"cannot read {entity} file {path.name} with {reader}: {type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
+        if literal is not None:
+            literal.result()
+    if sheet_rows.header_row and not scan.full and _unexplained_traces(sheet_rows, scan, mandatory_columns):
+        full_scan(path, scan, entity, max_sheet_bytes)
     return _select_columns(sheet_rows, scan, mandatory_columns, reader, entity, path)
+
+
+# Renderings that may come from a cell some reader gets wrong (see sheet_scan): 16+ digits
+# (an integer past 2**53, or 1E+20), decimals and exponents (checked further below), dates
+# before 1900 or past 9998, a bare time (a date serial under 1), error values, booleans.
+# Anchored, no look-around: the same text is an RE2 pattern for Arrow.
+_TRACE = (
+    r"^(?:[+-]?[0-9]{16,}|[+-]?[0-9]*\.[0-9]+|[+-]?[0-9.]+[eE][+-]?[0-9]+|\+.*"
+    r"|(?:0[0-9]{3}|1[0-8][0-9]{2}|9999|[0-9]{5,})-.*|[0-9]{1,2}:[0-9]{2}:[0-9]{2}.*"
+    r"|#[A-Z0-9/_]+[!?A]?|true|false|TRUE|FALSE)$"
+)
+_DECIMAL = re.compile(r"^[+-]?[0-9]*\.[0-9]+$|^[+-]?[0-9.]+[eE][+-]?[0-9]+$")
+
+
+def _unexplained_traces(rows: "_SheetRows", scan: SheetScan, mandatory_columns: Sequence[str]) -> bool:
+    """Whether the cells read hold a trace (:data:`_TRACE`) of a cell some reader renders
+    inexactly that the literal scan did not render itself. Checked on distinct values (Arrow's
+    RE2 when installed), then on the few cells holding them. A decimal is a trace only if it
+    is not its float's ``repr``: ``"3.0"`` reads the same everywhere."""
+    first_row = rows.header_row + 1
+    for name, column in zip(mandatory_columns, rows.columns):
+        if isinstance(column, _EncodedText):
+            traces = [value for value in _matching(column.distinct) if _is_trace(value)]
+            hits = np.isin(column.codes, np.flatnonzero(pd.Series(column.distinct, dtype=object).isin(traces)))
+        else:
+            cells = pd.Series(np.asarray(column, dtype=object), dtype=object)
+            traces = [value for value in _matching(pd.unique(cells.to_numpy())) if _is_trace(value)]
+            hits = cells.isin(traces).to_numpy() if traces else np.zeros(0, dtype=bool)
+        if not traces:
+            continue
+        sheet_column = rows.positions[name] + rows.column_offset
+        for position in np.flatnonzero(hits):
+            if (first_row + int(position), sheet_column) not in scan.corrections:
+                return True
+    return False
+
+
+def _is_trace(value: str) -> bool:
+    if not _DECIMAL.match(value):
+        return True
+    try:
+        return repr(float(value)) != value
+    except ValueError:
+        return True
+
+
+def _matching(distinct: np.ndarray) -> list[str]:
+    """The distinct text values matching :data:`_TRACE`."""
+    values = [value for value in distinct if value is not None] if None in distinct else distinct
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:
+        series = pd.Series(values, dtype=object)
+        return series[series.str.match(_TRACE, na=False)].tolist()
+    array = pa.array(values, type=pa.string(), from_pandas=True)
+    return array.filter(pc.match_substring_regex(array, _TRACE)).to_pylist()
 
 
 @dataclass
@@ -262,7 +326,10 @@ def _read_fastexcel(path: Path, scan: SheetScan, mandatory_columns: Sequence[str
     # dtypes="string" for every column: fastexcel must not infer types from a sample of rows.
     # No header row and no skipped rows: row i of the table is spreadsheet row i + 1 (its
     # columns start at the first one holding a value). eager: straight to one Arrow batch.
-    table = workbook.load_sheet(scan.sheet_name, header_row=None, skip_rows=0, dtypes="string", eager=True)
+    # Lazy, then to Arrow with the cells it could not render: error cells (which it reads as
+    # empty) are reported there. As fast as eager=True.
+    lazy = workbook.load_sheet(scan.sheet_name, header_row=None, skip_rows=0, dtypes="string")
+    table, errors = lazy.to_arrow_with_errors()
     head = min(HEADER_SEARCH_ROWS, table.num_rows)
     first_rows = [list(row) for row in zip(*(table.column(i)[:head].to_pylist() for i in range(table.num_columns)))]
     header_row, header, positions = _find_header(first_rows, mandatory_columns)
@@ -276,6 +343,8 @@ def _read_fastexcel(path: Path, scan: SheetScan, mandatory_columns: Sequence[str
     first_valued = next((i for i, cell in enumerate(header) if cell not in (None, "")), 0)
     column = scan.first_valued_column(header_row)
     offset = 0 if column is None else column - first_valued
+    if errors is not None:  # error cells: the literal scan renders them (t="e"); a check, cheap
+        logger.debug("fastexcel reported %d error cell(s)", len(errors.errors))
     return _SheetRows(header_row, header, positions, columns, first_rows, column_offset=offset)
 
 

@@ -1,18 +1,24 @@
-"""A streaming pre-scan of one sheet's XML, run before any reader touches the workbook.
+"""A pre-scan of one sheet's XML, run before any reader touches the workbook, and a full
+streaming scan run only when a workbook holds cells some reader gets wrong.
 
-It decides three things without building the sheet in memory:
+The quick scan (:func:`scan_sheet`) reads the package's directory, the styles and the first
+kilobytes of the sheet XML. It decides:
 
-* **size**: the decompressed sheet XML must stay under a limit (a zip bomb is exit 3, not an
-  out-of-memory kill);
+* **size**: the sheet XML must stay under a limit (a zip bomb is exit 3, not an out-of-memory
+  kill): the declared size here, the bytes actually inflated in the full scan;
 * **shape**: how many cells a *dense* reader (fastexcel, python-calamine) would allocate for the
-  sheet's extent, against the cells really there. A stray cell at ``XFD1048576`` makes them
-  allocate billions of cells and abort the process; such a sheet goes to the streaming reader;
-* **cells no reader renders exactly**: error values, booleans, numbers the Rust readers round or
-  print their own way (integers past 2**53, fractions, exponents, negatives), date-styled
-  numbers outside Excel's date range. Each is rendered here from its stored XML, once, by
-  :func:`render_raw`, and the extractor puts that rendering over whatever the reader made of it.
+  sheet's extent. A stray cell at ``XFD1048576`` makes them allocate billions of cells and abort
+  the process; such a sheet goes to the streaming reader. The extent is the declared
+  ``<dimension>``, or, when there is none, what the full scan measures.
 
-Only regular-expression searches (C code) touch every byte; Python sees only the rare matches.
+The full scan (:func:`full_scan`) finds the **cells no reader renders exactly**: error values,
+booleans, numbers the Rust readers round or print their own way (integers past 2**53,
+fractions, exponents), date-styled numbers outside Excel's date range. Each is rendered here
+from its stored XML, once, by :func:`render_raw`, and the extractor puts that rendering over
+whatever the reader made of it. Only regular-expression searches (C code) touch every byte;
+Python sees only the rare matches. It costs about a fifth of a fastexcel read, so the
+extractor runs it only when the cells read hold a trace of such a cell (see
+``extract._needs_full_scan``).
 """
 
 import os
@@ -36,7 +42,9 @@ MAX_SHEET_XML_ENV = "ETL_MAX_SHEET_XML_BYTES"
 EXACT_INTEGER_LIMIT = 2**53  # an Excel number is a double: integers at or past this are not exact
 _LAST_DATE_SERIAL = 2958466  # 10000-01-01: Excel's dates end the day before
 _CHUNK = 8 << 20
-_FIRST_ROWS = 20
+_HEAD = 256 << 10  # the quick scan reads this much sheet XML: the dimension and the first rows
+_DENSE_TRUSTED = 30_000_000  # a declared extent up to this many cells is allocated as is
+_DIMENSION = re.compile(rb'<dimension\b[^>]*\bref="([A-Z]{1,3})?([0-9]{1,7})?(?::([A-Z]{1,3})([0-9]{1,7}))?"')
 _NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
 _REL_ID = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
 _FORMULA = rb"(?:<f\b[^>]*/>|<f\b[^>]*>[^<]*</f>)?"
@@ -63,6 +71,10 @@ class SheetScan:
     corrections: dict[tuple[int, int], str] = field(default_factory=dict)
     # Raw XML of the first rows (header search, column offsets).
     head_xml: bytes = b""
+    full: bool = False  # the full scan ran: corrections, cell_count, last_row and width are known
+    member: str = ""
+    declared_bytes: int = 0
+    date_styles: set[str] = field(default_factory=set)
 
     @property
     def dense_cells(self) -> int:
@@ -72,7 +84,9 @@ class SheetScan:
     @property
     def dense_ok(self) -> bool:
         """Whether a dense reader's allocation follows the real data (not a stray far cell)."""
-        return self.dense_cells <= 6 * self.cell_count + 1_000_000
+        if not self.full:
+            return self.dense_cells <= _DENSE_TRUSTED
+        return self.dense_cells <= max(6 * self.cell_count + 1_000_000, _DENSE_TRUSTED)
 
     def first_valued_column(self, row: int) -> Optional[int]:
         """0-based column of the first cell holding a value in spreadsheet row ``row``."""
@@ -138,8 +152,73 @@ def scan_sheet(path: Path, sheet: Optional[str], entity: str, limit: Optional[in
             raise InputFileError(f"cannot read {entity} file {Path(path).name}: sheet {name!r} is missing") from exc
         if info.file_size > limit:
             raise InputFileError(_too_large(entity, path, name, info.file_size, limit))
-        date_styles = _date_styles(archive)
-        _scan_xml(archive, member, scan, date_styles, entity, path, limit)
+        scan.member, scan.declared_bytes = member, info.file_size
+        scan.date_styles = _date_styles(archive)
+        with archive.open(member) as stream:
+            scan.head_xml = stream.read(_HEAD)
+        dimension = _DIMENSION.search(scan.head_xml)
+        if dimension and dimension.group(3):
+            scan.last_row = int(dimension.group(4))
+            scan.width = column_index(dimension.group(3).decode()) + 1
+        if not (dimension and dimension.group(3)) or not scan.dense_ok:
+            # No declared extent, or a huge one: measure the real one.
+            _scan_xml(archive, member, scan, entity, path, limit)
+    return scan
+
+
+# Byte strings that start every cell the quick literal scan renders itself: negative numbers,
+# numbers under 1 (a date serial under 1 is no date), exponents, errors, booleans, ISO dates.
+_LITERALS = (b"<v>-", b"<v>0.", b"<v>0<", b"E+", b"E-", b't="e"', b't="b"', b't="d"')
+
+
+def literal_scan(path: Path, scan: SheetScan) -> SheetScan:
+    """Inflate the sheet XML and render every cell holding one of :data:`_LITERALS` (byte
+    searches, GIL-free inflation: it runs beside a Rust reader at almost no cost). Cells it
+    cannot find this way (integers past 2**53, date serials past 9999) leave a trace in the
+    cells read, and the extractor then runs :func:`full_scan`."""
+    with zipfile.ZipFile(path) as archive, archive.open(scan.member) as stream:
+        tail = b""
+        while True:
+            chunk = stream.read(_CHUNK)
+            buffer = tail + chunk
+            end = len(buffer) if not chunk else buffer.rfind(b"</row>") + len(b"</row>")
+            if end < len(b"</row>") and chunk:
+                tail = buffer
+                continue
+            part, tail = buffer[:end], buffer[end:]
+            for literal in _LITERALS:
+                start = part.find(literal)
+                while start >= 0:
+                    _literal_cell(part, start, scan)
+                    start = part.find(literal, start + 1)
+            if not chunk:
+                break
+    return scan
+
+
+def _literal_cell(part: bytes, at: int, scan: SheetScan) -> None:
+    begin = part.rfind(b"<c ", 0, at + 1)
+    if begin < 0:
+        return
+    close = part.find(b">", begin)
+    end = part.find(b"</c>", close)
+    if close < 0 or end < 0 or part.rfind(b"/>", begin, close + 1) == close - 1:
+        return
+    attributes, content = part[begin + 2:close], part[close + 1:end]
+    styles = _STYLE.search(attributes.decode("utf-8", "replace"))
+    kind = _TYPE.search(attributes.decode("utf-8", "replace"))
+    if kind and kind.group(1) in ("s", "str", "inlineStr"):
+        return
+    _correct(scan, attributes, content, date=bool(styles and styles.group(1) in scan.date_styles))
+
+
+def full_scan(path: Path, scan: SheetScan, entity: str, limit: Optional[int] = None) -> SheetScan:
+    """Run the full streaming scan (corrections, real extent) if it has not run yet."""
+    if scan.full:
+        return scan
+    limit = max_sheet_bytes() if limit is None else limit
+    with zipfile.ZipFile(path) as archive:
+        _scan_xml(archive, scan.member, scan, entity, path, limit)
     return scan
 
 
@@ -184,10 +263,9 @@ def _date_styles(archive: zipfile.ZipFile) -> set[str]:
     return found
 
 
-def _scan_xml(
-    archive: zipfile.ZipFile, member: str, scan: SheetScan, date_styles: set[str], entity: str, path: Path, limit: int
-) -> None:
-    styles = "|".join(sorted(date_styles)) or "(?!)"
+def _scan_xml(archive: zipfile.ZipFile, member: str, scan: SheetScan, entity: str, path: Path, limit: int) -> None:
+    scan.corrections, scan.cell_count, scan.last_row, scan.width, scan.xml_bytes = {}, 0, 0, 0, 0
+    styles = "|".join(sorted(scan.date_styles)) or "(?!)"
     not_text = rb'(?![^>]*\bt="(?:s|str|inlineStr|e|b|d)")'
     numbers = re.compile(
         rb"<c\b" + not_text + rb'(?![^>]*\bs="(?:' + styles.encode() + rb')")([^>]*)>' + _FORMULA
@@ -198,8 +276,6 @@ def _scan_xml(
         + rb"<v>(-[^<]*|0(?:\.[^<]*)?|[0-9]{7,}(?:\.[^<]*)?|[^<]*[Ee][^<]*)</v>"
     )
     tail = b""
-    head = []
-    head_done = False
     with archive.open(member) as stream:
         while True:
             chunk = stream.read(_CHUNK)
@@ -214,18 +290,10 @@ def _scan_xml(
                     break
                 continue
             part, tail = buffer[:end], buffer[end:]
-            if not head_done:
-                head.append(part)
-                head_done = _past_first_rows(part)
             _scan_part(part, scan, numbers, dates)
             if not chunk:
                 break
-    scan.head_xml = b"".join(head)
-
-
-def _past_first_rows(part: bytes) -> bool:
-    rows = _LAST_ROW.findall(part[-4096:])
-    return bool(rows) and int(rows[-1]) > _FIRST_ROWS
+    scan.full = True
 
 
 def _scan_part(part: bytes, scan: SheetScan, numbers: "re.Pattern[bytes]", dates: "re.Pattern[bytes]") -> None:
@@ -236,8 +304,9 @@ def _scan_part(part: bytes, scan: SheetScan, numbers: "re.Pattern[bytes]", dates
     wide = set(_WIDE.findall(part))
     width = max((column_index(letters.decode()) + 1 for letters in wide), default=26 if b"<c" in part else 0)
     scan.width = max(scan.width, width)
-    for match in _TYPED.finditer(part):
-        _correct(scan, match.group(1), match.group(2) or b"", date=False)
+    if b't="e"' in part or b't="b"' in part or b't="d"' in part:  # rare: a fast byte search first
+        for match in _TYPED.finditer(part):
+            _correct(scan, match.group(1), match.group(2) or b"", date=False)
     for match in numbers.finditer(part):
         _correct(scan, match.group(1), b"<v>" + match.group(2) + b"</v>", date=False)
     for match in dates.finditer(part):

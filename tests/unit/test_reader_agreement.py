@@ -7,12 +7,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Optional
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from raw_xlsx import Cell, b, e, empty, f, fs, inline, n, s, write_raw_xlsx
 from raw_xlsx import date as date_cell
 
-from healthtech_etl import clean
+from healthtech_etl import clean, extract
 from healthtech_etl.errors import EtlError
 from healthtech_etl.extract import available_readers, read_sheet
 from healthtech_etl.sheet_scan import NOT_A_VALUE
@@ -191,3 +192,30 @@ def test_random_workbooks_read_the_same_everywhere(tmp_path, book):
     columns, rows, first_row, first_column, far = book
     path = write_raw_xlsx(tmp_path / "h.xlsx", rows, first_row=first_row, first_column=first_column, extra_cells=far)
     assert_agree(path, columns)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(workbooks())
+def test_the_full_scan_and_the_literal_scan_agree(tmp_path, book):
+    """Differential: the cheap path (literal scan, full scan only on an unexplained trace) reads
+    what the reference path (full scan always) reads."""
+    columns, rows, first_row, first_column, far = book
+    path = write_raw_xlsx(tmp_path / "h.xlsx", rows, first_row=first_row, first_column=first_column, extra_cells=far)
+    for reader in READERS:
+        cheap = outcome(path, columns, reader)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(extract, "_unexplained_traces", lambda *args: True)
+            reference = outcome(path, columns, reader)
+        if isinstance(reference, dict):
+            assert isinstance(cheap, dict) and cheap["cells"] == reference["cells"], reader
+        else:
+            assert cheap == reference, reader
+
+
+def test_plain_data_needs_no_full_scan(tmp_path, monkeypatch):
+    rows = [header(APPOINTMENTS), *[[n(i), s(" 34 "), n(1), date_cell(45950.5), s("confirmed")] for i in range(50)],
+            [s("3.0"), n(104.5), n(-5), date_cell(-18000), e("#N/A")]]
+    path = write_raw_xlsx(tmp_path / "a.xlsx", rows)
+    monkeypatch.setattr(extract, "full_scan", lambda *args: pytest.fail("full scan ran"))
+    assert_agree(path, APPOINTMENTS)
