@@ -153,6 +153,9 @@ def scan_sheet(path: Path, sheet: Optional[str], entity: str, limit: Optional[in
         if info.file_size > limit:
             raise InputFileError(_too_large(entity, path, name, info.file_size, limit))
         scan.member, scan.declared_bytes = member, info.file_size
+        strings = next((item for item in archive.infolist() if item.filename == "xl/sharedStrings.xml"), None)
+        if strings is not None and strings.file_size > limit:  # every reader loads it whole
+            raise InputFileError(_too_large(entity, path, "shared strings", strings.file_size, limit))
         scan.date_styles = _date_styles(archive)
         with archive.open(member) as stream:
             scan.head_xml = stream.read(_HEAD)
