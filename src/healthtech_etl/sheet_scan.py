@@ -155,7 +155,7 @@ def scan_sheet(path: Path, sheet: Optional[str], entity: str, limit: Optional[in
         scan.member, scan.declared_bytes = member, info.file_size
         strings = next((item for item in archive.infolist() if item.filename == "xl/sharedStrings.xml"), None)
         if strings is not None and strings.file_size > limit:  # every reader loads it whole
-            raise InputFileError(_too_large(entity, path, "shared strings", strings.file_size, limit))
+            raise InputFileError(_too_large(entity, path, name, strings.file_size, limit, "shared strings"))
         scan.date_styles = _date_styles(archive)
         with archive.open(member) as stream:
             scan.head_xml = stream.read(_HEAD)
@@ -225,8 +225,8 @@ def full_scan(path: Path, scan: SheetScan, entity: str, limit: Optional[int] = N
     return scan
 
 
-def _too_large(entity: str, path: Path, sheet: str, size: int, limit: int) -> str:
-    return (f"{entity} file {Path(path).name}: sheet {sheet!r} holds more than {limit:,} bytes of XML "
+def _too_large(entity: str, path: Path, sheet: str, size: int, limit: int, part: str = "XML") -> str:
+    return (f"{entity} file {Path(path).name}: sheet {sheet!r} holds more than {limit:,} bytes of {part} "
             f"({size:,}); raise {MAX_SHEET_XML_ENV} if this is expected")
 
 
