@@ -1,15 +1,20 @@
 """Read one sheet of an .xlsx workbook into a frame of *cell text*.
 
 Every reader returns the same thing: one object column per mandatory column holding the
-cell as text (or None when empty), plus ``source_row``, the spreadsheet row number (header =
-row 1). Nothing is typed here on purpose: readers that infer types from the first rows turn
-``'37X'`` into null, and pandas' ``datetime64[ns]`` turns years after 2262 into NaT. The
-cleaning step judges every cell itself.
+cell as text (or None when empty), plus ``source_row``, the spreadsheet's own row number. The
+header is the first row, among the first 20, holding every mandatory column; rows above it are
+skipped and counted. Nothing is typed here on purpose: readers that infer types from the first
+rows turn ``'37X'`` into null, and pandas' ``datetime64[ns]`` turns years after 2262 into NaT.
+The cleaning step judges every cell itself.
 
 Readers, fastest first: fastexcel (all columns forced to string), python-calamine, openpyxl
-(the only one in the AWS Glue runtime). All three render a cell the same way:
-integers and integral floats as ``"104"``, other floats as ``repr``, booleans as
-``"true"``/``"false"``, date cells as ``"YYYY-MM-DD HH:MM:SS"``.
+(the only one in the AWS Glue runtime). All three render a cell the same way: integers and
+integral floats as ``"104"``, other floats as ``repr``, date cells as
+``"YYYY-MM-DD HH:MM:SS[.mmm]"``. Where a reader cannot be exact (integers past 2**53, error
+cells, booleans, date serials outside Excel's range, its own float printing, ``_xHHHH_``
+escapes, a stray far cell), :mod:`.sheet_scan` decides or renders the cell from the XML; cells
+that are not a value start with :data:`~.sheet_scan.NOT_A_VALUE`. README: "What each reader
+does, and how they are made to agree".
 """
 
 import datetime as dt
@@ -413,10 +418,11 @@ def _read_openpyxl(path: Path, scan: SheetScan, mandatory_columns: Sequence[str]
         worksheet = workbook[scan.sheet_name]
         # openpyxl warns for each date-styled number outside its date range: the scan renders
         # those cells itself (see sheet_scan.render_raw), so the warning is noise.
-        warnings.filterwarnings("ignore", message=".*outside the limits for dates.*", category=UserWarning)
         # Ignore the declared dimension: a declared (or stray) far corner must not pad every row.
         worksheet.reset_dimensions()
-        return _rows_to_columns(worksheet.iter_rows(values_only=True), mandatory_columns, unescape=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*outside the limits for dates.*", category=UserWarning)
+            return _rows_to_columns(worksheet.iter_rows(values_only=True), mandatory_columns, unescape=True)
     finally:
         workbook.close()
 
