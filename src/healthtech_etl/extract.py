@@ -114,7 +114,12 @@ def read_sheet(
         if not candidates:
             raise ConfigError("no xlsx reader installed (need fastexcel, python-calamine or openpyxl)")
         reader = candidates[0]
-    scan = scan_sheet(path, sheet, entity, max_sheet_bytes)
+    try:
+        scan = scan_sheet(path, sheet, entity, max_sheet_bytes)
+    except (InputFileError, ConfigError):
+        raise
+    except Exception as exc:  # a damaged deflate stream, a bad CRC...
+        raise InputFileError(f"cannot read {entity} file {path.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
     if reader in _DENSE_READERS and not scan.dense_ok:
         logger.warning(
             "%s file %s: sheet %r spans %s cells for %s real ones (a stray far cell?); reading it with "
@@ -133,10 +138,17 @@ def read_sheet(
             raise InputFileError(
                 f"cannot read {entity} file {path.name} with {reader}: {type(exc).__name__}: {_first_line(exc)}"
             ) from exc
-        if literal is not None:
-            literal.result()
-    if sheet_rows.header_row and not scan.full and _unexplained_traces(sheet_rows, scan, mandatory_columns):
-        full_scan(path, scan, entity, max_sheet_bytes)
+        try:
+            if literal is not None:
+                literal.result()
+            if sheet_rows.header_row and not scan.full and _unexplained_traces(sheet_rows, scan, mandatory_columns):
+                full_scan(path, scan, entity, max_sheet_bytes)
+        except InputFileError:
+            raise
+        except Exception as exc:  # a damaged deflate stream, a bad CRC...
+            raise InputFileError(
+                f"cannot read {entity} file {path.name}: {type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
     return _select_columns(sheet_rows, scan, mandatory_columns, reader, entity, path)
 
 

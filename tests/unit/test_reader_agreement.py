@@ -219,3 +219,17 @@ def test_plain_data_needs_no_full_scan(tmp_path, monkeypatch):
     path = write_raw_xlsx(tmp_path / "a.xlsx", rows)
     monkeypatch.setattr(extract, "full_scan", lambda *args: pytest.fail("full scan ran"))
     assert_agree(path, APPOINTMENTS)
+
+
+def test_damaged_deflate_stream_is_an_input_error(tmp_path):
+    import zipfile
+
+    rows = [header(DOCTORS), *[[n(i), inline(f"Dr {i}"), None] for i in range(1, 2000)]]
+    path = write_raw_xlsx(tmp_path / "d.xlsx", rows)
+    data = bytearray(path.read_bytes())
+    info = zipfile.ZipFile(path).getinfo("xl/worksheets/sheet1.xml")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 500
+    data[start:start + 20] = bytes(byte ^ 0xFF for byte in data[start:start + 20])
+    path.write_bytes(bytes(data))
+    result = assert_agree(path, DOCTORS)
+    assert result[0] == "InputFileError" and "cannot read" in result[1]
