@@ -41,6 +41,7 @@ MAX_SHEET_XML_BYTES = 2 * 1024**3
 MAX_SHEET_XML_ENV = "ETL_MAX_SHEET_XML_BYTES"
 EXACT_INTEGER_LIMIT = 2**53  # an Excel number is a double: integers at or past this are not exact
 _LAST_DATE_SERIAL = 2958466  # 10000-01-01: Excel's dates end the day before
+_FIRST_DATE_SERIAL = -693593  # 0001-01-01 counted back from 1899-12-30
 _CHUNK = 8 << 20
 _HEAD = 256 << 10  # the quick scan reads this much sheet XML: the dimension and the first rows
 _DENSE_TRUSTED = 30_000_000  # a declared extent up to this many cells is allocated as is
@@ -340,9 +341,9 @@ def render_raw(kind: str, value: Optional[str], date_styled: bool) -> Optional[s
     Errors and booleans: :data:`NOT_A_VALUE` + ``#VALUE!`` / ``true``. Numbers: as
     :func:`healthtech_etl.extract.cell_text` renders them, except integers at or past 2**53
     (not exact in Excel) which are :data:`NOT_A_VALUE` + the stored text. Date-styled numbers:
-    the date, as openpyxl converts it, when it lies in Excel's date range (1900-01-01 to
-    9999-12-31), else :data:`NOT_A_VALUE` + the stored text (a negative serial is no date
-    Excel can show: it displays ``####``)."""
+    the date, as openpyxl converts it (a negative serial counts back from 1899-12-30, as
+    LibreOffice and openpyxl write dates before 1900), else :data:`NOT_A_VALUE` + the stored
+    text: a serial from 0 to under 1 (a bare time) or past 9999-12-31."""
     if value is None or value == "":
         return None
     if kind == "e":
@@ -358,7 +359,8 @@ def render_raw(kind: str, value: Optional[str], date_styled: bool) -> Optional[s
     if number != number or number in (float("inf"), float("-inf")):
         return NOT_A_VALUE + value
     if date_styled:
-        if not 1 <= number < _LAST_DATE_SERIAL:
+        # Under 1 but not negative: a bare time, no date. Past 9999-12-31 or before year 1: none.
+        if not (1 <= number < _LAST_DATE_SERIAL or _FIRST_DATE_SERIAL <= number < 0):
             return NOT_A_VALUE + value
         from .extract import cell_text
 
@@ -372,9 +374,11 @@ def render_raw(kind: str, value: Optional[str], date_styled: bool) -> Optional[s
 
 
 def _excel_date(serial: float) -> datetime:
-    """openpyxl's conversion (1900 system, its leap-year-bug shift, milliseconds rounded)."""
+    """openpyxl's conversion (1900 system, its leap-year-bug shift, milliseconds rounded).
+    A negative serial (a date before 1900, which Excel cannot show but LibreOffice and openpyxl
+    write) counts back from 1899-12-30, as they do."""
     day, fraction = divmod(serial, 1)
     diff = timedelta(milliseconds=round(fraction * 86_400_000))
-    if serial < 60:
+    if 0 < serial < 60:
         day += 1
     return datetime(1899, 12, 30) + timedelta(days=day) + diff

@@ -84,7 +84,7 @@ def test_every_reader_loads_the_same_hostile_workbooks(run_cli, db_config, tmp_p
         ("doctors", 9): ["invalid_specialty"],
         ("appointments", 5): ["invalid_booking_id"],
         ("appointments", 6): ["invalid_booking_date"],
-        ("appointments", 7): ["invalid_patient_id", "invalid_booking_date"],
+        ("appointments", 7): ["invalid_patient_id", "booking_date_out_of_range"],
         ("appointments", 10): ["invalid_status"],
     }
     counts = reference["report"]["counts"]

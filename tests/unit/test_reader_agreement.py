@@ -103,11 +103,12 @@ def test_inexact_numbers_errors_and_booleans_are_invalid_never_text(tmp_path):
     result = assert_agree(path, APPOINTMENTS)
     out = clean.clean_appointments(result["frame"], [1], AS_OF)
     reasons = dict(zip(out.rejected["source_row"], out.rejected["reasons"]))
-    assert reasons == {2: "invalid_booking_id", 3: "invalid_booking_date",
-                       4: "invalid_patient_id;invalid_booking_date;invalid_status"}
+    assert reasons == {2: "invalid_booking_id", 3: "invalid_booking_date",  # a negative serial: before 1900
+                       4: "invalid_patient_id;booking_date_out_of_range;invalid_status"}
     assert out.valid["id"].tolist() == [9007199254740993]  # text ids keep the 18-digit rule
     raw = out.rejected.set_index("source_row")
     assert raw.loc[3, "booking_date"] == "#VALUE!" and raw.loc[4, "status"] == "#N/A"  # shown without the mark
+    assert raw.loc[4, "booking_date"] == "1850-09-18 00:00:00"
     assert not any(NOT_A_VALUE in str(value) for value in out.rejected.values.ravel())
 
 

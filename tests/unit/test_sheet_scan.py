@@ -21,7 +21,9 @@ from healthtech_etl.sheet_scan import NOT_A_VALUE, column_index, render_raw
     ("n", "45950.5", True, "2025-10-20 12:00:00"),
     ("n", "1", True, "1900-01-01 00:00:00"),
     ("n", "59.75", True, "1900-02-28 18:00:00"),
-    ("n", "-18000", True, NOT_A_VALUE + "-18000"),
+    ("n", "-18000", True, "1850-09-18 00:00:00"),  # before 1900: a date, out of range later
+    ("n", "-18000.25", True, "1850-09-17 18:00:00"),
+    ("n", "-693594", True, NOT_A_VALUE + "-693594"),
     ("n", "0.5", True, NOT_A_VALUE + "0.5"),
     ("n", "2958466", True, NOT_A_VALUE + "2958466"),
     ("n", "", False, None),
