@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, InputFileError
-from .sheet_scan import NOT_A_VALUE, SheetScan, full_scan, literal_scan, scan_sheet
+from .sheet_scan import MEASURE_FIRST_BYTES, NOT_A_VALUE, SheetScan, full_scan, literal_scan, scan_sheet
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,8 @@ def read_sheet(
         raise
     except Exception as exc:  # a damaged deflate stream, a bad CRC...
         raise InputFileError(f"cannot read {entity} file {path.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
+    if reader in _DENSE_READERS and not scan.measured and scan.declared_bytes <= MEASURE_FIRST_BYTES:
+        _scan_or_fail(lambda: literal_scan(path, scan, measure=True), entity, path)
     if reader in _DENSE_READERS and not scan.dense_ok:
         logger.warning(
             "%s file %s: sheet %r spans %s cells for %s real ones (a stray far cell?); reading it with "
@@ -129,7 +131,7 @@ def read_sheet(
         reader = "openpyxl"
     # The literal scan inflates the XML beside the reader (fastexcel works without the GIL).
     with ThreadPoolExecutor(max_workers=1) as background:
-        literal = background.submit(literal_scan, path, scan) if not scan.full else None
+        literal = background.submit(literal_scan, path, scan) if not (scan.full or scan.measured) else None
         try:
             sheet_rows = _ROW_READERS[reader](path, scan, mandatory_columns)
         except InputFileError:
@@ -537,6 +539,16 @@ def cell_text(value: Any) -> Optional[str]:
     if isinstance(value, dt.date):
         return f"{value.year:04d}-{value.month:02d}-{value.day:02d} 00:00:00"
     return str(value)
+
+
+def _scan_or_fail(step: Callable[[], Any], entity: str, path: Path) -> Any:
+    """Run a scan step; a damaged package is an input error, not a crash."""
+    try:
+        return step()
+    except InputFileError:
+        raise
+    except Exception as exc:
+        raise InputFileError(f"cannot read {entity} file {path.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

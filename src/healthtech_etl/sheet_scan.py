@@ -45,6 +45,10 @@ _FIRST_DATE_SERIAL = -693593  # 0001-01-01 counted back from 1899-12-30
 _CHUNK = 8 << 20
 _HEAD = 256 << 10  # the quick scan reads this much sheet XML: the dimension and the first rows
 _DENSE_TRUSTED = 30_000_000  # a declared extent up to this many cells is allocated as is
+# Sheets with at most this much XML are measured before a dense reader runs (a few hundredths
+# of a second): a declared extent that hides a stray far cell cannot reach the reader. Larger
+# ones are measured only when they declare no extent or a huge one.
+MEASURE_FIRST_BYTES = 8 << 20
 _DIMENSION = re.compile(rb'<dimension\b[^>]*\bref="([A-Z]{1,3})?([0-9]{1,7})?(?::([A-Z]{1,3})([0-9]{1,7}))?"')
 _NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
 _REL_ID = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
@@ -72,7 +76,8 @@ class SheetScan:
     corrections: dict[tuple[int, int], str] = field(default_factory=dict)
     # Raw XML of the first rows (header search, column offsets).
     head_xml: bytes = b""
-    full: bool = False  # the full scan ran: corrections, cell_count, last_row and width are known
+    full: bool = False  # the full scan ran: every correction is known
+    measured: bool = False  # cell_count, last_row and width are the real ones (not the declared)
     member: str = ""
     declared_bytes: int = 0
     date_styles: set[str] = field(default_factory=set)
@@ -85,7 +90,7 @@ class SheetScan:
     @property
     def dense_ok(self) -> bool:
         """Whether a dense reader's allocation follows the real data (not a stray far cell)."""
-        if not self.full:
+        if not self.measured:
             return self.dense_cells <= _DENSE_TRUSTED
         return self.dense_cells <= max(6 * self.cell_count + 1_000_000, _DENSE_TRUSTED)
 
@@ -175,11 +180,14 @@ def scan_sheet(path: Path, sheet: Optional[str], entity: str, limit: Optional[in
 _LITERALS = (b"<v>-", b"<v>0.", b"<v>0<", b"E+", b"E-", b't="e"', b't="b"', b't="d"')
 
 
-def literal_scan(path: Path, scan: SheetScan) -> SheetScan:
+def literal_scan(path: Path, scan: SheetScan, measure: bool = False) -> SheetScan:
     """Inflate the sheet XML and render every cell holding one of :data:`_LITERALS` (byte
     searches, GIL-free inflation: it runs beside a Rust reader at almost no cost). Cells it
     cannot find this way (integers past 2**53, date serials past 9999) leave a trace in the
-    cells read, and the extractor then runs :func:`full_scan`."""
+    cells read, and the extractor then runs :func:`full_scan`. ``measure``: also measure the
+    real extent and cell count (see :attr:`SheetScan.dense_ok`)."""
+    if measure:
+        scan.cell_count, scan.last_row, scan.width = 0, 0, 0
     with zipfile.ZipFile(path) as archive, archive.open(scan.member) as stream:
         tail = b""
         while True:
@@ -190,6 +198,8 @@ def literal_scan(path: Path, scan: SheetScan) -> SheetScan:
                 tail = buffer
                 continue
             part, tail = buffer[:end], buffer[end:]
+            if measure:
+                _measure(part, scan)
             for literal in _LITERALS:
                 start = part.find(literal)
                 while start >= 0:
@@ -197,6 +207,7 @@ def literal_scan(path: Path, scan: SheetScan) -> SheetScan:
                     start = part.find(literal, start + 1)
             if not chunk:
                 break
+    scan.measured = scan.measured or measure
     return scan
 
 
@@ -297,10 +308,12 @@ def _scan_xml(archive: zipfile.ZipFile, member: str, scan: SheetScan, entity: st
             _scan_part(part, scan, numbers, dates)
             if not chunk:
                 break
-    scan.full = True
+    scan.full = scan.measured = True
 
 
-def _scan_part(part: bytes, scan: SheetScan, numbers: "re.Pattern[bytes]", dates: "re.Pattern[bytes]") -> None:
+def _measure(part: bytes, scan: SheetScan) -> None:
+    """Real cell count and extent: rows are in order, so the last row of a part is its largest;
+    columns past Z are found by their two- or three-letter references."""
     scan.cell_count += part.count(b"<c ") + part.count(b"<c>")
     rows = _LAST_ROW.findall(part[-65536:]) or _LAST_ROW.findall(part)
     if rows:
@@ -308,6 +321,10 @@ def _scan_part(part: bytes, scan: SheetScan, numbers: "re.Pattern[bytes]", dates
     wide = set(_WIDE.findall(part))
     width = max((column_index(letters.decode()) + 1 for letters in wide), default=26 if b"<c" in part else 0)
     scan.width = max(scan.width, width)
+
+
+def _scan_part(part: bytes, scan: SheetScan, numbers: "re.Pattern[bytes]", dates: "re.Pattern[bytes]") -> None:
+    _measure(part, scan)
     if b't="e"' in part or b't="b"' in part or b't="d"' in part:  # rare: a fast byte search first
         for match in _TYPED.finditer(part):
             _correct(scan, match.group(1), match.group(2) or b"", date=False)

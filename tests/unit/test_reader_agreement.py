@@ -152,10 +152,11 @@ def test_header_below_row_20_is_not_searched(tmp_path):
     assert result[0] == "InputFileError" and "is empty" in result[1]
 
 
-def test_stray_far_cell_is_read_without_a_dense_allocation(tmp_path, caplog):
+@pytest.mark.parametrize("dimension", ["A1:XFD1048576", "A1:C3", None])  # declared, hidden, absent
+def test_stray_far_cell_is_read_without_a_dense_allocation(tmp_path, caplog, dimension):
     rows = [header(DOCTORS), [n(1), s("A"), None], [n(2), s("B"), s("x")]]
     path = write_raw_xlsx(tmp_path / "d.xlsx", rows, extra_cells=[("XFD1048576", s("stray"))],
-                          dimension="A1:XFD1048576")
+                          dimension=dimension)
     result = assert_agree(path, DOCTORS)  # fastexcel/calamine would abort the process here
     assert result["cells"] == [["1", "A", None, 2], ["2", "B", "x", 3]]
     assert "stray far cell" in caplog.text or "fastexcel" not in READERS
