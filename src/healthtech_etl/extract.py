@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, InputFileError
-from .sheet_scan import MEASURE_FIRST_BYTES, NOT_A_VALUE, SheetScan, full_scan, literal_scan, scan_sheet
+from .sheet_scan import NOT_A_VALUE, SheetScan, full_scan, literal_scan, scan_sheet
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def read_sheet(
         raise
     except Exception as exc:  # a damaged deflate stream, a bad CRC...
         raise InputFileError(f"cannot read {entity} file {path.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
-    if reader in _DENSE_READERS and not scan.measured and scan.declared_bytes <= MEASURE_FIRST_BYTES:
+    if reader in _DENSE_READERS and scan.measure_first and not scan.measured:
         _scan_or_fail(lambda: literal_scan(path, scan, measure=True), entity, path)
     if reader in _DENSE_READERS and not scan.dense_ok:
         logger.warning(

@@ -78,6 +78,7 @@ class SheetScan:
     head_xml: bytes = b""
     full: bool = False  # the full scan ran: every correction is known
     measured: bool = False  # cell_count, last_row and width are the real ones (not the declared)
+    measure_first: bool = False  # measure before a dense reader allocates (see scan_sheet)
     member: str = ""
     declared_bytes: int = 0
     date_styles: set[str] = field(default_factory=set)
@@ -169,9 +170,10 @@ def scan_sheet(path: Path, sheet: Optional[str], entity: str, limit: Optional[in
         if dimension and dimension.group(3):
             scan.last_row = int(dimension.group(4))
             scan.width = column_index(dimension.group(3).decode()) + 1
-        if not (dimension and dimension.group(3)) or not scan.dense_ok:
-            # No declared extent, or a huge one: measure the real one.
-            _scan_xml(archive, member, scan, entity, path, limit)
+        # No declared extent, a huge one, or a small sheet: measure the real one before a dense
+        # reader runs (extract.read_sheet, with the literal scan).
+        scan.measure_first = (not (dimension and dimension.group(3)) or not scan.dense_ok
+                              or info.file_size <= MEASURE_FIRST_BYTES)
     return scan
 
 
