@@ -143,7 +143,11 @@ def read_sheet(
         try:
             if literal is not None:
                 literal.result()
-            if sheet_rows.header_row and not scan.full and _unexplained_traces(sheet_rows, scan, mandatory_columns):
+            # python-calamine prints a date-formatted serial past 9999 as a plain number, which
+            # leaves no trace: with it, the full scan always runs.
+            if sheet_rows.header_row and not scan.full and (
+                reader == "calamine" or _unexplained_traces(sheet_rows, scan, mandatory_columns)
+            ):
                 full_scan(path, scan, entity, max_sheet_bytes)
         except InputFileError:
             raise

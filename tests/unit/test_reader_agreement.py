@@ -219,8 +219,11 @@ def test_plain_data_needs_no_full_scan(tmp_path, monkeypatch):
     rows = [header(APPOINTMENTS), *[[n(i), s(" 34 "), n(1), date_cell(45950.5), s("confirmed")] for i in range(50)],
             [s("3.0"), n(104.5), n(-5), date_cell(-18000), e("#N/A")]]
     path = write_raw_xlsx(tmp_path / "a.xlsx", rows)
-    monkeypatch.setattr(extract, "full_scan", lambda *args: pytest.fail("full scan ran"))
+    calls = []
+    real = extract.full_scan
+    monkeypatch.setattr(extract, "full_scan", lambda *args: (calls.append(args), real(*args))[1])
     assert_agree(path, APPOINTMENTS)
+    assert len(calls) == int("calamine" in READERS)  # calamine always takes the full scan
 
 
 def test_damaged_deflate_stream_is_an_input_error(tmp_path):
