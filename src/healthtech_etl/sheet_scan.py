@@ -177,9 +177,11 @@ def scan_sheet(path: Path, sheet: Optional[str], entity: str, limit: Optional[in
     return scan
 
 
-# Byte strings that start every cell the quick literal scan renders itself: negative numbers,
-# numbers under 1 (a date serial under 1 is no date), exponents, errors, booleans, ISO dates.
-_LITERALS = (b"<v>-", b"<v>0.", b"<v>0<", b"E+", b"E-", b't="e"', b't="b"', b't="d"')
+# Byte strings found in every cell the literal scan renders itself: negative numbers, numbers
+# under 1 (a date serial under 1 is no date), exponents, errors, booleans, ISO dates. Not
+# "<v>0<": shared string 0 is referenced that way, possibly by every other cell; a date cell
+# holding 0 leaves a trace instead (a bare time, or 1899-12-30).
+_LITERALS = (b"<v>-", b"<v>0.", b"E+", b"E-", b't="e"', b't="b"', b't="d"')
 
 
 def literal_scan(path: Path, scan: SheetScan, measure: bool = False) -> SheetScan:

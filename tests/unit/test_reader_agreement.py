@@ -29,7 +29,7 @@ HOSTILE_CELLS = [
     n(1), n(104), n(2**53 - 1), n(2**53), n(2**53 + 1), n(10**17), n(-5), n(0), n("104.0"), n(104.5), n(0.1),
     n("1E+20"), n(45950.5), n(123456789.123), n("1.5E-7"),
     date_cell(45950), date_cell("45950.395833333336"), date_cell(-18000), date_cell(0.5), date_cell(60),
-    date_cell(1), date_cell("2958465.9999"), date_cell(3000000), date_cell("45950.123456789"),
+    date_cell(0), date_cell(1), date_cell("2958465.9999"), date_cell(3000000), date_cell("45950.123456789"),
     b(True), b(False), e("#VALUE!"), e("#N/A"), e("#REF!"), f(None), f(12), f("1.25"), fs("ab"), empty(),
 ]
 
@@ -217,6 +217,7 @@ def test_the_full_scan_and_the_literal_scan_agree(tmp_path, book):
 
 def test_plain_data_needs_no_full_scan(tmp_path, monkeypatch):
     rows = [header(APPOINTMENTS), *[[n(i), s(" 34 "), n(1), date_cell(45950.5), s("confirmed")] for i in range(50)],
+            [n(60), s("booking_id"), n(1), date_cell(45950.5), s("confirmed")],  # shared string 0: "<v>0</v>"
             [s("3.0"), n(104.5), n(-5), date_cell(-18000), e("#N/A")]]
     path = write_raw_xlsx(tmp_path / "a.xlsx", rows)
     calls = []
