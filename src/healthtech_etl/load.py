@@ -233,16 +233,19 @@ _BINARY_TYPES = ("int8", "timestamp", "text")
 def column_types(target: str) -> list[str]:
     """Declared types of ``target`` (``"schema.table (col, col)"``), from :data:`COLUMN_TYPES`."""
     table, _, rest = target.partition("(")
-    declared = COLUMN_TYPES[table.strip()]
+    declared = COLUMN_TYPES.get(table.strip())
+    if declared is None:
+        raise KeyError(f"no declared column types for {table.strip()!r}: add them to COLUMN_TYPES or pass types=")
     return [declared[name.strip()] for name in rest.rstrip(") ").split(",")]
 
 
-def _copy(connection: Any, target: str, frame: pd.DataFrame) -> None:
+def _copy(connection: Any, target: str, frame: pd.DataFrame, types: Optional[Sequence[str]] = None) -> None:
     """``COPY target FROM STDIN`` of ``frame``, built and sent chunk by chunk: in PostgreSQL's
     binary format when every declared column type has a binary encoder here (bigint, timestamp,
     text) and the text is short (nothing left for the server to parse, 1M appointments ~0.25 s
-    sooner), else as CSV. ``target``: ``"schema.table (col, col)"``."""
-    _send(connection, target, _copy_data(frame, column_types(target)))
+    sooner), else as CSV. ``target``: ``"schema.table (col, col)"``; ``types``: its columns'
+    declared types (default: from :data:`COLUMN_TYPES`, e.g. for a staging table)."""
+    _send(connection, target, _copy_data(frame, column_types(target) if types is None else types))
 
 
 def _copy_data(frame: pd.DataFrame, types: Sequence[str]) -> tuple[str, Iterator[Any]]:
