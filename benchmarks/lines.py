@@ -88,7 +88,10 @@ def clean_both(doctors_raw: Any, appointments_raw: Any, as_of: date) -> tuple:
 
     doctors = clean.clean_doctors(doctors_raw)
     appointments = clean.clean_appointments(appointments_raw, doctors.valid["id"].to_numpy(), as_of=as_of)
-    return doctors.valid[DOCTOR_COLUMNS], appointments.valid[APPOINTMENT_COLUMNS]
+    valid = appointments.valid[APPOINTMENT_COLUMNS]
+    # The cleaner carries booking_date as int64 microseconds (exact to 9999); to_sql needs datetimes.
+    valid = valid.assign(booking_date=__import__("pandas").to_datetime(valid["booking_date"], unit="us"))
+    return doctors.valid[DOCTOR_COLUMNS], valid
 
 
 def read_and_clean(args: argparse.Namespace, timings: dict) -> tuple:

@@ -43,13 +43,24 @@ def per_day_rows(days: Iterable[Any], statuses: Iterable[str], counts: Iterable[
             for day, status, count in zip(days, statuses, counts)]
 
 
+def _day_numbers(booking_dates: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of the cleaner's booking dates (int64 microseconds, see
+    clean.to_micros; datetime64 accepted too), any year up to 9999."""
+    if booking_dates.dtype.kind == "M":
+        return booking_dates.astype("datetime64[D]").view("int64")
+    return np.floor_divide(booking_dates.astype("int64"), _MICROS_PER_DAY)
+
+
+_MICROS_PER_DAY = 86_400_000_000
+
+
 def frame_aggregates(doctors: pd.DataFrame, appointments: pd.DataFrame,
                      top_doctors: int = TOP_DOCTORS) -> dict[str, Any]:
     """The aggregates of the rows a run loads (``id, name, specialty`` / ``doctor_id, booking_date,
     status``): grouped in pandas, a few hundred values out whatever the row count."""
     # One int64 key per row (day number, status code), counted by hashing (value_counts): a few
     # small arrays, lighter on memory than a DataFrame groupby (the Glue job has 1 GB).
-    days = appointments["booking_date"].to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").view("int64")
+    days = _day_numbers(appointments["booking_date"].to_numpy())
     codes, labels = pd.factorize(appointments["status"].to_numpy(dtype=object), sort=True)
     width = max(len(labels), 1)
     by_key = pd.Series(days * width + codes).value_counts(sort=False).sort_index()

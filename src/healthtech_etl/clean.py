@@ -20,7 +20,9 @@ import pandas as pd
 from . import reasons
 from ._arrow import pa as _pa  # optional C string kernels (None: the pure-Python path runs)
 from ._arrow import pc as _pc
+from .errors import ConfigError
 from .extract import SOURCE_ROW
+from .sheet_scan import NOT_A_VALUE
 
 DOCTOR_COLUMNS = ("doctor_id", "name", "specialty")
 APPOINTMENT_COLUMNS = ("booking_id", "patient_id", "doctor_id", "booking_date", "status")
@@ -51,8 +53,19 @@ _MDY_PATTERN = (
 )
 _SERIAL_PATTERN = r"^[0-9]{1,7}(?:\.[0-9]+)?$"
 _EXCEL_EPOCH_DAYS = -25569  # 1899-12-30 as days since 1970-01-01
-_NS_PER_SECOND = 1_000_000_000
+_MICROS_PER_SECOND = 1_000_000
 _SECONDS_PER_DAY = 86_400
+MAX_BOOKING_DATE = date(9999, 12, 31)
+MAX_HORIZON_DAYS = (MAX_BOOKING_DATE - date(1, 1, 1)).days  # 3,652,058: from any date to past the last
+# Longest cell Excel itself can hold: anything longer did not come from Excel and is rejected.
+MAX_CELL_CHARS = 32_767
+CONTROL_CHARACTERS = "control_characters_removed"
+# Removed from text before it is judged: C0 controls but tab, newline and carriage return (which
+# count as whitespace), DEL, lone surrogates (not encodable) and the non-characters U+FFFE/U+FFFF.
+_CONTROL_PATTERN = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]"
+_CONTROL = re.compile(_CONTROL_PATTERN)
+# The same for Arrow's RE2 (UTF-8 text never holds surrogates).
+_CONTROL_RE2 = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f\\x{fffe}\\x{ffff}]"
 
 
 @dataclass
@@ -76,6 +89,69 @@ def map_distinct(cells: pd.Series, parse: Callable[[pd.Series], pd.DataFrame]) -
     Empty cells (None) are passed as a distinct value too."""
     codes, distinct = _factorize(cells)
     return _map_codes(codes, parse(distinct))
+
+
+def scrub(values: pd.Series) -> dict[str, Any]:
+    """Text hygiene of distinct cell values, before anything judges them.
+
+    Returns ``text`` (control characters removed, see :data:`_CONTROL_PATTERN`),
+    ``not_value`` (error cells, booleans and inexact numbers: :data:`NOT_A_VALUE` first),
+    ``too_long`` (over :data:`MAX_CELL_CHARS` characters) and ``scrubbed`` (a character was
+    removed). Only the flagged values are touched in Python."""
+    size = len(values)
+    flagged = _flag_unusual(values)
+    not_value = np.zeros(size, dtype=bool)
+    too_long = np.zeros(size, dtype=bool)
+    scrubbed = np.zeros(size, dtype=bool)
+    if not flagged.any():
+        return {"text": values, "not_value": not_value, "too_long": too_long, "scrubbed": scrubbed}
+    text = values.to_numpy(dtype=object).copy()
+    for position in np.flatnonzero(flagged):
+        value = text[position]
+        if value.startswith(NOT_A_VALUE):
+            not_value[position] = True
+            continue
+        if len(value) > MAX_CELL_CHARS:
+            too_long[position] = True
+            continue
+        cleaned = _CONTROL.sub("", value)
+        scrubbed[position] = cleaned != value
+        text[position] = cleaned
+    return {"text": pd.Series(text, index=values.index, dtype=object), "not_value": not_value,
+            "too_long": too_long, "scrubbed": scrubbed}
+
+
+def _flag_unusual(values: pd.Series) -> np.ndarray:
+    """Values holding a control character, :data:`NOT_A_VALUE` or over the length limit."""
+    if _pa is not None:
+        try:
+            array = _pa.array(values.to_numpy(dtype=object), type=_pa.string(), from_pandas=True)
+        except (_pa.ArrowInvalid, _pa.ArrowTypeError, UnicodeEncodeError):  # e.g. a lone surrogate
+            array = None
+        if array is not None:
+            hit = _pc.or_(_pc.match_substring_regex(array, _CONTROL_RE2),
+                          _pc.greater(_pc.utf8_length(array), MAX_CELL_CHARS))
+            return hit.fill_null(False).to_numpy(zero_copy_only=False)
+    if not len(values):
+        return np.zeros(0, dtype=bool)
+    text = values.astype(object)
+    hit = text.str.contains(_CONTROL_PATTERN, regex=True, na=False).to_numpy(dtype=bool)
+    return hit | (text.str.len() > MAX_CELL_CHARS).fillna(False).to_numpy(dtype=bool)
+
+
+def validate_window(as_of: date, horizon_days: int) -> None:
+    """Raise :class:`ConfigError` unless ``horizon_days`` is a whole number from 0 to
+    :data:`MAX_HORIZON_DAYS` (the window's end is then computed in int64 days, never
+    overflowing, and clipped to :data:`MAX_BOOKING_DATE`)."""
+    if isinstance(horizon_days, bool) or not isinstance(horizon_days, (int, np.integer)):
+        raise ConfigError(f"the booking date horizon must be a whole number of days (got {horizon_days!r})")
+    if not isinstance(as_of, date):
+        raise ConfigError(f"--as-of must be a date (got {as_of!r})")
+    if not 0 <= horizon_days <= MAX_HORIZON_DAYS:
+        raise ConfigError(
+            f"the booking date horizon must be 0 to {MAX_HORIZON_DAYS:,} days (any window past "
+            f"{MAX_BOOKING_DATE.isoformat()} is the same window); got {horizon_days}"
+        )
 
 
 def factorize_quietly(values: pd.Series) -> tuple[np.ndarray, Any]:
@@ -134,13 +210,17 @@ def _parse_distinct_ids(distinct: pd.Series) -> dict[str, np.ndarray]:
     canonical, numbers = _plain_ids(distinct)
     missing = np.zeros(size, dtype=bool)
     invalid = np.zeros(size, dtype=bool)
+    scrubbed = np.zeros(size, dtype=bool)
     rest = np.flatnonzero(~canonical)
     if len(rest):
-        other = _parse_id_text(distinct.iloc[rest])
-        numbers[rest] = other["value"]
-        missing[rest] = other["missing"]
-        invalid[rest] = other["invalid"]
-    return {"value": numbers, "missing": missing, "invalid": invalid}
+        hygiene = scrub(distinct.iloc[rest])
+        other = _parse_id_text(hygiene["text"])
+        bad = hygiene["not_value"] | hygiene["too_long"]
+        numbers[rest] = np.where(bad, 0, other["value"])
+        missing[rest] = other["missing"] & ~bad
+        invalid[rest] = other["invalid"] | bad
+        scrubbed[rest] = hygiene["scrubbed"]
+    return {"value": numbers, "missing": missing, "invalid": invalid, "scrubbed": scrubbed}
 
 
 def _plain_ids(distinct: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -225,8 +305,11 @@ def _date_parser(day_first: bool) -> Callable[[pd.Series], pd.DataFrame]:
     """The per-distinct-value parser behind :func:`parse_booking_dates`."""
 
     def parse(distinct: pd.Series) -> pd.DataFrame:
+        hygiene = scrub(distinct)
+        distinct = hygiene["text"]
+        bad = hygiene["not_value"] | hygiene["too_long"]
         text = distinct.str.strip()
-        missing = (distinct.isna() | (text == "")).to_numpy(dtype=bool)
+        missing = (distinct.isna() | (text == "")).to_numpy(dtype=bool) & ~bad
         size = len(text)
         year = np.zeros(size, dtype="int64")
         month = np.zeros(size, dtype="int64")
@@ -286,25 +369,34 @@ def _date_parser(day_first: bool) -> Callable[[pd.Series], pd.DataFrame]:
             day_seconds = np.round((serial - whole) * _SECONDS_PER_DAY).astype("int64")
             seconds[positions] = np.where(good, np.minimum(day_seconds, _SECONDS_PER_DAY - 1), 0)
 
-        parsed = calendar_ok | serial_ok
+        parsed = (calendar_ok | serial_ok) & ~bad
         return pd.DataFrame(
             {
                 "days": np.where(parsed, days, 0),
                 "seconds": np.where(parsed, seconds, 0),
-                "micros": np.where(calendar_ok, micros, 0),
+                "micros": np.where(calendar_ok & parsed, micros, 0),
                 "missing": missing,
                 "invalid": ~parsed & ~missing,
                 "parsed": parsed,
+                "scrubbed": hygiene["scrubbed"],
             }
         )
 
     return parse
 
 
-def to_timestamps(days: np.ndarray, seconds: np.ndarray, micros: np.ndarray) -> np.ndarray:
-    """``datetime64[ns]`` of in-range values only (callers filter out-of-range days first)."""
-    nanos = (days * _SECONDS_PER_DAY + seconds) * _NS_PER_SECOND + micros * 1000
-    return nanos.astype("datetime64[ns]")
+def to_micros(days: np.ndarray, seconds: np.ndarray, micros: np.ndarray) -> np.ndarray:
+    """Microseconds since 1970-01-01 (int64), exact for every date up to 9999-12-31: never
+    through ``datetime64[ns]``, which ends in 2262. This is how ``booking_date`` is carried
+    to the database (see :mod:`healthtech_etl.copy_data`)."""
+    days = np.asarray(days, dtype="int64")
+    return (days * _SECONDS_PER_DAY + np.asarray(seconds, dtype="int64")) * _MICROS_PER_SECOND \
+        + np.asarray(micros, dtype="int64")
+
+
+def micros_to_datetime64(values: np.ndarray) -> np.ndarray:
+    """``datetime64[us]`` of :func:`to_micros` values (numpy's, any year up to 9999)."""
+    return np.asarray(values, dtype="int64").astype("datetime64[us]")
 
 
 def normalize_status(cells: pd.Series) -> pd.Series:
@@ -324,19 +416,33 @@ def _parse_distinct_statuses(distinct: pd.Series) -> pd.DataFrame:
 
 
 def clean_text(cells: pd.Series) -> pd.Series:
-    """Trim, collapse inner whitespace, Unicode NFC (accents kept); empty -> None."""
+    """Trim, collapse inner whitespace, Unicode NFC (accents kept), control characters removed;
+    empty -> None. Error cells, booleans and over-long cells are None too (see
+    :func:`clean_text_parts` for the flags)."""
+    return clean_text_parts(cells)["text"]
 
-    def parse(distinct: pd.Series) -> pd.DataFrame:
-        text = distinct.fillna("").map(lambda value: unicodedata.normalize("NFC", value))
-        text = text.str.replace(r"\s+", " ", regex=True).str.strip()
-        return pd.DataFrame({"text": text.where(text != "", None).astype(object)})
 
-    return map_distinct(cells, parse)["text"]
+def clean_text_parts(cells: pd.Series) -> pd.DataFrame:
+    """:func:`clean_text` with, per cell, ``invalid`` (error cell, boolean, inexact number or
+    over :data:`MAX_CELL_CHARS` characters) and ``scrubbed`` (a control character removed)."""
+    return map_distinct(cells, _parse_distinct_text)
+
+
+def _parse_distinct_text(distinct: pd.Series) -> pd.DataFrame:
+    hygiene = scrub(distinct)
+    bad = hygiene["not_value"] | hygiene["too_long"]
+    text = hygiene["text"].where(~bad, None).fillna("").map(lambda value: unicodedata.normalize("NFC", value))
+    text = text.str.replace(r"\s+", " ", regex=True).str.strip()
+    return pd.DataFrame({"text": text.where(text != "", None).astype(object), "invalid": bad,
+                         "scrubbed": hygiene["scrubbed"]})
 
 
 def title_case(cells: pd.Series) -> pd.Series:
     """Specialty: cleaned text, title-cased; empty -> None."""
-    text = clean_text(cells)
+    return _title(clean_text(cells))
+
+
+def _title(text: pd.Series) -> pd.Series:
     return text.where(text.isna(), text.str.title())
 
 
@@ -398,11 +504,30 @@ def _rejected_frame(
 ) -> pd.DataFrame:
     rows = np.flatnonzero(found.any())
     rejected = raw.iloc[rows][[SOURCE_ROW, *columns]].reset_index(drop=True)
+    for column in columns:
+        rejected[column] = raw_cells(rejected[column])
     ids = pd.Series(record_ids[rows], dtype="int64").astype(object)
     rejected.insert(0, ENTITY, entity)
     rejected.insert(2, RECORD_ID, ids.where(id_ok[rows], None))
     rejected.insert(3, REASONS, found.joined(rows))
     return rejected
+
+
+def raw_cells(cells: pd.Series) -> pd.Series:
+    """Cell text as shown in rejections: without the :data:`NOT_A_VALUE` mark (an error cell
+    shows as ``#VALUE!``), without NUL, lone surrogates or non-characters (PostgreSQL text and
+    jsonb refuse NUL), at most :data:`MAX_CELL_CHARS` characters."""
+    flagged = _flag_unusual(cells)
+    if not flagged.any():
+        return cells
+    values = cells.to_numpy(dtype=object).copy()
+    for position in np.flatnonzero(flagged):
+        value = values[position]
+        values[position] = _UNSTORABLE.sub("", value[1:] if value.startswith(NOT_A_VALUE) else value)[:MAX_CELL_CHARS]
+    return pd.Series(values, index=cells.index, dtype=object)
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff\ufffe\uffff]")
 
 
 # --- entity cleaners --------------------------------------------------------------------------
@@ -414,8 +539,13 @@ def clean_doctors(raw: pd.DataFrame) -> CleanResult:
     ids = parse_ids(raw["doctor_id"])
     found.add(reasons.missing("doctor_id"), ids["missing"].to_numpy())
     found.add(reasons.invalid("doctor_id"), ids["invalid"].to_numpy())
-    names = clean_text(raw["name"])
-    found.add(reasons.MISSING_NAME, names.isna().to_numpy())
+    name_parts = clean_text_parts(raw["name"])
+    names = name_parts["text"]
+    name_invalid = name_parts["invalid"].to_numpy(dtype=bool)
+    found.add(reasons.INVALID_NAME, name_invalid)
+    found.add(reasons.MISSING_NAME, names.isna().to_numpy() & ~name_invalid)
+    specialty_parts = clean_text_parts(raw["specialty"])
+    found.add(reasons.invalid("specialty"), specialty_parts["invalid"].to_numpy(dtype=bool))
     found.add(reasons.DUPLICATE_ROW, _exact_duplicates(raw, DOCTOR_COLUMNS))
     id_values = ids["value"].to_numpy()
     _reject_repeated_ids(found, id_values, reasons.DUPLICATE_DOCTOR_ID)
@@ -425,13 +555,15 @@ def clean_doctors(raw: pd.DataFrame) -> CleanResult:
         {
             "id": id_values[keep],
             "name": names.to_numpy()[keep],
-            "specialty": title_case(raw["specialty"]).to_numpy()[keep],
+            "specialty": _title(specialty_parts["text"]).to_numpy()[keep],
             SOURCE_ROW: raw[SOURCE_ROW].to_numpy()[keep],
         }
     )
     id_ok = ~(ids["missing"].to_numpy() | ids["invalid"].to_numpy())
     rejected = _rejected_frame(raw, DOCTOR_COLUMNS, "doctors", found, id_values, id_ok)
-    return CleanResult(valid=valid, rejected=rejected, stats={"read": len(raw), **_prefixed(found.counts())})
+    scrubbed = sum(int(part["scrubbed"].to_numpy(dtype=bool).sum()) for part in (ids, name_parts, specialty_parts))
+    stats = {"read": len(raw), CONTROL_CHARACTERS: scrubbed, **_prefixed(found.counts())}
+    return CleanResult(valid=valid, rejected=rejected, stats=stats)
 
 
 def _reject_repeated_ids(found: _Reasons, id_values: np.ndarray, code: str) -> None:
@@ -455,9 +587,11 @@ def clean_appointments(
     encoded: Optional[dict[str, tuple[np.ndarray, np.ndarray]]] = None,
 ) -> CleanResult:
     """Appointments sheet (cell text + source_row) -> valid appointments and rejections.
+    ``booking_date`` of the valid rows: int64 microseconds since 1970-01-01 (:func:`to_micros`).
 
     ``known_doctor_ids``: ids of the doctors being loaded (referential integrity).
     ``encoded``: :attr:`SheetData.encoded` of the same read, if any (a speed-up only)."""
+    validate_window(as_of, horizon_days)
     with _small_pages():
         return _clean_appointments(raw, known_doctor_ids, as_of, day_first, horizon_days, encoded)
 
@@ -509,7 +643,8 @@ def _clean_appointments(
     parsed_dates = dates["parsed"].to_numpy()
     low = days_from_civil(*(np.array([part]) for part in (MIN_BOOKING_DATE.year, 1, 1)))[0]
     high = days_from_civil(np.array([as_of.year]), np.array([as_of.month]), np.array([as_of.day]))[0]
-    high += horizon_days
+    # validate_window bounds horizon_days: no overflow; the last date the rules admit is 9999-12-31.
+    high = min(high + int(horizon_days), days_from_civil(np.array([9999]), np.array([12]), np.array([31]))[0])
     out_of_range = parsed_dates & ((days < low) | (days > high))
     found.add(reasons.BOOKING_DATE_OUT_OF_RANGE, out_of_range)
 
@@ -525,14 +660,17 @@ def _clean_appointments(
     _reject_repeated_ids(found, booking_values, reasons.DUPLICATE_BOOKING_ID)
 
     codes, distinct = factorized["status"]
-    statuses = _map_columns(codes, _parse_distinct_statuses(distinct))["status"].to_numpy()
+    status_hygiene = scrub(distinct)
+    status_bad = (status_hygiene["not_value"] | status_hygiene["too_long"])[codes]
+    found.add(reasons.invalid("status"), status_bad)
+    statuses = _map_columns(codes, _parse_distinct_statuses(status_hygiene["text"]))["status"].to_numpy()
     keep = ~found.any()
     valid = pd.DataFrame(
         {
             "id": booking_values[keep],
             "patient_id": parsed_ids["patient_id"]["value"].to_numpy()[keep],
             "doctor_id": doctor_values[keep],
-            "booking_date": to_timestamps(
+            "booking_date": to_micros(
                 days[keep], dates["seconds"].to_numpy()[keep], dates["micros"].to_numpy()[keep]
             ),
             "status": statuses[keep],
@@ -540,7 +678,7 @@ def _clean_appointments(
         }
     )
     unknown = (statuses == "unknown") & keep
-    unknown_raw = raw["status"][unknown].fillna("<empty>").str.strip().value_counts()
+    unknown_raw = raw_cells(raw["status"][unknown]).fillna("<empty>").str.strip().value_counts()
     patient_ok = ~(parsed_ids["patient_id"]["missing"].to_numpy() | parsed_ids["patient_id"]["invalid"].to_numpy())
     booking_ok = ~(parsed_ids["booking_id"]["missing"].to_numpy() | parsed_ids["booking_id"]["invalid"].to_numpy())
     stats = {
@@ -551,6 +689,9 @@ def _clean_appointments(
         "exact_duplicates": int(duplicate_rows.sum()),
         "dates_non_empty": int((~dates["missing"].to_numpy()).sum()),
         "dates_parsed": int(parsed_dates.sum()),
+        CONTROL_CHARACTERS: int(sum(parsed["scrubbed"].to_numpy(dtype=bool).sum() for parsed in parsed_ids.values())
+                                + dates["scrubbed"].to_numpy(dtype=bool).sum()
+                                + status_hygiene["scrubbed"][codes].sum()),
         **_prefixed(found.counts()),
     }
     rejected = _rejected_frame(raw, APPOINTMENT_COLUMNS, "appointments", found, booking_values, booking_ok)

@@ -1,21 +1,27 @@
 """Read one sheet of an .xlsx workbook into a frame of *cell text*.
 
 Every reader returns the same thing: one object column per mandatory column holding the
-cell as text (or None when empty), plus ``source_row``, the spreadsheet row number (header =
-row 1). Nothing is typed here on purpose: readers that infer types from the first rows turn
-``'37X'`` into null, and pandas' ``datetime64[ns]`` turns years after 2262 into NaT. The
-cleaning step judges every cell itself.
+cell as text (or None when empty), plus ``source_row``, the spreadsheet's own row number. The
+header is the first row, among the first 20, holding every mandatory column; rows above it are
+skipped and counted. Nothing is typed here on purpose: readers that infer types from the first
+rows turn ``'37X'`` into null, and pandas' ``datetime64[ns]`` turns years after 2262 into NaT.
+The cleaning step judges every cell itself.
 
 Readers, fastest first: fastexcel (all columns forced to string), python-calamine, openpyxl
-(the only one in the AWS Glue runtime). All three render a cell the same way:
-integers and integral floats as ``"104"``, other floats as ``repr``, booleans as
-``"true"``/``"false"``, date cells as ``"YYYY-MM-DD HH:MM:SS"``.
+(the only one in the AWS Glue runtime). All three render a cell the same way: integers and
+integral floats as ``"104"``, other floats as ``repr``, date cells as
+``"YYYY-MM-DD HH:MM:SS[.mmm]"``. Where a reader cannot be exact (integers past 2**53, error
+cells, booleans, date serials outside Excel's range, its own float printing, ``_xHHHH_``
+escapes, a stray far cell), :mod:`.sheet_scan` decides or renders the cell from the XML; cells
+that are not a value start with :data:`~.sheet_scan.NOT_A_VALUE`. README: "What each reader
+does, and how they are made to agree".
 """
 
 import datetime as dt
 import gc
 import logging
 import re
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,11 +33,15 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, InputFileError
+from .sheet_scan import NOT_A_VALUE, SheetScan, full_scan, literal_scan, scan_sheet
 
 logger = logging.getLogger(__name__)
 
 READERS = ("auto", "fastexcel", "calamine", "openpyxl")
 SOURCE_ROW = "source_row"
+HEADER_SEARCH_ROWS = 20
+# Control characters other than tab, newline and carriage return (whitespace).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass
@@ -46,6 +56,9 @@ class SheetData:
     # ``distinct[codes]`` are exactly ``frame[column]``'s cells. The cleaner reuses them instead
     # of hashing a million strings again (see clean.clean_appointments(encoded=...)).
     encoded: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # Rows above the header (blank, or a title and an export date), skipped.
+    skipped_header_rows: int = 0
+    sheet: str = ""
 
 
 def normalize_header(name: Any) -> str:
@@ -82,11 +95,15 @@ def read_sheet(
     sheet: Optional[str] = None,
     reader: str = "auto",
     entity: str = "workbook",
+    max_sheet_bytes: Optional[int] = None,
 ) -> SheetData:
     """Read the first sheet (or ``sheet``) of ``path`` keeping ``mandatory_columns``.
 
-    Raises :class:`InputFileError` for a missing, unreadable or empty file, a missing sheet
-    or a missing mandatory column."""
+    The sheet XML is pre-scanned first (:mod:`.sheet_scan`): its size is checked, a sheet whose
+    extent would make a dense reader allocate far more cells than it holds goes to the
+    streaming reader (openpyxl), and cells no reader renders exactly are rendered from the XML.
+    Raises :class:`InputFileError` for a missing, unreadable, oversized or empty file, a missing
+    sheet, or no header row with every mandatory column in the first 20 rows."""
     if reader not in READERS:
         raise ConfigError(f"unknown reader {reader!r}; choose one of {', '.join(READERS)}")
     path = Path(path)
@@ -97,60 +114,185 @@ def read_sheet(
         if not candidates:
             raise ConfigError("no xlsx reader installed (need fastexcel, python-calamine or openpyxl)")
         reader = candidates[0]
-    read_rows = _ROW_READERS[reader]
     try:
-        header, columns, first_row = read_rows(path, sheet)
-    except InputFileError:
+        scan = scan_sheet(path, sheet, entity, max_sheet_bytes)
+    except (InputFileError, ConfigError):
         raise
-    except Exception as exc:
-        raise InputFileError(
-            f"cannot read {entity} file {path.name} with {reader}: {type(exc).__name__}: {_first_line(exc)}"
-        ) from exc
-    return _select_columns(header, columns, first_row, mandatory_columns, reader, entity, path)
+    except Exception as exc:  # a damaged deflate stream, a bad CRC...
+        raise InputFileError(f"cannot read {entity} file {path.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
+    if reader in _DENSE_READERS and scan.measure_first and not scan.measured:
+        _scan_or_fail(lambda: literal_scan(path, scan, measure=True), entity, path)
+    if reader in _DENSE_READERS and not scan.dense_ok:
+        logger.warning(
+            "%s file %s: sheet %r spans %s cells for %s real ones (a stray far cell?); reading it with "
+            "the streaming reader (openpyxl) instead of %s", entity, path.name, scan.sheet_name,
+            f"{scan.dense_cells:,}", f"{scan.cell_count:,}", reader,
+        )
+        reader = "openpyxl"
+    # The literal scan inflates the XML beside the reader (fastexcel works without the GIL).
+    with ThreadPoolExecutor(max_workers=1) as background:
+        literal = background.submit(literal_scan, path, scan) if not (scan.full or scan.measured) else None
+        try:
+            sheet_rows = _ROW_READERS[reader](path, scan, mandatory_columns)
+        except InputFileError:
+            raise
+        except Exception as exc:
+            raise InputFileError(
+                f"cannot read {entity} file {path.name} with {reader}: {type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
+        try:
+            if literal is not None:
+                literal.result()
+            # python-calamine prints a date-formatted serial past 9999 as a plain number, which
+            # leaves no trace: with it, the full scan always runs.
+            if sheet_rows.header_row and not scan.full and (
+                reader == "calamine" or _unexplained_traces(sheet_rows, scan, mandatory_columns)
+            ):
+                full_scan(path, scan, entity, max_sheet_bytes)
+        except InputFileError:
+            raise
+        except Exception as exc:  # a damaged deflate stream, a bad CRC...
+            raise InputFileError(
+                f"cannot read {entity} file {path.name}: {type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
+    return _select_columns(sheet_rows, scan, mandatory_columns, reader, entity, path)
+
+
+# Renderings that may come from a cell some reader gets wrong (see sheet_scan): 16+ digits
+# (an integer past 2**53, or 1E+20), decimals and exponents (checked further below), dates
+# before 1900 or past 9998, a bare time (a date serial under 1), error values, booleans.
+# Anchored, no look-around: the same text is an RE2 pattern for Arrow.
+_TRACE = (
+    r"^(?:[+-]?[0-9]{16,}|[+-]?[0-9]*\.[0-9]+|[+-]?[0-9.]+[eE][+-]?[0-9]+|\+.*"
+    r"|(?:0[0-9]{3}|1[0-8][0-9]{2}|9999|[0-9]{5,})-.*|[0-9]{1,2}:[0-9]{2}:[0-9]{2}.*"
+    r"|#[A-Z0-9/_]+[!?A]?|true|false|TRUE|FALSE)$"
+)
+_DECIMAL = re.compile(r"^[+-]?[0-9]*\.[0-9]+$|^[+-]?[0-9.]+[eE][+-]?[0-9]+$")
+
+
+def _unexplained_traces(rows: "_SheetRows", scan: SheetScan, mandatory_columns: Sequence[str]) -> bool:
+    """Whether the cells read hold a trace (:data:`_TRACE`) of a cell some reader renders
+    inexactly that the literal scan did not render itself. Checked on distinct values (Arrow's
+    RE2 when installed), then on the few cells holding them. A decimal is a trace only if it
+    is not its float's ``repr``: ``"3.0"`` reads the same everywhere."""
+    first_row = rows.header_row + 1
+    for name, column in zip(mandatory_columns, rows.columns):
+        if isinstance(column, _EncodedText):
+            traces = [value for value in _matching(column.distinct) if _is_trace(value)]
+            hits = np.isin(column.codes, np.flatnonzero(pd.Series(column.distinct, dtype=object).isin(traces)))
+        else:
+            cells = pd.Series(np.asarray(column, dtype=object), dtype=object)
+            traces = [value for value in _matching(pd.unique(cells.to_numpy())) if _is_trace(value)]
+            hits = cells.isin(traces).to_numpy() if traces else np.zeros(0, dtype=bool)
+        if not traces:
+            continue
+        sheet_column = rows.positions[name] + rows.column_offset
+        for position in np.flatnonzero(hits):
+            if (first_row + int(position), sheet_column) not in scan.corrections:
+                return True
+    return False
+
+
+def _is_trace(value: str) -> bool:
+    if not _DECIMAL.match(value):
+        return True
+    try:
+        return repr(float(value)) != value
+    except ValueError:
+        return True
+
+
+def _matching(distinct: np.ndarray) -> list[str]:
+    """The distinct text values matching :data:`_TRACE`."""
+    values = [value for value in distinct if value is not None] if None in distinct else distinct
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:
+        series = pd.Series(values, dtype=object)
+        return series[series.str.match(_TRACE, na=False)].tolist()
+    array = pa.array(values, type=pa.string(), from_pandas=True)
+    return array.filter(pc.match_substring_regex(array, _TRACE)).to_pylist()
+
+
+@dataclass
+class _SheetRows:
+    """A reader's output: the header it found and the mandatory columns' cells below it."""
+
+    header_row: int  # spreadsheet row of the header (0: none found)
+    header: list[Any]  # header cells (reader positions)
+    positions: dict[str, int]  # mandatory column -> reader position
+    columns: list[Any]  # one per mandatory column: list of cell text or _EncodedText
+    first_rows: list[list[Optional[str]]]  # the first rows' cells as text (error messages)
+    column_offset: int = 0  # reader position + offset = 0-based spreadsheet column
+
+
+def _find_header(
+    first_rows: list[list[Optional[str]]], mandatory_columns: Sequence[str]
+) -> tuple[int, list[Any], dict[str, int]]:
+    """The first of ``first_rows`` holding every mandatory column: (index + 1, cells,
+    positions); (0, [], {}) if none does."""
+    for index, cells in enumerate(first_rows[:HEADER_SEARCH_ROWS]):
+        positions: dict[str, int] = {}
+        for position, name in enumerate(cells):
+            key = normalize_header(name)
+            if key in mandatory_columns and key not in positions:
+                positions[key] = position
+        if len(positions) == len(mandatory_columns):
+            return index + 1, list(cells), positions
+    return 0, [], {}
+
+
+def _no_header(rows: "_SheetRows", scan: SheetScan, mandatory_columns: Sequence[str], entity: str,
+               path: Path) -> InputFileError:
+    seen = next((cells for cells in rows.first_rows if any(c not in (None, "") for c in cells)), None)
+    where = f"sheet {scan.sheet_name!r} (sheets: {', '.join(scan.sheet_names)})"
+    if seen is None:
+        return InputFileError(f"{entity} file {path.name} is empty (no header row) in {where}")
+    found = {normalize_header(cell) for cell in seen}
+    missing = [name for name in mandatory_columns if name not in found]
+    text = " | ".join(_printable(str(cell)) for cell in seen if cell not in (None, ""))
+    shown = text[:40] + ("..." if len(text) > 40 else "")
+    return InputFileError(
+        f"{entity} file {path.name}: no row among the first {HEADER_SEARCH_ROWS} of {where} holds every "
+        f"mandatory column; lacks mandatory column(s) {', '.join(missing)} (first row seen: {shown!r})"
+    )
+
+
+def _printable(text: str) -> str:
+    return _CONTROL.sub("", text).replace(NOT_A_VALUE, "")
 
 
 def _select_columns(
-    header: list[Any],
-    columns: list[list[Optional[str]]],
-    first_row: int,
-    mandatory_columns: Sequence[str],
-    reader: str,
-    entity: str,
-    path: Path,
+    rows: _SheetRows, scan: SheetScan, mandatory_columns: Sequence[str], reader: str, entity: str, path: Path
 ) -> SheetData:
-    if not header or all(normalize_header(name) == "" for name in header):
-        raise InputFileError(f"{entity} file {path.name} is empty (no header row)")
-    positions: dict[str, int] = {}
-    extras: list[str] = []
-    for position, name in enumerate(header):
-        key = normalize_header(name)
-        if key in mandatory_columns and key not in positions:
-            positions[key] = position
-        elif key:
-            extras.append(str(name).strip())
-    missing = [name for name in mandatory_columns if name not in positions]
-    if missing:
-        raise InputFileError(
-            f"{entity} file {path.name} lacks mandatory column(s) {', '.join(missing)} "
-            f"(found: {', '.join(str(h).strip() for h in header if h is not None and str(h).strip()) or 'none'})"
-        )
+    if not rows.header_row:
+        raise _no_header(rows, scan, mandatory_columns, entity, path)
+    extras = [
+        str(name).strip() for position, name in enumerate(rows.header)
+        if normalize_header(name) and position not in rows.positions.values()
+    ]
     if extras:
         logger.warning("%s file %s: ignoring extra column(s) %s", entity, path.name, ", ".join(extras))
-    selected = [columns[positions[name]] for name in mandatory_columns]
+    selected = list(rows.columns)
     size = len(selected[0].codes) if isinstance(selected[0], _EncodedText) else len(selected[0])
+    first_row = rows.header_row + 1
+    _apply_corrections(selected, rows, scan, mandatory_columns, first_row, size)
     # Rows blank in every mandatory column are formatting leftovers, not records. (Column by
     # column, each one checked only on the rows still blank so far.)
     blank = _empty_cells(selected[0], None)
     for column in selected[1:]:
-        rows = np.flatnonzero(blank)
-        if not len(rows):
+        rows_left = np.flatnonzero(blank)
+        if not len(rows_left):
             break
-        blank[rows] = _empty_cells(column, rows)
-    blank_count = int(blank.sum())
-    kept = np.flatnonzero(~blank) if blank_count else None
+        blank[rows_left] = _empty_cells(column, rows_left)
+    # Blank rows after the last record are not counted: readers disagree on where a sheet ends.
+    filled = np.flatnonzero(~blank)
+    blank_count = int(blank[: filled[-1] + 1].sum()) if len(filled) else 0
+    kept = filled if len(filled) < size else None
     source_rows = np.arange(first_row, first_row + size, dtype="int64")
     # The frame's storage, filled in place: one object block, no copy when the frame is made.
-    block = np.empty((len(selected), size - blank_count), dtype=object)
+    block = np.empty((len(selected), len(filled)), dtype=object)
     encoded = {}
     for row, (name, column) in enumerate(zip(mandatory_columns, selected)):
         if isinstance(column, _EncodedText):
@@ -173,33 +315,60 @@ def _select_columns(
         extra_columns=extras,
         blank_rows=blank_count,
         encoded={name: (column.codes, column.distinct) for name, column in encoded.items()},
+        skipped_header_rows=rows.header_row - 1,
+        sheet=scan.sheet_name,
     )
 
 
-# --- readers: each returns (header cells, columns of cell text, spreadsheet row of first data row)
+def _apply_corrections(
+    selected: list[Any], rows: _SheetRows, scan: SheetScan, mandatory_columns: Sequence[str], first_row: int,
+    size: int,
+) -> None:
+    """Put :func:`render_raw`'s rendering over the reader's for the cells the scan flagged."""
+    if not scan.corrections:
+        return
+    by_column = {rows.positions[name] + rows.column_offset: index for index, name in enumerate(mandatory_columns)}
+    for (row, column), text in scan.corrections.items():
+        index = by_column.get(column)
+        position = row - first_row
+        if index is None or not 0 <= position < size:
+            continue
+        cells = selected[index]
+        if isinstance(cells, _EncodedText):  # rare: give up the grouping of this column
+            cells = selected[index] = list(cells.cells())
+        cells[position] = text
 
-RowReader = Callable[[Path, Optional[str]], tuple[list[Any], list[list[Optional[str]]], int]]
+
+# --- readers: each returns the mandatory columns' cells below the header it found ------------
 
 
-def _read_fastexcel(path: Path, sheet: Optional[str]) -> tuple[list[Any], list[list[Optional[str]]], int]:
+def _read_fastexcel(path: Path, scan: SheetScan, mandatory_columns: Sequence[str]) -> _SheetRows:
     import fastexcel
 
     workbook = fastexcel.read_excel(str(path))
-    if sheet is not None and sheet not in workbook.sheet_names:
-        raise InputFileError(f"{path.name} has no sheet {sheet!r} (sheets: {', '.join(workbook.sheet_names)})")
-    if not workbook.sheet_names:
-        raise InputFileError(f"{path.name} has no sheets")
     # dtypes="string" for every column: fastexcel must not infer types from a sample of rows.
-    # eager: straight to one Arrow record batch (no intermediate lazy sheet, ~25 % faster).
-    table = workbook.load_sheet(sheet if sheet is not None else 0, header_row=0, dtypes="string", eager=True)
-    header = list(table.schema.names)
+    # No header row and no skipped rows: row i of the table is spreadsheet row i + 1 (its
+    # columns start at the first one holding a value). eager: straight to one Arrow batch.
+    # Lazy, then to Arrow with the cells it could not render: error cells (which it reads as
+    # empty) are reported there. As fast as eager=True.
+    lazy = workbook.load_sheet(scan.sheet_name, header_row=None, skip_rows=0, dtypes="string")
+    table, errors = lazy.to_arrow_with_errors()
+    head = min(HEADER_SEARCH_ROWS, table.num_rows)
+    first_rows = [list(row) for row in zip(*(table.column(i)[:head].to_pylist() for i in range(table.num_columns)))]
+    header_row, header, positions = _find_header(first_rows, mandatory_columns)
+    if not header_row:
+        return _SheetRows(0, [], {}, [], first_rows)
+    wanted = [positions[name] for name in mandatory_columns]
     # Arrow encodes outside the GIL: two columns at a time on a 2-core machine.
     with ThreadPoolExecutor(max_workers=2) as workers:
-        columns = list(workers.map(_arrow_text, [table.column(i) for i in range(table.num_columns)]))
-    if header and all(name.startswith("__UNNAMED__") for name in header):
-        return [], [], 2
-    header = [None if name.startswith("__UNNAMED__") else name for name in header]
-    return header, columns, 2
+        columns = list(workers.map(_arrow_text, [table.column(i)[header_row:] for i in wanted]))
+    # Its columns start at the sheet's first column holding a value: find that offset.
+    first_valued = next((i for i, cell in enumerate(header) if cell not in (None, "")), 0)
+    column = scan.first_valued_column(header_row)
+    offset = 0 if column is None else column - first_valued
+    if errors is not None:  # error cells: the literal scan renders them (t="e"); a check, cheap
+        logger.debug("fastexcel reported %d error cell(s)", len(errors.errors))
+    return _SheetRows(header_row, header, positions, columns, first_rows, column_offset=offset)
 
 
 def _empty_cells(column: Any, rows: Optional[np.ndarray]) -> np.ndarray:
@@ -236,50 +405,67 @@ def _arrow_text(column: Any) -> _EncodedText:
     encoded = pc.dictionary_encode(column)  # empty cells: null codes
     distinct = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object, copy=False)
     codes = encoded.indices
-    if codes.null_count:
+    nulls = codes.null_count
+    if nulls:
         distinct = np.append(distinct, np.array([None], dtype=object))
         codes = codes.fill_null(len(distinct) - 1)
-    return _EncodedText(codes.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), distinct)
+    codes = codes.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    # An empty string cell is an empty cell, as the other readers give it.
+    empty = np.flatnonzero(distinct == "")
+    if len(empty):
+        if not nulls:
+            distinct = np.append(distinct, np.array([None], dtype=object))
+        codes = np.where(codes == empty[0], len(distinct) - 1, codes).astype(np.int32)
+    return _EncodedText(codes, distinct)
 
 
-def _read_calamine(path: Path, sheet: Optional[str]) -> tuple[list[Any], list[list[Optional[str]]], int]:
+def _read_calamine(path: Path, scan: SheetScan, mandatory_columns: Sequence[str]) -> _SheetRows:
     import python_calamine
 
     workbook = python_calamine.CalamineWorkbook.from_path(str(path))
-    if sheet is not None and sheet not in workbook.sheet_names:
-        raise InputFileError(f"{path.name} has no sheet {sheet!r} (sheets: {', '.join(workbook.sheet_names)})")
-    if not workbook.sheet_names:
-        raise InputFileError(f"{path.name} has no sheets")
-    data = workbook.get_sheet_by_name(sheet) if sheet is not None else workbook.get_sheet_by_index(0)
-    rows = data.to_python(skip_empty_area=False)
-    return _rows_to_columns(iter(rows), 1)
+    data = workbook.get_sheet_by_name(scan.sheet_name)
+    # skip_empty_area=False: rows and columns from A1, so positions are the sheet's own.
+    return _rows_to_columns(iter(data.to_python(skip_empty_area=False)), mandatory_columns)
 
 
-def _read_openpyxl(path: Path, sheet: Optional[str]) -> tuple[list[Any], list[list[Optional[str]]], int]:
+def _read_openpyxl(path: Path, scan: SheetScan, mandatory_columns: Sequence[str]) -> _SheetRows:
     import openpyxl
 
     workbook = openpyxl.load_workbook(str(path), read_only=True, data_only=True)
     try:
-        if sheet is not None and sheet not in workbook.sheetnames:
-            raise InputFileError(f"{path.name} has no sheet {sheet!r} (sheets: {', '.join(workbook.sheetnames)})")
-        worksheet = workbook[sheet] if sheet is not None else workbook.worksheets[0]
-        return _rows_to_columns(worksheet.iter_rows(values_only=True), 1)
+        worksheet = workbook[scan.sheet_name]
+        # openpyxl warns for each date-styled number outside its date range: the scan renders
+        # those cells itself (see sheet_scan.render_raw), so the warning is noise.
+        # Ignore the declared dimension: a declared (or stray) far corner must not pad every row.
+        worksheet.reset_dimensions()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*outside the limits for dates.*", category=UserWarning)
+            return _rows_to_columns(worksheet.iter_rows(values_only=True), mandatory_columns, unescape=True)
     finally:
         workbook.close()
 
 
-def _rows_to_columns(rows: Any, header_row: int) -> tuple[list[Any], list[list[Optional[str]]], int]:
-    header_cells: Optional[Sequence[Any]] = None
+def _rows_to_columns(rows: Any, mandatory_columns: Sequence[str], unescape: bool = False) -> _SheetRows:
+    """Rows from spreadsheet row 1 (tuples of cell values) -> the header and the mandatory
+    columns' text below it. ``unescape``: decode ``_xHHHH_`` escapes (openpyxl keeps them)."""
+    render = _column_text_unescaped if unescape else _column_text
+    first_rows: list[list[Optional[str]]] = []
+    header_row = 0
+    positions: dict[str, int] = {}
+    header: list[Any] = []
     for cells in rows:
-        header_cells = cells
-        break
-    if header_cells is None:
-        return [], [], header_row + 1
-    header = [None if cell in (None, "") else cell for cell in header_cells]
-    while header and header[-1] is None:
-        header.pop()
-    width = len(header)
-    columns: list[list[Optional[str]]] = [[] for _ in range(width)]
+        first_rows.append(render(cells))
+        found, header, positions = _find_header(first_rows[-1:], mandatory_columns)
+        if found:
+            header_row = len(first_rows)
+            break
+        if len(first_rows) >= HEADER_SEARCH_ROWS:
+            break
+    if not header_row:
+        return _SheetRows(0, [], {}, [], first_rows)
+    wanted = [positions[name] for name in mandatory_columns]
+    width = max(wanted) + 1
+    columns: list[list[Optional[str]]] = [[] for _ in wanted]
     padding = (None,) * width
     # Rows are turned into columns a block at a time (zip(*block) transposes in C), each
     # column rendered by one comprehension: a fraction of a per-cell loop's cost.
@@ -289,18 +475,19 @@ def _rows_to_columns(rows: Any, header_row: int) -> tuple[list[Any], list[list[O
     collecting = gc.isenabled()
     gc.disable()
     try:
-        while width:
+        while True:
             block = list(islice(rows, _ROW_BLOCK))
             if not block:
                 break
             if min(map(len, block)) < width:  # zip stops at the shortest row: pad short rows
                 block = [tuple(cells) + padding[len(cells):] if len(cells) < width else cells for cells in block]
-            for column, cells in zip(columns, zip(*block)):
-                column.extend(_column_text(cells))
+            transposed = list(zip(*block))
+            for column, position in zip(columns, wanted):
+                column.extend(render(transposed[position]))
     finally:
         if collecting:
             gc.enable()
-    return header, columns, header_row + 1
+    return _SheetRows(header_row, header, positions, columns, first_rows)
 
 
 _ROW_BLOCK = 8192
@@ -315,6 +502,21 @@ def _column_text(cells: Sequence[Any]) -> list[Optional[str]]:
         else cell_text(value)
         for value in cells
     ]
+
+
+_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+
+
+def _column_text_unescaped(cells: Sequence[Any]) -> list[Optional[str]]:
+    """:func:`_column_text`, ``_xHHHH_`` escapes decoded as Excel (and the Rust readers) do."""
+    return [
+        _ESCAPE.sub(_unescape, value) if value.__class__ is str and "_x" in value else value
+        for value in _column_text(cells)
+    ]
+
+
+def _unescape(match: "re.Match[str]") -> str:
+    return chr(int(match.group(1), 16))
 
 
 def cell_text(value: Any) -> Optional[str]:
@@ -333,10 +535,24 @@ def cell_text(value: Any) -> Optional[str]:
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, dt.datetime):
         text = value.strftime("%Y-%m-%d %H:%M:%S") if value.year >= 1000 else value.isoformat(" ")
-        return f"{text}.{value.microsecond:06d}" if value.microsecond else text
+        if not value.microsecond:
+            return text
+        # Whole milliseconds (every reader's date cells) as fastexcel prints them: ".667".
+        micros = value.microsecond
+        return f"{text}.{micros // 1000:03d}" if micros % 1000 == 0 else f"{text}.{micros:06d}"
     if isinstance(value, dt.date):
         return f"{value.year:04d}-{value.month:02d}-{value.day:02d} 00:00:00"
     return str(value)
+
+
+def _scan_or_fail(step: Callable[[], Any], entity: str, path: Path) -> Any:
+    """Run a scan step; a damaged package is an input error, not a crash."""
+    try:
+        return step()
+    except InputFileError:
+        raise
+    except Exception as exc:
+        raise InputFileError(f"cannot read {entity} file {path.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:
@@ -344,6 +560,8 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else "no details")[:200]
 
 
+RowReader = Callable[[Path, SheetScan, Sequence[str]], _SheetRows]
+_DENSE_READERS = ("fastexcel", "calamine")
 _ROW_READERS: dict[str, RowReader] = {
     "fastexcel": _read_fastexcel,
     "calamine": _read_calamine,

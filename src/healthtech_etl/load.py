@@ -244,19 +244,49 @@ def rejections_for_copy(run_id: str, rejected: pd.DataFrame, source_file: str) -
     )
 
 
-def _copy(connection: Any, target: str, frame: pd.DataFrame) -> None:
+# The declared type of every column COPY writes, as the DDL above creates it: each COPY encodes
+# a column from this, never from the values it happens to hold (an all-empty column is still
+# text[], an all-NULL one still bigint). tests/integration checks it against the catalog.
+COLUMN_TYPES: dict[str, dict[str, str]] = {
+    f"{SCHEMA}.doctors": {"id": "int8", "name": "text", "specialty": "text"},
+    f"{SCHEMA}.appointments": {
+        "id": "int8", "patient_id": "int8", "doctor_id": "int8", "booking_date": "timestamp", "status": "text",
+    },
+    f"{SCHEMA}.etl_rejections": {
+        "run_id": "text", "entity": "text", "source_file": "text", "row_number": "int4", "record_id": "int8",
+        "reasons": "text[]", "raw": "jsonb",
+    },
+}
+_BINARY_TYPES = ("int8", "timestamp", "text")
+
+
+def column_types(target: str) -> list[str]:
+    """Declared types of ``target`` (``"schema.table (col, col)"``), from :data:`COLUMN_TYPES`."""
+    table, _, rest = target.partition("(")
+    declared = COLUMN_TYPES.get(table.strip())
+    if declared is None:
+        raise KeyError(f"no declared column types for {table.strip()!r}: add them to COLUMN_TYPES or pass types=")
+    return [declared[name.strip()] for name in rest.rstrip(") ").split(",")]
+
+
+def _copy(connection: Any, target: str, frame: pd.DataFrame, types: Optional[Sequence[str]] = None) -> None:
     """``COPY target FROM STDIN`` of ``frame``, built and sent chunk by chunk: in PostgreSQL's
-    binary format when every column fits it (integers, timestamps, short text: nothing left
-    for the server to parse, 1M appointments ~0.25 s sooner), else as CSV."""
-    _send(connection, target, _copy_data(frame))
+    binary format when every declared column type has a binary encoder here (bigint, timestamp,
+    text) and the text is short (nothing left for the server to parse, 1M appointments ~0.25 s
+    sooner), else as CSV. ``target``: ``"schema.table (col, col)"``; ``types``: its columns'
+    declared types (default: from :data:`COLUMN_TYPES`, e.g. for a staging table)."""
+    _send(connection, target, _copy_data(frame, column_types(target) if types is None else types))
 
 
-def _copy_data(frame: pd.DataFrame) -> tuple[str, Iterator[Any]]:
-    """COPY format and the chunks of data (built as they are read) for ``frame``."""
-    columns = _binary_columns(frame)
+def _copy_data(frame: pd.DataFrame, types: Sequence[str]) -> tuple[str, Iterator[Any]]:
+    """COPY format and the chunks of data (built as they are read) for ``frame``, whose columns
+    are declared as ``types`` in the target table."""
+    if len(types) != len(frame.columns):
+        raise ValueError(f"{len(frame.columns)} columns for {len(types)} declared types")
+    columns = _binary_columns(frame, types) if all(kind in _BINARY_TYPES for kind in types) else None
     if columns is not None:
         return "binary", _binary_chunks(len(frame), columns)
-    return "csv", _csv_chunks(frame)
+    return "csv", _csv_chunks(frame, types)
 
 
 def _send(connection: Any, target: str, data: tuple[str, Iterator[Any]]) -> None:
@@ -281,7 +311,8 @@ _PG8000_ITERABLES = _pg8000_takes_iterables()
 
 def _prepare_rejections(run_id: str, rejected: pd.DataFrame, source_file: str) -> tuple[str, list]:
     """The ``etl_rejections`` COPY data of one entity, built in full (runs in a worker thread)."""
-    copy_format, chunks = _copy_data(rejections_for_copy(run_id, rejected, source_file))
+    frame = rejections_for_copy(run_id, rejected, source_file)
+    copy_format, chunks = _copy_data(frame, column_types(f"{SCHEMA}.etl_rejections ({', '.join(frame.columns)})"))
     return copy_format, list(chunks)
 
 
@@ -341,9 +372,8 @@ def _drop_indexes(connection: Any, table: str, keep_keys: bool = False) -> list[
     )
 
 
-# Rows per CSV chunk: bounds the memory the COPY text takes (a few MB at a time).
+# Rows per chunk: bounds the memory the COPY data takes (a few MB at a time).
 _COPY_CHUNK_ROWS = 100_000
-_DATE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 # COPY BINARY: signature, flags, header extension length; the trailer is a field count of -1.
@@ -353,44 +383,66 @@ _PG_EPOCH_MICROS = 946_684_800_000_000  # 2000-01-01, PostgreSQL's timestamp zer
 _BINARY_TEXT_MAX = 64  # longer text goes as CSV (the binary rows are assembled padded)
 
 
-def _binary_columns(frame: pd.DataFrame) -> Optional[list[tuple]]:
-    """Per column, what :func:`_binary_chunks` needs; None if a column does not fit."""
+def _integers(values: pd.Series) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """An integer column as int64 and its NULL mask (None: no NULL)."""
+    if values.dtype.kind in "iu":
+        return values.to_numpy(dtype="int64"), None
+    null = values.isna().to_numpy(dtype=bool)
+    filled = values.where(~null, 0) if null.any() else values
+    return filled.to_numpy(dtype="int64"), (null if null.any() else None)
+
+
+def _timestamp_micros(values: pd.Series) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """A timestamp column as Unix microseconds (int64) and its NULL mask. The cleaner carries
+    timestamps as int64 microseconds (any year up to 9999); ``datetime64`` is accepted too."""
+    if values.dtype.kind in "iu":
+        return values.to_numpy(dtype="int64"), None
+    if values.dtype.kind == "M":
+        stamps = values.to_numpy()
+        null = np.isnat(stamps)
+        micros = stamps.astype("datetime64[us]").view("int64")
+        return np.where(null, 0, micros), (null if null.any() else None)
+    raise TypeError(f"a timestamp column must be int64 microseconds or datetime64, not {values.dtype}")
+
+
+def _binary_columns(frame: pd.DataFrame, types: Sequence[str]) -> Optional[list[tuple]]:
+    """Per column, what :func:`_binary_chunks` needs; None if the text is too long for it."""
     columns: list[tuple] = []
-    for name in frame.columns:
+    for name, kind in zip(frame.columns, types):
         values = frame[name]
-        dtype = values.dtype
-        if dtype.kind == "i":
-            columns.append(("int8", values.to_numpy(dtype="int64")))
-        elif isinstance(dtype, np.dtype) and dtype.kind == "M":
-            nanos = values.to_numpy(dtype="datetime64[ns]").view("int64")
-            null = nanos == np.iinfo("int64").min  # NaT
-            micros = np.where(null, 0, nanos // 1000 - _PG_EPOCH_MICROS)
-            columns.append(("timestamp", micros, null))
-        elif isinstance(dtype, np.dtype) and dtype.kind == "O":
-            codes, uniques = factorize_quietly(values)  # missing -> -1
-            if not all(isinstance(value, str) for value in uniques):
-                return None
-            # Empty text is NULL, as the CSV path (and DataFrame.to_csv before it) sends it.
-            encoded = [value.encode("utf-8") if value else None for value in uniques] + [None]
-            longest = max((len(value) for value in encoded if value is not None), default=0)
-            if longest > _BINARY_TEXT_MAX:
-                return None
-            lengths = np.array([-1 if value is None else len(value) for value in encoded], dtype=">i4")
-            table = np.zeros((len(encoded), 4 + longest), dtype=np.uint8)  # length, then the padded bytes
-            table[:, :4] = lengths.view(np.uint8).reshape(-1, 4)
-            for row, value in enumerate(encoded):
-                if value:
-                    table[row, 4:4 + len(value)] = np.frombuffer(value, dtype=np.uint8)
-            widths = 4 + np.maximum(lengths.astype("int64"), 0)
-            columns.append(("text", np.where(codes < 0, len(encoded) - 1, codes), table, widths))
-        else:
+        if kind in ("int8", "timestamp"):
+            numbers, null = _integers(values) if kind == "int8" else _timestamp_micros(values)
+            if kind == "timestamp":
+                numbers = numbers - _PG_EPOCH_MICROS
+            columns.append(("fixed8", numbers, null))
+            continue
+        codes, uniques = factorize_quietly(values.astype(object))  # missing -> -1
+        # Empty text is NULL, as the CSV path (and DataFrame.to_csv before it) sends it.
+        encoded = [_text_value(value).encode("utf-8") or None for value in uniques] + [None]
+        longest = max((len(value) for value in encoded if value is not None), default=0)
+        if longest > _BINARY_TEXT_MAX:
             return None
+        lengths = np.array([-1 if value is None else len(value) for value in encoded], dtype=">i4")
+        table = np.zeros((len(encoded), 4 + longest), dtype=np.uint8)  # length, then the padded bytes
+        table[:, :4] = lengths.view(np.uint8).reshape(-1, 4)
+        for row, value in enumerate(encoded):
+            if value:
+                table[row, 4:4 + len(value)] = np.frombuffer(value, dtype=np.uint8)
+        widths = 4 + np.maximum(lengths.astype("int64"), 0)
+        columns.append(("text", np.where(codes < 0, len(encoded) - 1, codes), table, widths))
     return columns
+
+
+def _text_value(value: Any) -> str:
+    """A text column's value: text is sent as is; anything else is a bug upstream."""
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"a text column holds a {type(value).__name__}")
 
 
 def _binary_chunks(size: int, columns: list[tuple]) -> Iterator[Any]:
     """COPY BINARY data, ``_COPY_CHUNK_ROWS`` rows at a time: each row is assembled padded in a
-    byte matrix (numpy), then the padding of the text fields is dropped with one mask."""
+    byte matrix (numpy), then the padding of the text and NULL fields is dropped with one mask."""
     yield _PGCOPY_HEADER
     for start in range(0, size, _COPY_CHUNK_ROWS):
         stop = min(size, start + _COPY_CHUNK_ROWS)
@@ -407,7 +459,7 @@ def _binary_chunks(size: int, columns: list[tuple]) -> Iterator[Any]:
             field["length"] = 8
             field["value"] = column[1][start:stop]
             width = None
-            if column[0] == "timestamp" and column[2][start:stop].any():
+            if column[2] is not None and column[2][start:stop].any():
                 null = column[2][start:stop]
                 field["length"] = np.where(null, -1, 8)
                 width = np.where(null, 4, 12)
@@ -449,42 +501,30 @@ class _ChunkStream(io.RawIOBase):
         return size
 
 
-def _csv_chunks(frame: pd.DataFrame) -> Iterator[Any]:
-    """``frame`` as CSV for COPY (no header; NULL and empty text as an empty field, the same
-    rows ``DataFrame.to_csv`` gives), ``_COPY_CHUNK_ROWS`` rows at a time."""
+def _csv_chunks(frame: pd.DataFrame, types: Sequence[str]) -> Iterator[Any]:
+    """``frame`` as CSV for COPY, each column rendered by its declared type (no header; NULL
+    and empty text as an empty field, text always quoted), ``_COPY_CHUNK_ROWS`` rows at a time.
+    Arrow's C++ writer when installed, else the pure-Python one: the same bytes' meaning."""
     for start in range(0, len(frame), _COPY_CHUNK_ROWS):
         part = frame.iloc[start:start + _COPY_CHUNK_ROWS]
-        chunk = _csv_arrow(part) if _pa is not None else None
-        if chunk is None:
-            chunk = _csv_python(part)
-        if chunk is None:  # a column type the fast writers do not handle
-            text = part.to_csv(index=False, header=False, na_rep="", date_format=_DATE_FORMAT)
-            chunk = text.encode("utf-8")
-        yield chunk
+        yield _csv_arrow(part, types) if _pa is not None else _csv_python(part, types)
 
 
-def _csv_arrow(part: pd.DataFrame) -> Optional[Any]:
-    """Arrow's C++ CSV writer (strings quoted, nulls empty); None if a column does not fit."""
+def _csv_arrow(part: pd.DataFrame, types: Sequence[str]) -> Any:
+    """Arrow's C++ CSV writer (strings quoted, nulls empty)."""
     arrays = []
-    for name in part.columns:
+    for name, kind in zip(part.columns, types):
         values = part[name]
-        kind = values.dtype.kind
-        try:
-            if kind == "M":
-                array = _pc.cast(_pa.array(values, from_pandas=True), _pa.timestamp("us"), safe=False)
-            elif kind in "iu":
-                array = _pa.array(values.to_numpy())
-            elif kind == "O":
-                array = _pa.array(values.to_numpy(), from_pandas=True)
-                if _pa.types.is_string(array.type) or _pa.types.is_large_string(array.type):
-                    # to_csv writes "" unquoted, which COPY reads as NULL: same here.
-                    array = _pc.if_else(_pc.equal(array, ""), _pa.scalar(None, array.type), array)
-                elif not (_pa.types.is_integer(array.type) or _pa.types.is_null(array.type)):
-                    return None
-            else:
-                return None
-        except (_pa.ArrowInvalid, _pa.ArrowTypeError):
-            return None
+        if kind in ("int8", "int4"):
+            numbers, null = _integers(values)
+            array = _pa.array(numbers, mask=null)
+        elif kind == "timestamp":
+            micros, null = _timestamp_micros(values)
+            array = _pa.array(micros, mask=null).cast(_pa.timestamp("us"))
+        else:  # text, text[] (a literal), jsonb (JSON text)
+            array = _pa.array(values.astype(object).to_numpy(), type=_pa.string(), from_pandas=True)
+            # to_csv writes "" unquoted, which COPY reads as NULL: same here.
+            array = _pc.if_else(_pc.equal(array, ""), _pa.scalar(None, _pa.string()), array)
         arrays.append(array)
     sink = _pa.BufferOutputStream()
     _pa_csv.write_csv(
@@ -495,35 +535,33 @@ def _csv_arrow(part: pd.DataFrame) -> Optional[Any]:
     return sink.getvalue()
 
 
-def _csv_python(part: pd.DataFrame) -> Optional[bytes]:
+def _csv_python(part: pd.DataFrame, types: Sequence[str]) -> bytes:
     """The same CSV without pyarrow: each distinct value rendered once, rows joined in C."""
     fields = []
-    for name in part.columns:
+    for name, kind in zip(part.columns, types):
         values = part[name]
-        kind = values.dtype.kind
-        codes, uniques = factorize_quietly(values)  # missing values -> code -1 -> the empty field
-        if kind == "M":
-            rendered = pd.DatetimeIndex(uniques).strftime(_DATE_FORMAT).tolist()
-        elif kind in "iu":
-            rendered = [str(value) for value in uniques.tolist()]
-        elif kind == "O":
-            rendered = [_csv_field(value) for value in uniques]
-            if None in rendered:
-                return None
+        if kind in ("int8", "int4", "timestamp"):
+            numbers, null = _integers(values) if kind != "timestamp" else _timestamp_micros(values)
+            codes, uniques = pd.factorize(numbers)
+            if kind == "timestamp":
+                # numpy's datetime64[us] spans any year PostgreSQL's timestamp takes.
+                rendered = list(np.datetime_as_string(uniques.astype("datetime64[us]"), unit="us"))
+            else:
+                rendered = [str(value) for value in uniques.tolist()]
+            if null is not None:
+                codes = np.where(null, -1, codes)
         else:
-            return None
+            codes, uniques = factorize_quietly(values.astype(object))  # missing -> -1 -> the empty field
+            rendered = [_csv_field(value) for value in uniques]
         table = np.array(rendered + [""], dtype=object)
         fields.append(table[codes].tolist())
     lines = "\n".join(map(",".join, zip(*fields)))
     return (lines + "\n").encode("utf-8") if fields and len(part) else b""
 
 
-def _csv_field(value: Any) -> Optional[str]:
-    if isinstance(value, str):
-        return '"' + value.replace('"', '""') + '"' if value else ""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        return str(value)
-    return None
+def _csv_field(value: Any) -> str:
+    text = _text_value(value)
+    return '"' + text.replace('"', '""') + '"' if text else ""
 
 
 def _rollback(connection: Optional[Any]) -> None:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from .db import DbConfig, _short, connect
 from .errors import DatabaseError
-from .load import _REBUILD_MIN_ROWS, _copy, _drop_indexes
+from .load import _REBUILD_MIN_ROWS, SCHEMA, _copy, _drop_indexes, column_types
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,8 @@ def _sync_history_after_replace(connection: Any, run_id: str, loaded_at: Any) ->
 
 def _upsert_doctors(connection: Any, doctors: pd.DataFrame) -> dict[str, int]:
     connection.run(_STAGE_DOCTORS)
-    _copy(connection, "merge_doctors (id, name, specialty)", doctors[list(DOCTOR_COLUMNS)])
+    _copy(connection, "merge_doctors (id, name, specialty)", doctors[list(DOCTOR_COLUMNS)],
+          types=column_types(f"{SCHEMA}.doctors ({', '.join(DOCTOR_COLUMNS)})"))
     inserted, updated = connection.run(_UPSERT_DOCTORS)[0]
     return _split(len(doctors), inserted, updated)
 
@@ -158,7 +159,8 @@ def _upsert_appointments(
     connection.run(_STAGE_APPOINTMENTS)
     connection.run(_WRITTEN_APPOINTMENTS)
     _copy(connection, "merge_appointments (id, patient_id, doctor_id, booking_date, status)",
-          appointments[list(APPOINTMENT_COLUMNS)])
+          appointments[list(APPOINTMENT_COLUMNS)],
+          types=column_types(f"{SCHEMA}.appointments ({', '.join(APPOINTMENT_COLUMNS)})"))
     # A large upsert maintains the foreign key (one trigger call per inserted row) and the plain
     # indexes row by row; dropping them and rebuilding once afterwards was ~1.4x faster at 200k
     # rows. The key stays (the upsert's arbiter). Like replace's TRUNCATE, this keeps readers out

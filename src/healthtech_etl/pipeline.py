@@ -65,6 +65,7 @@ class EtlSettings:
             raise ConfigError(f"--fail-on must be one of {', '.join(FAIL_ON_CHOICES)} (got {self.fail_on!r})")
         if self.horizon_days < 0:
             raise ConfigError("the booking date horizon must be 0 days or more")
+        clean.validate_window(self.as_of, self.horizon_days)
 
 
 @dataclass
@@ -202,6 +203,8 @@ def build_report(
                 "loaded": len(result.valid),
                 "rejected": len(result.rejected),
                 "blank_rows_skipped": sheets[entity].blank_rows,
+                "rows_above_header_skipped": sheets[entity].skipped_header_rows,
+                "control_characters_removed": int(result.stats.get(clean.CONTROL_CHARACTERS, 0)),
             }
             for entity, result in results.items()
         },

@@ -2,6 +2,7 @@
 
 
 MISSING_NAME = "missing_name"
+INVALID_NAME = "invalid_name"
 INVALID_BOOKING_DATE = "invalid_booking_date"
 MISSING_BOOKING_DATE = "missing_booking_date"
 BOOKING_DATE_OUT_OF_RANGE = "booking_date_out_of_range"

@@ -59,8 +59,10 @@ def test_etl_loads_exactly_the_valid_rows(run_cli, sample_inputs, db_config, tmp
         "duplicate_rate": (6.25, "warning"),  # 1/16
         "typing_success": (93.33, "critical"),  # 14/15 non-empty dates parsed
     }
-    assert report["counts"]["doctors"] == {"read": 5, "loaded": 3, "rejected": 2, "blank_rows_skipped": 0}
-    assert report["counts"]["appointments"] == {"read": 16, "loaded": 7, "rejected": 9, "blank_rows_skipped": 0}
+    assert report["counts"]["doctors"] == {"read": 5, "loaded": 3, "rejected": 2, "blank_rows_skipped": 0,
+        "rows_above_header_skipped": 0, "control_characters_removed": 0}
+    assert report["counts"]["appointments"] == {"read": 16, "loaded": 7, "rejected": 9, "blank_rows_skipped": 0,
+        "rows_above_header_skipped": 0, "control_characters_removed": 0}
     assert report["rejections"]["invalid_doctor_id"] == 2
     assert report["unknown_status_values"] == {"pending": 1}
     assert report["load_status"] == "succeeded"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from healthtech_etl.clean import days_from_civil, parse_booking_dates, to_timestamps
+from healthtech_etl.clean import days_from_civil, micros_to_datetime64, parse_booking_dates, to_micros
 from healthtech_etl.extract import cell_text
 
 EPOCH = dt.date(1970, 1, 1)
@@ -16,8 +16,8 @@ def parse_one(cell, day_first=False):
     row = parse_booking_dates(pd.Series([cell], dtype=object), day_first=day_first).iloc[0]
     if not row["parsed"]:
         return "missing" if row["missing"] else "invalid"
-    stamp = to_timestamps(np.array([row["days"]]), np.array([row["seconds"]]), np.array([row["micros"]]))[0]
-    return pd.Timestamp(stamp).to_pydatetime()
+    micros = to_micros(np.array([row["days"]]), np.array([row["seconds"]]), np.array([row["micros"]]))
+    return micros_to_datetime64(micros)[0].item()
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from healthtech_etl.clean import clean_appointments, clean_doctors, reason_counts
+from healthtech_etl.clean import clean_appointments, clean_doctors, micros_to_datetime64, reason_counts
 from healthtech_etl.extract import cell_text
 
 AS_OF = dt.date(2025, 11, 1)
@@ -75,7 +75,7 @@ def test_appointment_rules_each_row_gets_every_reason():
     }
     valid = result.valid
     assert valid["id"].tolist() == [1, 6]
-    assert valid["booking_date"].tolist() == [pd.Timestamp("2025-10-21"), pd.Timestamp("2026-11-01")]
+    assert micros_to_datetime64(valid["booking_date"]).tolist() == [dt.datetime(2025, 10, 21), dt.datetime(2026, 11, 1)]
     assert valid["status"].tolist() == ["confirmed", "cancelled"]
 
 

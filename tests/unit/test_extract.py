@@ -6,6 +6,7 @@ import pytest
 
 from healthtech_etl.errors import InputFileError
 from healthtech_etl.extract import available_readers, cell_text, normalize_header, read_sheet
+from healthtech_etl.sheet_scan import NOT_A_VALUE
 
 COLUMNS = ("booking_id", "booking_date")
 READERS = available_readers()
@@ -37,7 +38,7 @@ EXPECTED_TEXT = [
     ("104.0", "45950"),
     (" 34 ", "45950.5"),
     ("37X", "10/21/2025"),
-    ("true", "2025-01-02 00:00:00"),
+    (NOT_A_VALUE + "true", "2025-01-02 00:00:00"),  # a boolean is no id: marked, rejected later
     ("12345678901234", "2025-10-21T10:00:00"),
     ("104.5", None),
 ]

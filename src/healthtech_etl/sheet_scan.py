@@ -1,0 +1,405 @@
+"""A pre-scan of one sheet's XML, run before any reader touches the workbook, and a full
+streaming scan run only when a workbook holds cells some reader gets wrong.
+
+The quick scan (:func:`scan_sheet`) reads the package's directory, the styles and the first
+kilobytes of the sheet XML. It decides:
+
+* **size**: the sheet XML must stay under a limit (a zip bomb is exit 3, not an out-of-memory
+  kill): the declared size here, the bytes actually inflated in the full scan;
+* **shape**: how many cells a *dense* reader (fastexcel, python-calamine) would allocate for the
+  sheet's extent. A stray cell at ``XFD1048576`` makes them allocate billions of cells and abort
+  the process; such a sheet goes to the streaming reader. The extent is the declared
+  ``<dimension>``, or, when there is none, what the full scan measures.
+
+The full scan (:func:`full_scan`) finds the **cells no reader renders exactly**: error values,
+booleans, numbers the Rust readers round or print their own way (integers past 2**53,
+fractions, exponents), date-styled numbers outside Excel's date range. Each is rendered here
+from its stored XML, once, by :func:`render_raw`, and the extractor puts that rendering over
+whatever the reader made of it. Only regular-expression searches (C code) touch every byte;
+Python sees only the rare matches. It costs about a fifth of a fastexcel read, so the
+extractor runs it only when the cells read hold a trace of such a cell (see
+``extract._needs_full_scan``).
+"""
+
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Optional
+from xml.etree import ElementTree
+
+from .errors import InputFileError
+
+# Cells that are present but not a value of any column's type (error cells, booleans, numbers
+# that are not exact): the reader's text gets this prefix, the cleaner rejects them as
+# invalid_<column>, and the raw cell shown in rejections drops it. U+FFFF is a non-character:
+# it cannot appear in XML text, so no text cell starts with it.
+NOT_A_VALUE = "\uffff"
+MAX_SHEET_XML_BYTES = 2 * 1024**3
+MAX_SHEET_XML_ENV = "ETL_MAX_SHEET_XML_BYTES"
+EXACT_INTEGER_LIMIT = 2**53  # an Excel number is a double: integers at or past this are not exact
+_LAST_DATE_SERIAL = 2958466  # 10000-01-01: Excel's dates end the day before
+_FIRST_DATE_SERIAL = -693593  # 0001-01-01 counted back from 1899-12-30
+_CHUNK = 8 << 20
+_HEAD = 256 << 10  # the quick scan reads this much sheet XML: the dimension and the first rows
+_DENSE_TRUSTED = 30_000_000  # a declared extent up to this many cells is allocated as is
+# Sheets with at most this much XML are measured before a dense reader runs (a few hundredths
+# of a second): a declared extent that hides a stray far cell cannot reach the reader. Larger
+# ones are measured only when they declare no extent or a huge one.
+MEASURE_FIRST_BYTES = 8 << 20
+_DIMENSION = re.compile(rb'<dimension\b[^>]*\bref="([A-Z]{1,3})?([0-9]{1,7})?(?::([A-Z]{1,3})([0-9]{1,7}))?"')
+_NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
+_REL_ID = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+_FORMULA = rb"(?:<f\b[^>]*/>|<f\b[^>]*>[^<]*</f>)?"
+_TYPED = re.compile(rb'<c\b(?=[^>]*\bt="(?:e|b|d)")([^>]*?)(?:/>|>(.*?)</c>)', re.S)
+_REF = re.compile(r'\br="([A-Z]{1,3})([0-9]{1,7})"')
+_TYPE = re.compile(r'\bt="([a-zA-Z]+)"')
+_STYLE = re.compile(r'\bs="([0-9]+)"')
+_VALUE = re.compile(rb"<v>([^<]*)</v>")
+_WIDE = re.compile(rb'<c r="([A-Z]{2,3})[0-9]')
+_LAST_ROW = re.compile(rb'<row\b[^>]*?\br="([0-9]+)"')
+
+
+@dataclass
+class SheetScan:
+    """What the pre-scan found (see the module docstring)."""
+
+    sheet_names: list[str]
+    sheet_name: str
+    xml_bytes: int = 0
+    cell_count: int = 0
+    last_row: int = 0
+    width: int = 0
+    # (spreadsheet row, 0-based column) -> exact rendering of a cell readers get wrong.
+    corrections: dict[tuple[int, int], str] = field(default_factory=dict)
+    # Raw XML of the first rows (header search, column offsets).
+    head_xml: bytes = b""
+    full: bool = False  # the full scan ran: every correction is known
+    measured: bool = False  # cell_count, last_row and width are the real ones (not the declared)
+    measure_first: bool = False  # measure before a dense reader allocates (see scan_sheet)
+    member: str = ""
+    declared_bytes: int = 0
+    date_styles: set[str] = field(default_factory=set)
+
+    @property
+    def dense_cells(self) -> int:
+        """Cells a dense reader allocates for the sheet's extent."""
+        return self.last_row * max(self.width, 1)
+
+    @property
+    def dense_ok(self) -> bool:
+        """Whether a dense reader's allocation follows the real data (not a stray far cell)."""
+        if not self.measured:
+            return self.dense_cells <= _DENSE_TRUSTED
+        return self.dense_cells <= max(6 * self.cell_count + 1_000_000, _DENSE_TRUSTED)
+
+    def first_valued_column(self, row: int) -> Optional[int]:
+        """0-based column of the first cell holding a value in spreadsheet row ``row``."""
+        match = re.search(rb'<row\b[^>]*?\br="%d"[^>]*>(.*?)</row>' % row, self.head_xml, re.S)
+        if match is None:
+            return None
+        for cell in re.finditer(rb'<c\b([^>]*?)(?:/>|>(.*?)</c>)', match.group(1), re.S):
+            if cell.group(2) and (b"<v>" in cell.group(2) or b"<is>" in cell.group(2)):
+                ref = _REF.search(cell.group(1).decode("utf-8", "replace"))
+                return column_index(ref.group(1)) if ref else None
+        return None
+
+
+def max_sheet_bytes() -> int:
+    """The decompressed sheet XML limit: ``ETL_MAX_SHEET_XML_BYTES`` or 2 GiB."""
+    text = os.environ.get(MAX_SHEET_XML_ENV, "").strip()
+    if not text:
+        return MAX_SHEET_XML_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{MAX_SHEET_XML_ENV} must be a positive number of bytes (got {text[:40]!r})")
+    return value
+
+
+def column_index(letters: str) -> int:
+    """``A`` -> 0, ``XFD`` -> 16383."""
+    index = 0
+    for letter in letters:
+        index = index * 26 + ord(letter) - 64
+    return index - 1
+
+
+def scan_sheet(path: Path, sheet: Optional[str], entity: str, limit: Optional[int] = None) -> SheetScan:
+    """Scan ``sheet`` (or the first sheet) of the workbook at ``path``.
+
+    Raises :class:`InputFileError` for a file that is not an xlsx package, an unknown sheet,
+    or sheet XML over ``limit`` bytes."""
+    limit = max_sheet_bytes() if limit is None else limit
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputFileError(f"cannot read {entity} file {Path(path).name}: not an xlsx workbook ({exc})") from exc
+    with archive:
+        try:
+            names, targets = _sheets(archive)
+        except (KeyError, ElementTree.ParseError, zipfile.BadZipFile) as exc:
+            raise InputFileError(f"cannot read {entity} file {Path(path).name}: {type(exc).__name__}: {exc}") from exc
+        if not names:
+            raise InputFileError(f"{Path(path).name} has no sheets")
+        if sheet is not None and sheet not in names:
+            raise InputFileError(f"{Path(path).name} has no sheet {sheet!r} (sheets: {', '.join(names)})")
+        name = sheet if sheet is not None else names[0]
+        member = targets[names.index(name)]
+        scan = SheetScan(sheet_names=names, sheet_name=name)
+        try:
+            info = archive.getinfo(member)
+        except KeyError as exc:
+            raise InputFileError(f"cannot read {entity} file {Path(path).name}: sheet {name!r} is missing") from exc
+        if info.file_size > limit:
+            raise InputFileError(_too_large(entity, path, name, info.file_size, limit))
+        scan.member, scan.declared_bytes = member, info.file_size
+        strings = next((item for item in archive.infolist() if item.filename == "xl/sharedStrings.xml"), None)
+        if strings is not None and strings.file_size > limit:  # every reader loads it whole
+            raise InputFileError(_too_large(entity, path, name, strings.file_size, limit, "shared strings"))
+        scan.date_styles = _date_styles(archive)
+        with archive.open(member) as stream:
+            scan.head_xml = stream.read(_HEAD)
+        dimension = _DIMENSION.search(scan.head_xml)
+        if dimension and dimension.group(3):
+            scan.last_row = int(dimension.group(4))
+            scan.width = column_index(dimension.group(3).decode()) + 1
+        # No declared extent, a huge one, or a small sheet: measure the real one before a dense
+        # reader runs (extract.read_sheet, with the literal scan).
+        scan.measure_first = (not (dimension and dimension.group(3)) or not scan.dense_ok
+                              or info.file_size <= MEASURE_FIRST_BYTES)
+    return scan
+
+
+# Byte strings found in every cell the literal scan renders itself: negative numbers, numbers
+# under 1 (a date serial under 1 is no date), exponents, errors, booleans, ISO dates. Not
+# "<v>0<": shared string 0 is referenced that way, possibly by every other cell; a date cell
+# holding 0 leaves a trace instead (a bare time, or 1899-12-30).
+_LITERALS = (b"<v>-", b"<v>0.", b"E+", b"E-", b't="e"', b't="b"', b't="d"')
+
+
+def literal_scan(path: Path, scan: SheetScan, measure: bool = False) -> SheetScan:
+    """Inflate the sheet XML and render every cell holding one of :data:`_LITERALS` (byte
+    searches, GIL-free inflation: it runs beside a Rust reader at almost no cost). Cells it
+    cannot find this way (integers past 2**53, date serials past 9999) leave a trace in the
+    cells read, and the extractor then runs :func:`full_scan`. ``measure``: also measure the
+    real extent and cell count (see :attr:`SheetScan.dense_ok`)."""
+    if measure:
+        scan.cell_count, scan.last_row, scan.width = 0, 0, 0
+    with zipfile.ZipFile(path) as archive, archive.open(scan.member) as stream:
+        tail = b""
+        while True:
+            chunk = stream.read(_CHUNK)
+            buffer = tail + chunk
+            end = len(buffer) if not chunk else buffer.rfind(b"</row>") + len(b"</row>")
+            if end < len(b"</row>") and chunk:
+                tail = buffer
+                continue
+            part, tail = buffer[:end], buffer[end:]
+            if measure:
+                _measure(part, scan)
+            for literal in _LITERALS:
+                start = part.find(literal)
+                while start >= 0:
+                    _literal_cell(part, start, scan)
+                    start = part.find(literal, start + 1)
+            if not chunk:
+                break
+    scan.measured = scan.measured or measure
+    return scan
+
+
+def _literal_cell(part: bytes, at: int, scan: SheetScan) -> None:
+    begin = part.rfind(b"<c ", 0, at + 1)
+    if begin < 0:
+        return
+    close = part.find(b">", begin)
+    end = part.find(b"</c>", close)
+    if close < 0 or end < 0 or part.rfind(b"/>", begin, close + 1) == close - 1:
+        return
+    attributes, content = part[begin + 2:close], part[close + 1:end]
+    styles = _STYLE.search(attributes.decode("utf-8", "replace"))
+    kind = _TYPE.search(attributes.decode("utf-8", "replace"))
+    if kind and kind.group(1) in ("s", "str", "inlineStr"):
+        return
+    _correct(scan, attributes, content, date=bool(styles and styles.group(1) in scan.date_styles))
+
+
+def full_scan(path: Path, scan: SheetScan, entity: str, limit: Optional[int] = None) -> SheetScan:
+    """Run the full streaming scan (corrections, real extent) if it has not run yet."""
+    if scan.full:
+        return scan
+    limit = max_sheet_bytes() if limit is None else limit
+    with zipfile.ZipFile(path) as archive:
+        _scan_xml(archive, scan.member, scan, entity, path, limit)
+    return scan
+
+
+def _too_large(entity: str, path: Path, sheet: str, size: int, limit: int, part: str = "XML") -> str:
+    return (f"{entity} file {Path(path).name}: sheet {sheet!r} holds more than {limit:,} bytes of {part} "
+            f"({size:,}); raise {MAX_SHEET_XML_ENV} if this is expected")
+
+
+def _sheets(archive: zipfile.ZipFile) -> tuple[list[str], list[str]]:
+    """Sheet names in workbook order and their XML members."""
+    workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
+    rels = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+    targets = {}
+    for rel in rels:
+        target = rel.get("Target", "")
+        target = target.lstrip("/") if target.startswith("/") else "xl/" + target
+        targets[rel.get("Id")] = os.path.normpath(target).replace(os.sep, "/")
+    names, members = [], []
+    for node in workbook.iterfind("m:sheets/m:sheet", _NS):
+        names.append(node.get("name", ""))
+        members.append(targets.get(node.get(_REL_ID), ""))
+    return names, members
+
+
+def _date_styles(archive: zipfile.ZipFile) -> set[str]:
+    """Style ids (``s=`` values) whose number format is a date, as openpyxl judges it."""
+    from openpyxl.styles.numbers import BUILTIN_FORMATS, is_date_format
+
+    try:
+        styles = ElementTree.fromstring(archive.read("xl/styles.xml"))
+    except KeyError:
+        return set()
+    custom = {node.get("numFmtId"): node.get("formatCode", "") for node in styles.iterfind("m:numFmts/m:numFmt", _NS)}
+    found = set()
+    for index, xf in enumerate(styles.iterfind("m:cellXfs/m:xf", _NS)):
+        number = xf.get("numFmtId", "0")
+        code = custom.get(number)
+        if code is None and number.isdigit():
+            code = BUILTIN_FORMATS.get(int(number), "")
+        if code and is_date_format(code):
+            found.add(str(index))
+    return found
+
+
+def _scan_xml(archive: zipfile.ZipFile, member: str, scan: SheetScan, entity: str, path: Path, limit: int) -> None:
+    scan.corrections, scan.cell_count, scan.last_row, scan.width, scan.xml_bytes = {}, 0, 0, 0, 0
+    styles = "|".join(sorted(scan.date_styles)) or "(?!)"
+    not_text = rb'(?![^>]*\bt="(?:s|str|inlineStr|e|b|d)")'
+    numbers = re.compile(
+        rb"<c\b" + not_text + rb'(?![^>]*\bs="(?:' + styles.encode() + rb')")([^>]*)>' + _FORMULA
+        + rb"<v>([^<]*[.Ee-][^<]*|[0-9]{16,})</v>"
+    )
+    dates = re.compile(
+        rb"<c\b" + not_text + rb'(?=[^>]*\bs="(?:' + styles.encode() + rb')")([^>]*)>' + _FORMULA
+        + rb"<v>(-[^<]*|0(?:\.[^<]*)?|[0-9]{7,}(?:\.[^<]*)?|[^<]*[Ee][^<]*)</v>"
+    )
+    tail = b""
+    with archive.open(member) as stream:
+        while True:
+            chunk = stream.read(_CHUNK)
+            scan.xml_bytes += len(chunk)
+            if scan.xml_bytes > limit:
+                raise InputFileError(_too_large(entity, path, scan.sheet_name, scan.xml_bytes, limit))
+            buffer = tail + chunk
+            end = len(buffer) if not chunk else buffer.rfind(b"</row>") + len(b"</row>")
+            if end < len(b"</row>"):  # no complete row yet
+                tail = buffer
+                if not chunk:
+                    break
+                continue
+            part, tail = buffer[:end], buffer[end:]
+            _scan_part(part, scan, numbers, dates)
+            if not chunk:
+                break
+    scan.full = scan.measured = True
+
+
+def _measure(part: bytes, scan: SheetScan) -> None:
+    """Real cell count and extent: rows are in order, so the last row of a part is its largest;
+    columns past Z are found by their two- or three-letter references."""
+    scan.cell_count += part.count(b"<c ") + part.count(b"<c>")
+    rows = _LAST_ROW.findall(part[-65536:]) or _LAST_ROW.findall(part)
+    if rows:
+        scan.last_row = max(scan.last_row, int(rows[-1]))
+    wide = set(_WIDE.findall(part))
+    width = max((column_index(letters.decode()) + 1 for letters in wide), default=26 if b"<c" in part else 0)
+    scan.width = max(scan.width, width)
+
+
+def _scan_part(part: bytes, scan: SheetScan, numbers: "re.Pattern[bytes]", dates: "re.Pattern[bytes]") -> None:
+    _measure(part, scan)
+    if b't="e"' in part or b't="b"' in part or b't="d"' in part:  # rare: a fast byte search first
+        for match in _TYPED.finditer(part):
+            _correct(scan, match.group(1), match.group(2) or b"", date=False)
+    for match in numbers.finditer(part):
+        _correct(scan, match.group(1), b"<v>" + match.group(2) + b"</v>", date=False)
+    for match in dates.finditer(part):
+        _correct(scan, match.group(1), b"<v>" + match.group(2) + b"</v>", date=True)
+
+
+def _correct(scan: SheetScan, attributes: bytes, content: bytes, date: bool) -> None:
+    attrs = attributes.decode("utf-8", "replace")
+    ref = _REF.search(attrs)
+    if ref is None:  # a cell without a reference: readers place it by position; leave it to them
+        return
+    kind = _TYPE.search(attrs)
+    value = _VALUE.search(content)
+    text = None if value is None else _xml_text(value.group(1))
+    rendered = render_raw(kind.group(1) if kind else "n", text, date)
+    scan.corrections[(int(ref.group(2)), column_index(ref.group(1)))] = rendered
+
+
+def _xml_text(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace")
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&apos;", "'") \
+        .replace("&amp;", "&") if "&" in text else text
+
+
+def render_raw(kind: str, value: Optional[str], date_styled: bool) -> Optional[str]:
+    """The one rendering of a cell from its stored type and text (``<v>``).
+
+    Errors and booleans: :data:`NOT_A_VALUE` + ``#VALUE!`` / ``true``. Numbers: as
+    :func:`healthtech_etl.extract.cell_text` renders them, except integers at or past 2**53
+    (not exact in Excel) which are :data:`NOT_A_VALUE` + the stored text. Date-styled numbers:
+    the date, as openpyxl converts it (a negative serial counts back from 1899-12-30, as
+    LibreOffice and openpyxl write dates before 1900), else :data:`NOT_A_VALUE` + the stored
+    text: a serial from 0 to under 1 (a bare time) or past 9999-12-31."""
+    if value is None or value == "":
+        return None
+    if kind == "e":
+        return NOT_A_VALUE + value
+    if kind == "b":
+        return NOT_A_VALUE + ("true" if value.strip() in ("1", "true") else "false")
+    if kind == "d":  # an ISO 8601 date cell: its text is the date
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return NOT_A_VALUE + value
+    if number != number or number in (float("inf"), float("-inf")):
+        return NOT_A_VALUE + value
+    if date_styled:
+        # Under 1 but not negative: a bare time, no date. Past 9999-12-31 or before year 1: none.
+        if not (1 <= number < _LAST_DATE_SERIAL or _FIRST_DATE_SERIAL <= number < 0):
+            return NOT_A_VALUE + value
+        from .extract import cell_text
+
+        return cell_text(_excel_date(number))
+    if number.is_integer() or re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+        exact = int(value) if re.fullmatch(r"[+-]?[0-9]+", value.strip()) else int(number)
+        if abs(exact) >= EXACT_INTEGER_LIMIT:
+            return NOT_A_VALUE + value.strip()
+        return str(exact)
+    return repr(number)
+
+
+def _excel_date(serial: float) -> datetime:
+    """openpyxl's conversion (1900 system, its leap-year-bug shift, milliseconds rounded).
+    A negative serial (a date before 1900, which Excel cannot show but LibreOffice and openpyxl
+    write) counts back from 1899-12-30, as they do."""
+    day, fraction = divmod(serial, 1)
+    diff = timedelta(milliseconds=round(fraction * 86_400_000))
+    if 0 < serial < 60:
+        day += 1
+    return datetime(1899, 12, 30) + timedelta(days=day) + diff
