@@ -97,7 +97,7 @@ def test_bad_load_mode_is_a_configuration_error_and_loads_nothing(stack: Any, sa
     put_object(stack.aws.s3, RAW_BUCKET, "raw/appointments.xlsx", appointments)
     argv = ["glue_etl.py", "--RAW_BUCKET", RAW_BUCKET, "--DOCTORS_KEY", "raw/doctors.xlsx", "--APPOINTMENTS_KEY",
             "raw/appointments.xlsx", "--DB_SECRET_ARN", stack.secret_arn, "--REPORT_BUCKET", REPORT_BUCKET,
-            "--REPORT_PREFIX", REPORT_PREFIX, "--AS_OF", AS_OF, "--LOAD_MODE", "upsert"]
+            "--REPORT_PREFIX", REPORT_PREFIX, "--AS_OF", AS_OF, "--DB_SSLMODE", "require", "--LOAD_MODE", "upsert"]
 
     assert glue_etl.main(argv) == 2
 

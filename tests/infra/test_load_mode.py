@@ -25,4 +25,4 @@ def test_context_load_mode_becomes_the_job_default_argument(merge_synth: Synth) 
     _, job = merge_synth.one("AWS::Glue::Job")
     args = job["Properties"]["DefaultArguments"]
     assert args["--LOAD_MODE"] == "merge"
-    assert args["--DB_SSLMODE"] == "require"  # the rest of the contract unchanged
+    assert args["--DB_SSLMODE"] == "verify-full"  # the rest of the contract unchanged
