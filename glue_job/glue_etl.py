@@ -43,6 +43,7 @@ PERCENT_METRICS = {
     "referential_integrity": "ReferentialIntegrity",
     "duplicate_rate": "DuplicateRate",
     "typing_success": "TypingSuccess",
+    "acceptance_rate": "AcceptanceRate",
 }
 EXIT_UNEXPECTED = 1
 EXIT_PUBLISH_FAILED = 6
@@ -226,7 +227,7 @@ def upload_reports(s3: Any, report_dir: Path, bucket: str, prefix: str) -> list[
 
 
 def metric_data(report: dict[str, Any], timestamp: datetime.datetime) -> list[dict[str, Any]]:
-    """The four quality metrics (Percent) plus rows loaded / rejected (Count), no dimensions."""
+    """The five quality metrics (Percent) plus rows loaded / rejected (Count), no dimensions."""
     data = [
         {"MetricName": name, "Value": float(report["metrics"][key]["value"]), "Unit": "Percent", "Timestamp": timestamp}
         for key, name in PERCENT_METRICS.items()
@@ -272,6 +273,8 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
         _upload_failed_run_report(s3, report_dir, args)
         raise
     prefix = report_prefix(args["REPORT_PREFIX"], result.run_id)
+    if result.exit_code == EXIT_PUBLISH_FAILED:  # loaded, but the local report could not be written
+        raise JobFailure(str(result.warning), EXIT_PUBLISH_FAILED)
     try:
         # The business questions on the freshly loaded data, saved next to the report.
         queries = run_queries(db_config, out_dir=report_dir / "queries")

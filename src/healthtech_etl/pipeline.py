@@ -10,19 +10,27 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
 
 from . import clean
-from .db import DbConfig, connect
+from .db import DbConfig, close_quietly, connect
 from .errors import ConfigError, DatabaseError, QualityGateError
 from .extract import SOURCE_ROW, SheetData, read_sheet
-from .load import RunRecord, load_run, record_failed_run
+from .load import DEFAULT_KEEP_RUNS, RunRecord, load_run, record_failed_run
 from .logs import REJECTIONS_LOGGER, log_lines
-from .quality import FAIL_ON_CHOICES, compute_metrics, gate_tripped, overall_status, summary_lines
+from .paths import describe_os_error, make_output_dir, write_atomically
+from .quality import (
+    FAIL_ON_CHOICES,
+    compute_metrics,
+    gate_tripped,
+    overall_status,
+    summary_lines,
+    tripped_metrics,
+)
 
 logger = logging.getLogger(__name__)
 rejections_logger = logging.getLogger(REJECTIONS_LOGGER)
@@ -53,12 +61,28 @@ class EtlSettings:
     horizon_days: int = clean.DEFAULT_HORIZON_DAYS
     fail_on: str = "never"
     reader: str = "auto"
+    keep_runs: int = DEFAULT_KEEP_RUNS
 
     def validate(self) -> None:
         if self.fail_on not in FAIL_ON_CHOICES:
             raise ConfigError(f"--fail-on must be one of {', '.join(FAIL_ON_CHOICES)} (got {self.fail_on!r})")
         if self.horizon_days < 0:
             raise ConfigError("the booking date horizon must be 0 days or more")
+        try:
+            self.as_of + timedelta(days=self.horizon_days)
+        except OverflowError as exc:
+            raise ConfigError(f"--horizon-days {self.horizon_days} goes past the year 9999") from exc
+        if self.keep_runs < 1:
+            raise ConfigError("--keep-runs must be 1 or more")
+
+
+@dataclass
+class RunProgress:
+    """How far a run got, for whoever must explain an interrupt: ``run`` is set just before the
+    load transaction starts, ``committed`` as soon as COMMIT has returned."""
+
+    run: Optional["RunRecord"] = None
+    committed: bool = False
 
 
 @dataclass
@@ -68,7 +92,8 @@ class RunResult:
     report_path: Path
     rejections_path: Path
     timings: dict[str, float]
-    exit_code: int = 0
+    exit_code: int = 0  # 6: loaded, but the report could not be written (``warning`` says why)
+    warning: Optional[str] = None
 
 
 def sha256_of(path: Path) -> str:
@@ -79,8 +104,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, settings: EtlSettings) -> RunResult:
-    """Run the whole pipeline once; returns the result or raises a CriticalError."""
+def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, settings: EtlSettings,
+            progress: Optional[RunProgress] = None) -> RunResult:
+    """Run the whole pipeline once; returns the result or raises a CriticalError.
+
+    Once the load has committed, the run is a success: a report that cannot be written then
+    gives ``exit_code`` 6 and a ``warning``, never an exception."""
+    progress = progress if progress is not None else RunProgress()
     settings.validate()
     run_id = uuid.uuid4().hex
     started_at = datetime.now(timezone.utc)
@@ -95,7 +125,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     )
     timings["read"] = time.perf_counter() - clock
     # Fail fast on an unreachable database before spending time on cleaning.
-    connect(db_config).close()
+    close_quietly(connect(db_config))
 
     clock = time.perf_counter()
     doctors_clean = clean.clean_doctors(doctors_sheet.frame)
@@ -116,15 +146,19 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     )
     rejected = {"doctors": doctors_clean.rejected, "appointments": appointments_clean.rejected}
     source_files = {"doctors": doctors.display_name, "appointments": appointments.display_name}
-    report_path, rejections_path = write_outputs(settings.report_dir, report, rejected, source_files)
+    try:  # before the load: a report that cannot be written stops the run with nothing changed
+        report_path, rejections_path = write_outputs(settings.report_dir, report, rejected, source_files)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the reports in {settings.report_dir}: {describe_os_error(exc)}; "
+                          "nothing loaded") from exc
     log_rejections(rejected)
     for line in summary_lines(report):
         logger.info(line)
 
     if gate_tripped(report["status"], settings.fail_on):
         raise QualityGateError(
-            f"data quality is {report['status']} and --fail-on={settings.fail_on}: nothing loaded "
-            f"(see {report_path})"
+            f"data quality is {report['status']} and --fail-on={settings.fail_on}: "
+            f"{'; '.join(tripped_metrics(report['metrics'], settings.fail_on))}: nothing loaded (see {report_path})"
         )
 
     clock = time.perf_counter()
@@ -138,20 +172,45 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
         counts=report["counts"],
         metrics=report["metrics"],
     )
+    progress.run = run
     try:
-        load_run(db_config, run, doctors_clean.valid, appointments_clean.valid, rejected, source_files)
+        load_run(db_config, run, doctors_clean.valid, appointments_clean.valid, rejected, source_files,
+                 keep_runs=settings.keep_runs)
     except DatabaseError as exc:
-        record_failed_run(db_config, run, str(exc))
-        report["load_status"] = "failed"
-        _write_json(report_path, report)
-        raise
+        if record_failed_run(db_config, run, str(exc)) == "succeeded":
+            # The connection died after the server committed (the ledger says so): a success.
+            logger.warning("run %s: %s - but the ledger shows the load committed", run_id, exc)
+        else:
+            report["load_status"] = "failed"
+            try:
+                _write_json(report_path, report)
+            except OSError as write_error:
+                logger.warning("could not update %s: %s", report_path, describe_os_error(write_error))
+            raise
+    progress.committed = True
     timings["load"] = time.perf_counter() - clock
     report["load_status"] = "succeeded"
     report["timings_seconds"] = {key: round(value, 3) for key, value in timings.items()}
-    _write_json(report_path, report)
+    result = RunResult(run_id, report, report_path, rejections_path, timings)
     logger.info("run %s loaded %s doctors and %s appointments", run_id,
                 report["counts"]["doctors"]["loaded"], report["counts"]["appointments"]["loaded"])
-    return RunResult(run_id, report, report_path, rejections_path, timings)
+    try:
+        _write_json(report_path, report)
+    except OSError as exc:
+        _remove_stale(report_path)
+        result.exit_code = 6
+        result.warning = (f"run {run_id} succeeded (data loaded and committed), but its report was not published: "
+                          f"cannot write {report_path}: {describe_os_error(exc)}")
+        logger.warning("%s", result.warning, extra={"console": False})
+    return result
+
+
+def _remove_stale(path: Path) -> None:
+    """A report that still says ``not_loaded`` after a commit would lie: remove it if possible."""
+    try:
+        Path(path).unlink()
+    except OSError:
+        pass
 
 
 def build_report(
@@ -204,8 +263,7 @@ def write_outputs(
     """``quality_report.json`` and ``rejected_rows.csv`` (formula-escaped) under ``report_dir``."""
     from .csv_export import write_frame_csv
 
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
+    report_dir = make_output_dir(Path(report_dir), "--report-dir")
     report_path = report_dir / REPORT_FILE
     _write_json(report_path, report)
     frames = []
@@ -215,7 +273,7 @@ def write_outputs(
     leading = [clean.ENTITY, "source_file", SOURCE_ROW, clean.RECORD_ID, clean.REASONS]
     combined = combined[leading + [c for c in combined.columns if c not in leading]]
     combined = combined.rename(columns={SOURCE_ROW: "row_number"})
-    rejections_path = write_frame_csv(report_dir / REJECTIONS_FILE, combined)
+    rejections_path = write_atomically(report_dir / REJECTIONS_FILE, lambda tmp: write_frame_csv(tmp, combined))
     return report_path, rejections_path
 
 
@@ -234,6 +292,6 @@ def log_rejections(rejected: dict[str, pd.DataFrame]) -> int:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """Atomically (tmp + rename): never half-written, no tmp file left behind."""
+    text = json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

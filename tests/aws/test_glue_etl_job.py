@@ -154,7 +154,8 @@ def test_only_the_triggering_object_is_pinned(key: str, trigger_key: str, trigge
 def test_metric_data_maps_the_report_to_six_dimensionless_metrics() -> None:
     report = {
         "metrics": {"id_completeness": {"value": 98.5}, "referential_integrity": {"value": 100.0},
-                    "duplicate_rate": {"value": 1.25}, "typing_success": {"value": 99.0}},
+                    "duplicate_rate": {"value": 1.25}, "typing_success": {"value": 99.0},
+                    "acceptance_rate": {"value": 87.5}},
         "counts": {"doctors": {"loaded": 10, "rejected": 2}, "appointments": {"loaded": 300, "rejected": 7}},
     }
 
@@ -163,7 +164,7 @@ def test_metric_data_maps_the_report_to_six_dimensionless_metrics() -> None:
     assert [(d["MetricName"], d["Value"], d["Unit"]) for d in data] == [
         ("IdCompleteness", 98.5, "Percent"), ("ReferentialIntegrity", 100.0, "Percent"),
         ("DuplicateRate", 1.25, "Percent"), ("TypingSuccess", 99.0, "Percent"),
-        ("RowsLoaded", 310.0, "Count"), ("RowsRejected", 9.0, "Count"),
+        ("AcceptanceRate", 87.5, "Percent"), ("RowsLoaded", 310.0, "Count"), ("RowsRejected", 9.0, "Count"),
     ]
     assert all("Dimensions" not in d for d in data)
 
@@ -216,7 +217,8 @@ def test_logs_are_json_lines_without_the_password(job: Any, capsys: pytest.Captu
     assert lines[-1]["message"].startswith("ETL job succeeded: ")
     assert secret["password"] not in out and secret["password"] not in "".join(err)
     assert sorted(metric_values(job)) == sorted(
-        ["IdCompleteness", "ReferentialIntegrity", "DuplicateRate", "TypingSuccess", "RowsLoaded", "RowsRejected"])
+        ["IdCompleteness", "ReferentialIntegrity", "DuplicateRate", "TypingSuccess", "AcceptanceRate", "RowsLoaded",
+         "RowsRejected"])
 
 
 def test_rejected_rows_csv_in_s3_is_formula_escaped(job: Any, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
