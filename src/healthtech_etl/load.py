@@ -176,7 +176,11 @@ def prune_rejections(connection: Any, keep_runs: int) -> None:
 
 
 def _connection_lost(exc: BaseException) -> bool:
-    """pg8000 reports a dead socket as InterfaceError (or an OSError); server errors are DatabaseError."""
+    """A dead socket (pg8000 InterfaceError / OSError), or the server ending the session:
+    SQLSTATE class 57P (terminated by an administrator, shutdown) or 08 (connection exception)."""
+    fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    if str(fields.get("C", "")).startswith(("57P", "08")):
+        return True
     try:
         import pg8000.exceptions as pg_errors
     except ImportError:  # pragma: no cover
@@ -195,7 +199,8 @@ def record_failed_run(config: DbConfig, run: RunRecord, error: str) -> Optional[
     try:
         connection = connect(config)
     except DatabaseError as exc:
-        logger.warning("could not record the failed run %s in etl_runs: %s", run.run_id, exc)
+        logger.warning("could not record the failed run %s in etl_runs: %s", run.run_id, exc,
+                       extra={"console": False})
         return None
     try:
         connection.run("START TRANSACTION")
@@ -206,7 +211,8 @@ def record_failed_run(config: DbConfig, run: RunRecord, error: str) -> Optional[
         connection.run("COMMIT")
         return str(rows[0][0]) if rows else None
     except Exception as exc:  # the ledger must never hide the original failure
-        logger.warning("could not record the failed run %s in etl_runs: %s", run.run_id, _short(exc))
+        logger.warning("could not record the failed run %s in etl_runs: %s", run.run_id, _short(exc),
+                       extra={"console": False})
         _rollback(connection)
         return None
     finally:

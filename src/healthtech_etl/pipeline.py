@@ -177,15 +177,21 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
         load_run(db_config, run, doctors_clean.valid, appointments_clean.valid, rejected, source_files,
                  keep_runs=settings.keep_runs)
     except DatabaseError as exc:
-        if record_failed_run(db_config, run, str(exc)) == "succeeded":
+        ledger = record_failed_run(db_config, run, str(exc))
+        if ledger == "succeeded":
             # The connection died after the server committed (the ledger says so): a success.
-            logger.warning("run %s: %s - but the ledger shows the load committed", run_id, exc)
+            logger.warning("run %s: %s - but the ledger shows the load committed", run_id, exc,
+                           extra={"console": False})
         else:
             report["load_status"] = "failed"
             try:
                 _write_json(report_path, report)
             except OSError as write_error:
-                logger.warning("could not update %s: %s", report_path, describe_os_error(write_error))
+                logger.warning("could not update %s: %s", report_path, describe_os_error(write_error),
+                               extra={"console": False})
+            if ledger is None:
+                raise DatabaseError(f"{exc} (run {run_id} could not be recorded in etl_runs: "
+                                    "PostgreSQL unreachable)") from exc
             raise
     progress.committed = True
     timings["load"] = time.perf_counter() - clock
