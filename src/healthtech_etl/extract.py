@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, InputFileError
+from .redact import safe_text
 
 logger = logging.getLogger(__name__)
 
@@ -130,12 +131,17 @@ def _select_columns(
             extras.append(str(name).strip())
     missing = [name for name in mandatory_columns if name not in positions]
     if missing:
+        if not positions:  # no header row at all: the first row is data, never echo it
+            raise InputFileError(f"{entity} file {path.name} lacks mandatory column(s) {', '.join(missing)} "
+                                 "(no known column in the first row: is the header row missing?)")
+        found = [safe_text(str(h).strip()) for h in header if h is not None and str(h).strip()]
         raise InputFileError(
             f"{entity} file {path.name} lacks mandatory column(s) {', '.join(missing)} "
-            f"(found: {', '.join(str(h).strip() for h in header if h is not None and str(h).strip()) or 'none'})"
+            f"(found: {', '.join(found[:20]) + (', ...' if len(found) > 20 else '') or 'none'})"
         )
     if extras:
-        logger.warning("%s file %s: ignoring extra column(s) %s", entity, path.name, ", ".join(extras))
+        logger.warning("%s file %s: ignoring extra column(s) %s", entity, path.name,
+                       ", ".join(safe_text(name) for name in extras[:20]) + (", ..." if len(extras) > 20 else ""))
     selected = [columns[positions[name]] for name in mandatory_columns]
     size = len(selected[0].codes) if isinstance(selected[0], _EncodedText) else len(selected[0])
     # Rows blank in every mandatory column are formatting leftovers, not records. (Column by
