@@ -11,8 +11,8 @@ same arguments (argparse stands in for ``awsglue.utils.getResolvedOptions``), e.
 
 Keep this file Python 3.9 compatible (no ``match``, no ``X | Y`` annotations at runtime).
 
-Exit codes are the package's (2 configuration, 3 input file, 4 database, 5 quality gate), 1 for
-anything else, 6 when the data WAS loaded but the report or the metrics could not be published.
+Exit codes are the package's (2 configuration, 3 input file, 4 database, 5 quality gate, 6 data
+loaded but the report or the metrics not published - locally too), 1 for anything else.
 Any non-zero exit marks the Glue run FAILED; the last stderr line says why in one line.
 """
 
@@ -322,8 +322,9 @@ def _fail(exit_code: int, message: str) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     try:
-        from healthtech_etl.errors import CriticalError
+        from healthtech_etl.errors import EtlError
         from healthtech_etl.logs import configure_logging
+        from healthtech_etl.redact import redact
     except ImportError as exc:
         return _fail(EXIT_UNEXPECTED, f"the healthtech_etl package is not installed ({exc}); "
                                       "pass its wheel in --extra-py-files")
@@ -335,11 +336,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             summary = run_job(args, Path(tmp))
     except JobFailure as exc:
         return _fail(exc.exit_code, str(exc))
-    except CriticalError as exc:
-        return _fail(exc.exit_code, str(exc))
+    except EtlError as exc:  # the package's documented codes (2-6), as the local CLI exits
+        return _fail(exc.exit_code, redact(str(exc)))
     except Exception as exc:
         logger.exception("unexpected error")
-        return _fail(EXIT_UNEXPECTED, f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
+        return _fail(EXIT_UNEXPECTED, f"unexpected {type(exc).__name__}: {redact(str(exc))[:300]}")
     logger.info("ETL job succeeded: %s", json.dumps(summary, default=str))
     return 0
 

@@ -334,3 +334,29 @@ def test_quality_report_keys_are_under_prefix_and_run_id(job: Any, capsys: pytes
     run_id = report_key.split("/")[2]
     assert report_key == f"nested/reports/{run_id}/quality_report.json"
     assert len(report_keys(job, run_id)) == 0  # nothing under the default prefix
+
+
+def test_report_not_written_after_the_commit_is_exit_6(job: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """The same meaning as the local CLI's exit 6: committed, so the run succeeded, but no report."""
+    import contextlib
+
+    from healthtech_etl import pipeline
+
+    work_dir = tmp_path / "work"
+    work_dir.mkdir()
+    monkeypatch.setattr(glue_etl.tempfile, "TemporaryDirectory", lambda **_: contextlib.nullcontext(str(work_dir)))
+    real_load_run = pipeline.load_run
+
+    def load_then_block(*args: Any, **kwargs: Any) -> None:
+        real_load_run(*args, **kwargs)
+        report_dir = work_dir / "report"
+        report_dir.rename(work_dir / "moved")
+        report_dir.write_text("a file where the report dir was")  # a real ENOTDIR for the report write
+
+    monkeypatch.setattr(pipeline, "load_run", load_then_block)
+    code, err, _ = run_main(job.argv(), capsys)
+
+    assert code == glue_etl.EXIT_PUBLISH_FAILED
+    assert "succeeded (data loaded and committed), but its report was not published" in err[-1]
+    assert db_count(job.db_config, "appointments") > 0
