@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from . import clean
+from . import backlog, clean
 from .db import DbConfig, close_quietly, connect
 from .errors import ConfigError, DatabaseError, QualityGateError
 from .extract import SOURCE_ROW, SheetData, read_sheet
@@ -126,6 +126,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     timings["read"] = time.perf_counter() - clock
     # Fail fast on an unreachable database before spending time on cleaning.
     close_quietly(connect(db_config))
+    backlog.replay(db_config, settings.log_dir)  # failed runs the server could not be told about
 
     clock = time.perf_counter()
     doctors_clean = clean.clean_doctors(doctors_sheet.frame)
@@ -190,8 +191,9 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
                 logger.warning("could not update %s: %s", report_path, describe_os_error(write_error),
                                extra={"console": False})
             if ledger is None:
-                raise DatabaseError(f"{exc} (run {run_id} could not be recorded in etl_runs: "
-                                    "PostgreSQL unreachable)") from exc
+                later = ("the next run that reaches it records it as failed"
+                         if backlog.remember(settings.log_dir, run, str(exc)) else "it is not recorded")
+                raise DatabaseError(f"{exc} (run {run_id} not in etl_runs: PostgreSQL unreachable; {later})") from exc
             raise
     progress.committed = True
     timings["load"] = time.perf_counter() - clock

@@ -158,13 +158,24 @@ def test_server_stopped_mid_load(tmp_path, sample_inputs, monkeypatch, capsys):
         assert saboteurs[0].fired
         line = one_line(capsys.readouterr().err)
         assert "lost the connection to PostgreSQL during the load" in line
-        assert line.endswith("could not be recorded in etl_runs: PostgreSQL unreachable)")
+        assert line.endswith(" not in etl_runs: PostgreSQL unreachable; the next run that reaches it records it "
+                             "as failed)")
+        lost_run = line.split(" (run ")[1].split()[0]
         assert not server_state(pgdata).running
 
         restarted = db_command("start", pgdata, tmp_path)
         assert restarted.returncode == 0, restarted.stderr
         assert snapshot(config) == before
         assert fetch(config, "SELECT status FROM healthtech.etl_runs") == [["succeeded"]]
+
+        # The server is reachable again: the next run writes the lost run's failed row first.
+        monkeypatch.setattr(load, "connect", connect)
+        assert cli.main(etl_args(*sample_inputs)) == 0
+        runs = fetch(config, "SELECT run_id, status, error FROM healthtech.etl_runs ORDER BY started_at")
+        assert [(run_id == lost_run, status) for run_id, status, _ in runs] == [
+            (False, "succeeded"), (True, "failed"), (False, "succeeded")]
+        assert runs[1][2].startswith("lost the connection to PostgreSQL during the load")
+        assert not (tmp_path / "logs" / "unrecorded_runs.jsonl").exists()
     finally:
         db_command("stop", pgdata, tmp_path, "--force")
     assert not server_state(pgdata).running
