@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 from . import __version__
 from .db import DbConfig, embedded_pgdata, read_dotenv, resolve_config
@@ -26,6 +26,9 @@ from .logs import DEFAULT_LOG_MAX_BYTES, LOG_FILE_NAME, configure_logging
 from .paths import check_output_dir, describe_os_error, make_output_dir
 from .quality import FAIL_ON_CHOICES, summary_lines
 from .redact import redact
+
+if TYPE_CHECKING:  # pipeline imports pandas: only when a run needs it
+    from .pipeline import EtlSettings, RunProgress
 
 logger = logging.getLogger("healthtech_etl.cli")
 
@@ -162,7 +165,8 @@ def _main(argv: Optional[list[str]]) -> int:
     try:
         # Everything that can be checked is checked before a server starts or a folder appears.
         configured = DbConfig.from_env(env, from_dotenv)
-        if args.command in ("etl", "run"):
+        settings = _settings(args) if args.command in ("etl", "run") else None
+        if settings is not None:
             _check_inputs(args)
         check_output_dir(args.report_dir, "--report-dir")
         check_output_dir(args.log_dir, "--log-dir")
@@ -174,8 +178,8 @@ def _main(argv: Optional[list[str]]) -> int:
         db_config = configured or resolve_config(env, from_dotenv=from_dotenv)
         logger.info("database: %s", db_config.describe())
         exit_code = 0
-        if args.command in ("etl", "run"):
-            exit_code = _etl(args, db_config, progress)
+        if settings is not None:
+            exit_code = _etl(args, settings, db_config, progress)
         if args.command in ("queries", "run"):
             _queries(args, db_config, after_load=progress.run.run_id if progress.committed and progress.run else None)
         return exit_code
@@ -200,7 +204,7 @@ def _fail(exc: EtlError, logged: bool = False) -> int:
     return exc.exit_code
 
 
-def _explain_interrupt(progress: Any, db_config: Optional[DbConfig], signal_name: str) -> str:
+def _explain_interrupt(progress: "RunProgress", db_config: Optional[DbConfig], signal_name: str) -> str:
     """What an interrupt left behind, from the ledger (``etl_runs``), never guessed."""
     from .load import record_failed_run
 
@@ -228,11 +232,10 @@ def _check_inputs(args: argparse.Namespace) -> None:
             raise InputFileError(f"{entity} file {path} is not a file")
 
 
-def _etl(args: argparse.Namespace, db_config: DbConfig, progress: Any) -> int:
-    from .pipeline import EtlSettings, InputFile, run_etl
+def _settings(args: argparse.Namespace) -> "EtlSettings":
+    """The run's settings, validated (exit 2) before anything starts."""
+    from .pipeline import EtlSettings
 
-    if args.horizon_days < 0:
-        raise ConfigError("--horizon-days must be 0 or more")
     settings = EtlSettings(
         as_of=args.as_of or date.today(),
         report_dir=args.report_dir,
@@ -243,6 +246,13 @@ def _etl(args: argparse.Namespace, db_config: DbConfig, progress: Any) -> int:
         reader=args.reader,
         keep_runs=args.keep_runs,
     )
+    settings.validate()
+    return settings
+
+
+def _etl(args: argparse.Namespace, settings: "EtlSettings", db_config: DbConfig, progress: "RunProgress") -> int:
+    from .pipeline import InputFile, run_etl
+
     result = run_etl(
         InputFile(args.doctors, sheet=args.doctors_sheet),
         InputFile(args.appointments, sheet=args.appointments_sheet),

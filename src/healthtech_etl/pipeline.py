@@ -67,7 +67,7 @@ class EtlSettings:
         if self.fail_on not in FAIL_ON_CHOICES:
             raise ConfigError(f"--fail-on must be one of {', '.join(FAIL_ON_CHOICES)} (got {self.fail_on!r})")
         if self.horizon_days < 0:
-            raise ConfigError("the booking date horizon must be 0 days or more")
+            raise ConfigError("--horizon-days must be 0 or more")
         try:
             self.as_of + timedelta(days=self.horizon_days)
         except OverflowError as exc:

@@ -131,3 +131,24 @@ def test_rejections_keep_the_last_n_runs(run_cli, sample_inputs, db_config):
     # KEEP_RUNS from the environment.
     assert run_cli(*args, env={"KEEP_RUNS": "1"}) == 0
     assert fetch(db_config, "SELECT count(DISTINCT run_id) FROM healthtech.etl_rejections") == [[1]]
+
+
+@pytest.mark.parametrize("args, code", [
+    (["--horizon-days", str(10 ** 20)], 2),
+    (["--keep-runs", "0"], 2),
+    (["--report-dir", "inputs/doctors.xlsx"], 2),
+    (["--doctors", "missing.xlsx"], 3),
+])
+def test_checks_come_before_the_embedded_server_and_any_folder(args, code, tmp_path, sample_inputs):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for source in sample_inputs:
+        (inputs / source.name).write_bytes(source.read_bytes())
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "inputs").symlink_to(inputs)
+    result = cli_subprocess(["etl", "--doctors", "inputs/doctors.xlsx", "--appointments", "inputs/appointments.xlsx",
+                             *args], cwd=work, env={})  # no database settings: the embedded server would start
+    assert result.returncode == code
+    one_line(result.stderr)
+    assert created(work) == set()
