@@ -207,14 +207,16 @@ def _fail(exc: EtlError, logged: bool = False) -> int:
 def _explain_interrupt(progress: "RunProgress", db_config: Optional[DbConfig], signal_name: str) -> str:
     """What an interrupt left behind, from the ledger (``etl_runs``), never guessed."""
     from .load import record_failed_run
+    from .pipeline import mark_report_loaded
 
     run = progress.run
     if run is None:
         return "interrupted; nothing was committed"
-    if progress.committed:
-        return f"interrupted after the load committed: run {run.run_id} succeeded"
     try:
-        status = record_failed_run(db_config, run, f"interrupted ({signal_name}) before the load committed")
+        status = "succeeded" if progress.committed else record_failed_run(
+            db_config, run, f"interrupted ({signal_name}) before the load committed")
+        if status == "succeeded":
+            mark_report_loaded(progress)
     except KeyboardInterrupt:
         return f"interrupted again; whether run {run.run_id} committed is unknown: check healthtech.etl_runs"
     if status == "succeeded":

@@ -83,6 +83,22 @@ class RunProgress:
 
     run: Optional["RunRecord"] = None
     committed: bool = False
+    report: Optional[dict[str, Any]] = None
+    report_path: Optional[Path] = None
+
+
+def mark_report_loaded(progress: RunProgress) -> bool:
+    """After an interrupt that came once the load had committed: make the report say so (it was
+    written before the load with ``not_loaded``). False if there is no report or it cannot be written."""
+    if progress.report is None or progress.report_path is None:
+        return False
+    progress.report["load_status"] = "succeeded"
+    try:
+        _write_json(progress.report_path, progress.report)
+    except OSError:
+        _remove_stale(progress.report_path)
+        return False
+    return True
 
 
 @dataclass
@@ -152,6 +168,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     except OSError as exc:
         raise ConfigError(f"cannot write the reports in {settings.report_dir}: {describe_os_error(exc)}; "
                           "nothing loaded") from exc
+    progress.report, progress.report_path = report, report_path
     log_rejections(rejected)
     for line in summary_lines(report):
         logger.info(line)

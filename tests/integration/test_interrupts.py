@@ -1,6 +1,7 @@
 """SIGINT and SIGTERM at exact points of the load (fault_driver.py, no timing): the one line says
 whether the run committed, as the ledger (etl_runs) does, and the tables agree."""
 
+import json
 import os
 import subprocess
 import sys
@@ -67,8 +68,10 @@ def test_interrupt_before_the_commit_changes_nothing_and_says_so(signal_name, po
     runs = fetch(db_config, "SELECT status, error FROM healthtech.etl_runs ORDER BY started_at")
     assert [status for status, _ in runs] == ["succeeded", "failed"]
     assert runs[1][1] == f"interrupted ({signal_name}) before the load committed"
-    assert line.split("(run ")[1].split()[0] == fetch(
-        db_config, "SELECT run_id FROM healthtech.etl_runs WHERE status = 'failed'")[0][0]
+    failed_run = fetch(db_config, "SELECT run_id FROM healthtech.etl_runs WHERE status = 'failed'")[0][0]
+    assert line.split("(run ")[1].split()[0] == failed_run
+    report = json.loads((tmp_path / "reports" / "quality_report.json").read_text())
+    assert (report["run_id"], report["load_status"]) == (failed_run, "not_loaded")
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
@@ -82,6 +85,8 @@ def test_interrupt_once_commit_was_sent_says_the_run_succeeded(signal_name, poin
     assert [status for _, status in runs] == ["succeeded", "succeeded"]
     assert line == f"healthtech-etl: error: interrupted after the load committed: run {runs[1][0]} succeeded"
     assert fetch(db_config, "SELECT id FROM healthtech.appointments") == [[900]]
+    report = json.loads((tmp_path / "reports" / "quality_report.json").read_text())
+    assert (report["run_id"], report["load_status"]) == (runs[1][0], "succeeded")
 
 
 def test_interrupt_during_a_commit_the_server_rejects_says_nothing_was_committed(loaded, new_inputs, db_config,
