@@ -246,10 +246,18 @@ def close_quietly(connection: Optional[Any]) -> None:
     """Close a connection; an error while closing (a dead socket) never hides the real one."""
     if connection is None:
         return
+    # pg8000 < 1.30 closes the socket but not its buffered file: while an exception's traceback
+    # still references that file, the server keeps the session (and its locks) open. Close both.
+    stream = getattr(connection, "_sock", None)
     try:
         connection.close()
     except Exception as exc:  # the server is gone: nothing left to release
         logger.debug("closing the connection failed: %s", type(exc).__name__)
+    if stream is not None:
+        try:
+            stream.close()
+        except Exception as exc:  # already closed or broken: the socket is gone either way
+            logger.debug("closing the socket file failed: %s", type(exc).__name__)
 
 
 def _short(exc: BaseException) -> str:

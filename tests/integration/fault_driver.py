@@ -37,9 +37,14 @@ class FaultySocket:
         self._signum = signum
         self._armed = False
 
+    _last_code = b""
+
     def write(self, data: Any) -> Any:
         message = bytes(data)
-        commit = message[:1] == b"Q" and b"COMMIT" in message
+        if len(message) == 1:  # pg8000 < 1.30 writes a message's type byte on its own
+            self._last_code = message
+        commit = (message[:1] == b"Q" and b"COMMIT" in message) or (
+            self._last_code == b"Q" and message.startswith(b"COMMIT"))
         if commit and self._point == "before_commit":
             _signal(self._signum)
         if (commit and self._point == "during_commit") or (
@@ -63,11 +68,8 @@ def install(point: str, signum: int) -> None:
 
     def connect(config: Any) -> Any:
         connection = real_connect(config)
-        sock = FaultySocket(connection._sock, point, signum)
-        connection._sock = sock
-        for name in ("_flush", "_write"):  # pg8000 < 1.30 binds these at connect time
-            if hasattr(connection, name):
-                setattr(connection, name, getattr(sock, name[1:]))
+        # Every pg8000 version writes through connection._sock (older ones via closures over it).
+        connection._sock = FaultySocket(connection._sock, point, signum)
         if point == "after_commit":
             run = connection.run
 
