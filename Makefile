@@ -107,5 +107,7 @@ lock: install-dev ## Regenerate requirements/lock.txt from the dev venv
 
 clean: ## Stop the embedded PostgreSQL, then remove venvs, build output, reports, logs and .pgdata/
 	@if [ -d .pgdata ] && [ -x $(VENV)/bin/healthtech-etl ]; then $(VENV)/bin/healthtech-etl db stop --force; \
-	 elif [ -f .pgdata/postmaster.pid ]; then kill -INT "$$(head -n1 .pgdata/postmaster.pid)" 2>/dev/null || true; fi
+	 elif [ -f .pgdata/postmaster.pid ]; then pid=$$(head -n1 .pgdata/postmaster.pid); \
+	   if tr '\0' ' ' <"/proc/$$pid/cmdline" 2>/dev/null | grep -q -- "-D $$(pwd)/.pgdata"; then \
+	     kill -INT "$$pid"; for i in $$(seq 100); do kill -0 "$$pid" 2>/dev/null || break; sleep 0.1; done; fi; fi
 	rm -rf $(VENV) .venv-compat dist build reports logs .pgdata .pgdata-* infra/cdk.out infra/node_modules node_modules src/*.egg-info
