@@ -50,11 +50,12 @@ def make_output_dir(path: Path, what: str) -> Path:
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
-    """Write ``path`` through ``<path>.tmp`` + rename: ``write(tmp_path)`` writes the content.
-    Readers see the old file or the whole new one, never half of it; on failure the temporary
-    file is removed and the error propagates."""
+    """Write ``path`` through ``<path>.<pid>.tmp`` + rename: ``write(tmp_path)`` writes the
+    content. Readers see the old file or the whole new one, never half of it; on failure the
+    temporary file is removed and the error propagates. The pid keeps two concurrent runs
+    writing the same report from renaming each other's temporary file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         with tmp.open("rb") as handle:  # on disk before the rename makes it visible
