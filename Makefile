@@ -10,13 +10,21 @@ LOCK        := requirements/lock.txt
 ARGS        ?=
 REQUIRE_APPROVAL ?=
 
-.PHONY: help install install-dev up down etl queries run sample test test-unit test-integration \
+.PHONY: help install install-dev check-python up down db-stop etl queries run sample test test-unit test-integration \
         test-glue-local test-compat test-infra lint build-glue synth deploy bench lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
+# The pins in requirements/lock.txt (numpy 2.4, python-calamine 0.9) need Python 3.11 or newer.
+# Python 3.9 is the AWS Glue runtime: it has its own lane (make test-compat), not this venv.
+check-python: ## Check that PYTHON_BOOT can build the pinned venv (Python 3.11+ with venv)
+	@$(PYTHON_BOOT) -c '' >/dev/null 2>&1 || { echo "make: $(PYTHON_BOOT) not found or not runnable - install Python 3.11 or newer, or point PYTHON_BOOT at one: make run PYTHON_BOOT=python3.12" >&2; exit 2; }
+	@$(PYTHON_BOOT) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make: $(PYTHON_BOOT) is Python $$($(PYTHON_BOOT) -c 'import platform; print(platform.python_version())'), but the pinned dependencies need 3.11 or newer - install one (e.g. pyenv install 3.12) and run: make run PYTHON_BOOT=python3.12 (Python 3.9 is only for the Glue lane: make test-compat)" >&2; exit 2; }
+	@test -x $(PY) || $(PYTHON_BOOT) -c 'import ensurepip, venv' 2>/dev/null || { echo "make: $(PYTHON_BOOT) lacks the venv module - install it (Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 2; }
+
 $(VENV)/.stamp-run: requirements/run.txt $(LOCK) pyproject.toml
+	@test -x $(PY) || $(MAKE) --no-print-directory check-python
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PIP) install -c $(LOCK) -r requirements/run.txt
 	$(PIP) install -c $(LOCK) --no-deps -e .
@@ -30,11 +38,23 @@ install: $(VENV)/.stamp-run ## Create .venv and install the pinned runtime depen
 
 install-dev: $(VENV)/.stamp-dev ## install + test, AWS-mock, CDK and benchmark dependencies
 
+# One line for each way Docker can be missing, instead of raw Docker errors.
+DOCKER_CHECK = command -v docker >/dev/null 2>&1 || { echo "make: Docker is not installed - install Docker Engine with the Compose plugin, or skip Docker: 'make run' uses an embedded PostgreSQL" >&2; exit 2; }; \
+	docker compose version >/dev/null 2>&1 || { echo "make: the Docker Compose plugin is missing ('docker compose') - install docker-compose-plugin, or skip Docker: 'make run' uses an embedded PostgreSQL" >&2; exit 2; }; \
+	docker info >/dev/null 2>&1 || { echo "make: the Docker engine is not running or not accessible - start it (e.g. sudo systemctl start docker) or add yourself to the docker group; or skip Docker: 'make run'" >&2; exit 2; }
+
 up: ## Start PostgreSQL with Docker Compose (needs a Docker engine; settings from .env)
+	@$(DOCKER_CHECK)
+	@test -f .env || { echo "make: no .env - run 'cp .env.example .env' and set DB_PASSWORD first" >&2; exit 2; }
 	docker compose up -d --wait
 
 down: ## Stop the Docker Compose PostgreSQL
+	@$(DOCKER_CHECK)
 	docker compose down
+
+db-stop: ## Stop the embedded PostgreSQL in .pgdata/ (runs start and stop it on their own)
+	@if [ -x $(VENV)/bin/healthtech-etl ]; then $(VENV)/bin/healthtech-etl db stop; \
+	 else echo "no .venv: nothing started the embedded PostgreSQL from here"; fi
 
 etl: install ## Run the ETL only (ARGS="--as-of 2025-11-01 ..." to pass flags)
 	$(VENV)/bin/healthtech-etl etl $(ARGS)
@@ -86,5 +106,9 @@ lock: install-dev ## Regenerate requirements/lock.txt from the dev venv
 	(echo "# Full pinned lock (constraints) for every venv of this project: generated with pip freeze."; \
 	 echo "# Regenerate: make lock"; cat $(LOCK).new) > $(LOCK) && rm $(LOCK).new
 
-clean: ## Remove venvs, build output, reports, logs and the embedded database
+clean: ## Stop the embedded PostgreSQL, then remove venvs, build output, reports, logs and .pgdata/
+	@if [ -d .pgdata ] && [ -x $(VENV)/bin/healthtech-etl ]; then $(VENV)/bin/healthtech-etl db stop --force; \
+	 elif [ -f .pgdata/postmaster.pid ]; then pid=$$(head -n1 .pgdata/postmaster.pid); \
+	   if tr '\0' ' ' <"/proc/$$pid/cmdline" 2>/dev/null | grep -q -- "-D $$(pwd)/.pgdata"; then \
+	     kill -INT "$$pid"; for i in $$(seq 100); do kill -0 "$$pid" 2>/dev/null || break; sleep 0.1; done; fi; fi
 	rm -rf $(VENV) .venv-compat .venv-compat-pyarrow4 dist build reports logs .pgdata .pgdata-* infra/cdk.out infra/node_modules node_modules src/*.egg-info

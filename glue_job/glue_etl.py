@@ -22,8 +22,8 @@ pandas/numpy/openpyxl/pg8000 (and pyarrow 7) of the analytics library set are us
 
 Keep this file Python 3.9 compatible (no ``match``, no ``X | Y`` annotations at runtime).
 
-Exit codes are the package's (2 configuration, 3 input file, 4 database, 5 quality gate), 1 for
-anything else, 6 when the data WAS loaded but the report or the metrics could not be published.
+Exit codes are the package's (2 configuration, 3 input file, 4 database, 5 quality gate, 6 data
+loaded but the report or the metrics not published - locally too), 1 for anything else.
 Any non-zero exit marks the Glue run FAILED; the last stderr line says why in one line.
 """
 
@@ -63,6 +63,7 @@ PERCENT_METRICS = {
     "referential_integrity": "ReferentialIntegrity",
     "duplicate_rate": "DuplicateRate",
     "typing_success": "TypingSuccess",
+    "acceptance_rate": "AcceptanceRate",
 }
 EXIT_UNEXPECTED = 1
 EXIT_PUBLISH_FAILED = 6
@@ -248,7 +249,7 @@ def upload_reports(s3: Any, report_dir: Path, bucket: str, prefix: str) -> list[
 
 
 def metric_data(report: dict[str, Any], timestamp: datetime.datetime) -> list[dict[str, Any]]:
-    """The four quality metrics (Percent) plus rows loaded / rejected (Count), no dimensions."""
+    """The five quality metrics (Percent) plus rows loaded / rejected (Count), no dimensions."""
     data = [
         {"MetricName": name, "Value": float(report["metrics"][key]["value"]), "Unit": "Percent", "Timestamp": timestamp}
         for key, name in PERCENT_METRICS.items()
@@ -302,6 +303,8 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
             raise JobFailure(f"{exc} (report: {page})", exc.exit_code) from None
         raise
     prefix = report_prefix(args["REPORT_PREFIX"], result.run_id)
+    if result.exit_code == EXIT_PUBLISH_FAILED:  # loaded, but the local report could not be written
+        raise JobFailure(str(result.warning), EXIT_PUBLISH_FAILED)
     try:
         # The business questions on the freshly loaded data, saved next to the report.
         queries = run_queries(db_config, out_dir=report_dir / "queries")
@@ -354,8 +357,9 @@ def _fail(exit_code: int, message: str) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     try:
-        from healthtech_etl.errors import CriticalError
+        from healthtech_etl.errors import EtlError
         from healthtech_etl.logs import configure_logging
+        from healthtech_etl.redact import redact
     except ImportError as exc:
         return _fail(EXIT_UNEXPECTED, f"the healthtech_etl package is not installed ({exc}); "
                                       "pass its wheel in --extra-py-files")
@@ -367,11 +371,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             summary = run_job(args, Path(tmp))
     except JobFailure as exc:
         return _fail(exc.exit_code, str(exc))
-    except CriticalError as exc:
-        return _fail(exc.exit_code, str(exc))
+    except EtlError as exc:  # the package's documented codes (2-6), as the local CLI exits
+        return _fail(exc.exit_code, redact(str(exc)))
     except Exception as exc:
         logger.exception("unexpected error")
-        return _fail(EXIT_UNEXPECTED, f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
+        return _fail(EXIT_UNEXPECTED, f"unexpected {type(exc).__name__}: {redact(str(exc))[:300]}")
     logger.info("ETL job succeeded: %s", json.dumps(summary, default=str))
     return 0
 

@@ -1,22 +1,36 @@
 """The ``healthtech-etl`` command: ``etl``, ``queries``, ``run`` (etl then queries), ``sample``,
-and the run history: ``runs``, ``rejections``, ``report``.
+the run history (``runs``, ``rejections``, ``report``) and ``db status|start|stop`` (the
+embedded PostgreSQL).
 
-Exit codes: 0 ok, 2 usage/config, 3 input file problem, 4 database problem, 5 quality gate.
+Exit codes: 0 ok, 2 usage/config, 3 input file problem, 4 database problem, 5 quality gate,
+6 loaded but the report not written, 130 interrupted (SIGINT or SIGTERM); 1 only for a bug.
+Every failure is one line on stderr (the traceback of a bug goes to the log file only), and
+everything is checked before an embedded server starts or a folder is created.
 """
 
 import argparse
 import logging
+import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 from . import __version__, history_commands, progress
-from .db import DbConfig, load_dotenv, resolve_config
-from .errors import EXIT_CODES, ConfigError, EtlError
+from .db import DbConfig, embedded_pgdata, read_dotenv, resolve_config
+from .errors import EXIT_CODES, ConfigError, EtlError, InputFileError, Interrupted, ReportError
 from .html_report import HTML_FILE
-from .logs import LOG_FILE_NAME, configure_logging
+from .load import DEFAULT_KEEP_RUNS
+from .logs import DEFAULT_LOG_MAX_BYTES, LOG_FILE_NAME, configure_logging
+from .paths import check_output_dir, describe_os_error, make_output_dir
 from .quality import FAIL_ON_CHOICES, summary_lines
+from .redact import redact
+
+if TYPE_CHECKING:  # pipeline imports pandas: only when a run needs it
+    from .pipeline import EtlSettings, RunProgress
 
 logger = logging.getLogger("healthtech_etl.cli")
 
@@ -31,9 +45,17 @@ def _as_of(text: str) -> date:
         raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from exc
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (then exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {redact(message)} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(ConfigError.exit_code)
+
+
 def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     epilog = "exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in sorted(EXIT_CODES.items()))
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="healthtech-etl",
         description="Clean clinic Excel exports (doctors, appointments), report their quality and load PostgreSQL.",
         epilog=epilog + ". Database: DATABASE_URL or DB_HOST/DB_PORT/DB_NAME/DB_USER/DB_PASSWORD "
@@ -43,16 +65,19 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("--report-dir", type=Path, default=Path(env.get("REPORT_DIR", "reports")),
                         help="where quality_report.json, rejected_rows.csv and query CSVs go (default: reports/)")
     common.add_argument("--log-dir", type=Path, default=Path(env.get("LOG_DIR", "logs")),
                         help=f"where {LOG_FILE_NAME} goes (default: logs/)")
+    common.add_argument("--log-max-bytes", type=int, default=env.get("LOG_MAX_BYTES", str(DEFAULT_LOG_MAX_BYTES)),
+                        help="rotate the log file at this size, keeping 5 old files; 0: never "
+                        f"(env LOG_MAX_BYTES, default {DEFAULT_LOG_MAX_BYTES})")
     common.add_argument("--json-logs", action="store_true", help="log JSON lines (as on AWS)")
     common.add_argument("--verbose", "-v", action="store_true", help="show info messages on the console")
     common.add_argument("--quiet", "-q", action="store_true", help="no progress display and no summary")
 
-    etl = argparse.ArgumentParser(add_help=False)
+    etl = OneLineParser(add_help=False)
     etl.add_argument("--doctors", type=Path, default=Path(env.get("DOCTORS_INPUT") or DEFAULT_DOCTORS),
                      help=f"doctors workbook (env DOCTORS_INPUT, default {DEFAULT_DOCTORS})")
     etl.add_argument("--appointments", type=Path,
@@ -69,6 +94,9 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                      help="exit 5 before loading when quality reaches this level (default: never)")
     etl.add_argument("--reader", choices=("auto", "fastexcel", "calamine", "openpyxl"), default="auto",
                      help="xlsx reader (default: the fastest installed)")
+    etl.add_argument("--keep-runs", type=int, default=env.get("KEEP_RUNS", str(DEFAULT_KEEP_RUNS)),
+                     help="keep the etl_rejections rows of this many most recent runs "
+                     f"(env KEEP_RUNS, default {DEFAULT_KEEP_RUNS})")
     etl.add_argument("--mode", choices=("replace", "merge"), default=env.get("LOAD_MODE") or "replace",
                      help="replace: the tables become this file's rows; merge: upsert by id, keep rows absent "
                           "from the file, record appointment changes in appointment_history "
@@ -87,53 +115,147 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
     sample.add_argument("--out-dir", type=Path, default=Path("data/raw"), help="default: data/raw/")
     sample.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    db = commands.add_parser("db", help="the embedded PostgreSQL: status, start, stop",
+                             description="Manage the embedded PostgreSQL kept in .pgdata/ (env PGDATA_DIR). "
+                             "Runs start it on demand and stop it when they end; 'start' keeps it running "
+                             "until 'stop'.")
+    db.add_argument("action", choices=("status", "start", "stop"))
+    db.add_argument("--force", action="store_true", help="stop: even while a run is using it (its load rolls back)")
     return parser
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM (timeout, kill, a container stop) is handled exactly like Ctrl-C: the run
+    unwinds, the embedded server's handles are released and the user is told the truth."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    env = load_dotenv(Path(".env"))
+    with _signals_as_interrupts():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:  # before a run started (or again while explaining one)
+            print("healthtech-etl: interrupted; nothing was committed", file=sys.stderr)
+            return Interrupted.exit_code
+
+
+def _main(argv: Optional[list[str]]) -> int:
+    try:
+        dotenv = read_dotenv(Path(".env"))
+    except ConfigError as exc:
+        return _fail(exc)
+    env = {**dotenv, **os.environ}
+    from_dotenv = set(dotenv) - set(os.environ)
     parser = build_parser(env)
     args = parser.parse_args(argv)
     progress.configure(progress.wanted(args.quiet))
     if args.command == "sample":
         return _sample(args)
-    configure_logging(json_logs=args.json_logs, log_dir=args.log_dir)
-    for handler in logging.getLogger("healthtech_etl").handlers:
-        if not isinstance(handler, logging.FileHandler):
-            # The summary is printed below; the console log must not say it again.
-            handler.addFilter(lambda record: not getattr(record, "summary", False))
-            if args.verbose:
-                handler.setLevel(logging.INFO)
+    if args.command == "db":
+        return _db(args, env, from_dotenv)
+
+    from .pipeline import RunProgress
+
+    run_state = RunProgress()
+    db_config: Optional[DbConfig] = None
+    logging_ready = False
     try:
-        db_config = resolve_config(env)
+        # Everything that can be checked is checked before a server starts or a folder appears.
+        configured = DbConfig.from_env(env, from_dotenv)
+        settings = _settings(args) if args.command in ("etl", "run") else None
+        if settings is not None:
+            _check_inputs(args)
+        check_output_dir(args.report_dir, "--report-dir")
+        check_output_dir(args.log_dir, "--log-dir")
+        configure_logging(json_logs=args.json_logs, log_dir=args.log_dir, max_bytes=args.log_max_bytes)
+        logging_ready = True
+        for handler in logging.getLogger("healthtech_etl").handlers:
+            if not isinstance(handler, logging.FileHandler):
+                # The summary is printed below; the console log must not say it again.
+                handler.addFilter(lambda record: not getattr(record, "summary", False))
+                if args.verbose:
+                    handler.setLevel(logging.INFO)
+        db_config = configured or resolve_config(env, from_dotenv=from_dotenv)
         logger.info("database: %s", db_config.describe())
-        if args.command in ("etl", "run"):
-            _etl(args, db_config)
+        exit_code = 0
+        if settings is not None:
+            exit_code = _etl(args, settings, db_config, run_state)
         if args.command in ("queries", "run"):
-            _queries(args, db_config)
+            after_load = run_state.run.run_id if run_state.committed and run_state.run else None
+            _queries(args, db_config, after_load=after_load)
         if args.command in history_commands.COMMANDS:
             history_commands.run(args, db_config)
-        return 0
+        return exit_code
     except EtlError as exc:
-        logger.error("%s", exc, extra={"console": False})
-        print(f"healthtech-etl: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("healthtech-etl: interrupted; nothing was committed", file=sys.stderr)
-        return 130
+        return _fail(exc, logged=logging_ready)
+    except KeyboardInterrupt as interrupt:
+        return _fail(Interrupted(_explain_interrupt(run_state, db_config, str(interrupt) or "SIGINT")),
+                     logged=logging_ready)
     except Exception as exc:  # a bug: one clear line on the console, the traceback in the log file
-        logger.exception("unexpected failure", extra={"console": False})
-        print(f"healthtech-etl: unexpected error: {type(exc).__name__}: {exc} (details in the log)", file=sys.stderr)
+        if logging_ready:
+            logger.exception("unexpected failure", extra={"console": False})
+        print(f"healthtech-etl: unexpected error: {type(exc).__name__}: {redact(str(exc))[:300]}"
+              + (" (details in the log)" if logging_ready else ""), file=sys.stderr)
         return 1
     finally:
         progress.current().stop()  # a stage cut short by an error: clear its line
 
 
-def _etl(args: argparse.Namespace, db_config: DbConfig) -> None:
-    from .pipeline import EtlSettings, InputFile, run_etl
+def _fail(exc: EtlError, logged: bool = False) -> int:
+    message = redact(str(exc))
+    if logged:
+        logger.error("%s", message, extra={"console": False})
+    print(f"healthtech-etl: error: {message}", file=sys.stderr)
+    return exc.exit_code
 
-    if args.horizon_days < 0:
-        raise ConfigError("--horizon-days must be 0 or more")
+
+def _explain_interrupt(progress: "RunProgress", db_config: Optional[DbConfig], signal_name: str) -> str:
+    """What an interrupt left behind, from the ledger (``etl_runs``), never guessed."""
+    from .load import record_failed_run
+    from .pipeline import mark_report_loaded
+
+    run = progress.run
+    if run is None:
+        return "interrupted; nothing was committed"
+    try:
+        status = "succeeded" if progress.committed else record_failed_run(
+            db_config, run, f"interrupted ({signal_name}) before the load committed")
+        if status == "succeeded":
+            mark_report_loaded(progress)
+    except KeyboardInterrupt:
+        return f"interrupted again; whether run {run.run_id} committed is unknown: check healthtech.etl_runs"
+    if status == "succeeded":
+        return f"interrupted after the load committed: run {run.run_id} succeeded"
+    if status == "failed":
+        return f"interrupted; nothing was committed (run {run.run_id} recorded as failed)"
+    return f"interrupted; PostgreSQL unreachable, so whether run {run.run_id} committed is unknown"
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    for entity, path in (("doctors", args.doctors), ("appointments", args.appointments)):
+        if not Path(path).exists():
+            raise InputFileError(f"{entity} file not found: {path}")
+        if not Path(path).is_file():
+            raise InputFileError(f"{entity} file {path} is not a file")
+
+
+def _settings(args: argparse.Namespace) -> "EtlSettings":
+    """The run's settings, validated (exit 2) before anything starts."""
+    from .pipeline import EtlSettings
+
     settings = EtlSettings(
         as_of=args.as_of or date.today(),
         report_dir=args.report_dir,
@@ -142,31 +264,53 @@ def _etl(args: argparse.Namespace, db_config: DbConfig) -> None:
         horizon_days=args.horizon_days,
         fail_on=args.fail_on,
         reader=args.reader,
+        keep_runs=args.keep_runs,
         mode=args.mode,
     )
+    settings.validate()
+    return settings
+
+
+def _etl(args: argparse.Namespace, settings: "EtlSettings", db_config: DbConfig, run_state: "RunProgress") -> int:
+    from .pipeline import InputFile, run_etl
+
     result = run_etl(
         InputFile(args.doctors, sheet=args.doctors_sheet),
         InputFile(args.appointments, sheet=args.appointments_sheet),
         db_config,
         settings,
+        run_state,
     )
-    if args.quiet:
-        return
-    print("\n".join(summary_lines(result.report)))
-    if "merge" in result.report:
-        merged = result.report["merge"]
-        print("  merge: " + "; ".join(
-            f"{entity} " + ", ".join(f"{key} {value:,}" for key, value in merged[entity].items())
-            for entity in ("doctors", "appointments", "history")))
-    html = Path(result.report_path).with_name(HTML_FILE)
-    print(f"  report: {result.report_path}" + (f" and {html}" if html.is_file() else "")
-          + f"   rejected rows: {result.rejections_path}   log: {Path(args.log_dir) / LOG_FILE_NAME}")
+    if not args.quiet:
+        print("\n".join(summary_lines(result.report)))
+        if "merge" in result.report:
+            merged = result.report["merge"]
+            print("  merge: " + "; ".join(
+                f"{entity} " + ", ".join(f"{key} {value:,}" for key, value in merged[entity].items())
+                for entity in ("doctors", "appointments", "history")))
+        html = Path(result.report_path).with_name(HTML_FILE)
+        print(f"  report: {result.report_path}" + (f" and {html}" if html.is_file() else "")
+              + f"   rejected rows: {result.rejections_path}   log: {Path(args.log_dir) / LOG_FILE_NAME}")
+    if result.warning:
+        print(f"healthtech-etl: warning: {redact(result.warning)}", file=sys.stderr)
+    return result.exit_code
 
 
-def _queries(args: argparse.Namespace, db_config: DbConfig) -> None:
+def _queries(args: argparse.Namespace, db_config: DbConfig, after_load: Optional[str] = None) -> None:
     from .queries import format_table, run_queries
 
-    for result in run_queries(db_config, out_dir=args.report_dir):
+    try:
+        results = run_queries(db_config, out_dir=args.report_dir)
+    except OSError as exc:
+        reason = f"cannot write the query results in {args.report_dir}: {describe_os_error(exc)}"
+        if after_load:
+            raise ReportError(f"run {after_load} succeeded (data loaded), but {reason}") from exc
+        raise ConfigError(reason) from exc
+    except EtlError as exc:
+        if after_load:
+            exc.args = (f"run {after_load} succeeded (data loaded), but the queries failed: {exc}",)
+        raise
+    for result in results:
         print(f"\n== {result.name} ==")
         print(format_table(result.columns, result.rows))
     print(f"\n(query results saved as CSV in {args.report_dir}/)")
@@ -176,11 +320,40 @@ def _sample(args: argparse.Namespace) -> int:
     from .sample import write_sample_workbooks
 
     if args.rows < 1:
-        print("healthtech-etl: error: --rows must be 1 or more", file=sys.stderr)
-        return ConfigError.exit_code
-    doctors, appointments = write_sample_workbooks(args.out_dir, rows=args.rows, seed=args.seed)
+        return _fail(ConfigError("--rows must be 1 or more"))
+    try:
+        make_output_dir(args.out_dir, "--out-dir")
+        doctors, appointments = write_sample_workbooks(args.out_dir, rows=args.rows, seed=args.seed)
+    except ConfigError as exc:
+        return _fail(exc)
+    except OSError as exc:
+        return _fail(ConfigError(f"cannot write the sample workbooks in {args.out_dir}: {describe_os_error(exc)}"))
     print(f"wrote {doctors} and {appointments}")
     return 0
+
+
+def _db(args: argparse.Namespace, env: dict[str, str], from_dotenv: set[str]) -> int:
+    """``db status|start|stop`` for the embedded server in PGDATA_DIR (default .pgdata)."""
+    from .embedded import server_state, start_server, stop_server
+
+    pgdata = embedded_pgdata(env)
+    try:
+        configured = DbConfig.from_env(env, from_dotenv)
+        if args.action == "status":
+            if configured is not None:
+                print(f"runs use {configured.describe()}, not the embedded server")
+            print(server_state(pgdata).describe())
+        elif args.action == "start":
+            if not pgdata.exists():
+                make_output_dir(pgdata.parent, "PGDATA_DIR parent")
+            config = start_server(pgdata, keep_running=True)
+            print(f"embedded PostgreSQL running: {config.url()} - stop it with 'healthtech-etl db stop' "
+                  "(or 'make db-stop')")
+        else:
+            print(stop_server(pgdata, force=args.force))
+        return 0
+    except EtlError as exc:
+        return _fail(exc)
 
 
 if __name__ == "__main__":

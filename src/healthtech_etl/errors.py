@@ -8,7 +8,9 @@ Row-level problems are *not* exceptions: a bad row is rejected with reason codes
 
 
 class EtlError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose.
+
+    Messages are one line: :func:`healthtech_etl.redact.redact` masks credentials in them."""
 
     exit_code = 1
 
@@ -41,10 +43,26 @@ class QualityGateError(CriticalError):
     exit_code = 5
 
 
+class ReportError(EtlError):
+    """The data WAS loaded (committed), but the report could not be written or published.
+
+    Exit 6 locally and on AWS Glue: "loaded, report not published"."""
+
+    exit_code = 6
+
+
+class Interrupted(EtlError):
+    """SIGINT or SIGTERM stopped the run; the message says whether the load committed."""
+
+    exit_code = 130
+
+
 EXIT_CODES = {
     0: "ok",
     ConfigError.exit_code: "usage or configuration error",
     InputFileError.exit_code: "input file problem",
     DatabaseError.exit_code: "database problem",
     QualityGateError.exit_code: "quality gate (--fail-on) tripped",
+    ReportError.exit_code: "data loaded, report not published",
+    Interrupted.exit_code: "interrupted (SIGINT or SIGTERM)",
 }

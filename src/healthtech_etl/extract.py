@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, InputFileError
+from .redact import safe_text
 from .sheet_scan import NOT_A_VALUE, SheetScan, full_scan, literal_scan, scan_sheet
 
 logger = logging.getLogger(__name__)
@@ -273,7 +274,8 @@ def _select_columns(
         if normalize_header(name) and position not in rows.positions.values()
     ]
     if extras:
-        logger.warning("%s file %s: ignoring extra column(s) %s", entity, path.name, ", ".join(extras))
+        logger.warning("%s file %s: ignoring extra column(s) %s", entity, path.name,
+                       ", ".join(safe_text(name) for name in extras[:20]) + (", ..." if len(extras) > 20 else ""))
     selected = list(rows.columns)
     size = len(selected[0].codes) if isinstance(selected[0], _EncodedText) else len(selected[0])
     first_row = rows.header_row + 1

@@ -22,7 +22,7 @@ from ._arrow import pa as _pa  # optional C++ CSV writer (None: the pure-Python 
 from ._arrow import pa_csv as _pa_csv
 from ._arrow import pc as _pc
 from .clean import ENTITY, REASONS, RECORD_ID, factorize_quietly
-from .db import DbConfig, _short, connect
+from .db import DbConfig, _short, close_quietly, connect
 from .errors import DatabaseError
 from .extract import SOURCE_ROW
 
@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 SCHEMA = "healthtech"
 # Arbitrary constant shared by every healthtech-etl process: "the load lock".
 ADVISORY_LOCK_KEY = 7_412_202_511
+# etl_rejections keeps the rows of this many most recent runs (--keep-runs).
+DEFAULT_KEEP_RUNS = 30
 
 DDL = (
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
@@ -128,12 +130,15 @@ def load_run(
     appointments: pd.DataFrame,
     rejected: dict[str, pd.DataFrame],
     source_files: dict[str, str],
+    keep_runs: int = DEFAULT_KEEP_RUNS,
 ) -> Optional[dict[str, Any]]:
     """Replace ``doctors`` and ``appointments`` with this run's rows (``run.mode`` "replace") or
     merge them in (``"merge"``: see merge.py, whose counts are returned), and record the run.
 
     ``rejected`` and ``source_files``: entity -> the cleaner's rejection frame / the input file
-    name. All or nothing."""
+    name. ``etl_rejections`` keeps the rows of the last ``keep_runs`` runs (this one included),
+    pruned in the same transaction. All or nothing. A lost connection is a DatabaseError; an
+    error while closing never replaces the original one."""
     changes = None
     connection = connect(config)
     # The rejection rows are turned into COPY data by a worker thread while this one sends the
@@ -164,6 +169,7 @@ def load_run(
                 f"{SCHEMA}.etl_rejections (run_id, entity, source_file, row_number, record_id, reasons, raw)",
                 data.result(),
             )
+        prune_rejections(connection, keep_runs)
         connection.run(
             "UPDATE healthtech.etl_runs SET status = 'succeeded', finished_at = :finished WHERE run_id = :run_id",
             finished=datetime.now(timezone.utc),
@@ -174,30 +180,71 @@ def load_run(
         _rollback(connection)
         if isinstance(exc, DatabaseError):
             raise
+        if _connection_lost(exc):
+            raise DatabaseError(
+                f"lost the connection to PostgreSQL during the load ({_short(exc)}): "
+                "nothing was committed, previous data kept"
+            ) from exc
         raise DatabaseError(f"load failed and was rolled back, previous data kept: {_short(exc)}") from exc
     finally:
         workers.shutdown(wait=True)
-        connection.close()
+        close_quietly(connection)
     return changes
 
 
-def record_failed_run(config: DbConfig, run: RunRecord, error: str) -> None:
-    """Best effort: write a ``failed`` ledger row after a rolled-back load (own transaction)."""
+def prune_rejections(connection: Any, keep_runs: int) -> None:
+    """Delete the ``etl_rejections`` rows of all but the ``keep_runs`` most recent runs
+    (call inside the load transaction: a failed load prunes nothing)."""
+    connection.run(
+        f"""DELETE FROM {SCHEMA}.etl_rejections r USING (
+                SELECT run_id FROM {SCHEMA}.etl_runs ORDER BY started_at DESC, run_id DESC OFFSET :keep
+            ) old WHERE r.run_id = old.run_id""",  # noqa: S608 - SCHEMA is a constant
+        keep=max(1, int(keep_runs)),
+    )
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """A dead socket (pg8000 InterfaceError / OSError), or the server ending the session:
+    SQLSTATE class 57P (terminated by an administrator, shutdown) or 08 (connection exception)."""
+    fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    if str(fields.get("C", "")).startswith(("57P", "08")):
+        return True
+    try:
+        import pg8000.exceptions as pg_errors
+    except ImportError:  # pragma: no cover
+        return isinstance(exc, OSError)
+    return isinstance(exc, (OSError, pg_errors.InterfaceError)) and not isinstance(exc, pg_errors.DatabaseError)
+
+
+def record_failed_run(config: DbConfig, run: RunRecord, error: str) -> Optional[str]:
+    """Settle a load that ended without a clean answer (error, lost connection, interrupt):
+    wait until no load holds the lock - so a COMMIT still in flight has finished - then write a
+    ``failed`` ledger row unless the run is already there. Returns the run's ledger status
+    (``succeeded`` if it did commit after all, else ``failed``), None if the server is
+    unreachable. Best effort: never raises, so the original failure is what the user sees."""
+    from .redact import redact
+
     try:
         connection = connect(config)
-    except DatabaseError:
-        return
+    except DatabaseError as exc:
+        logger.warning("could not record the failed run %s in etl_runs: %s", run.run_id, exc,
+                       extra={"console": False})
+        return None
     try:
         connection.run("START TRANSACTION")
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=ADVISORY_LOCK_KEY)
         ensure_schema(connection)
-        _insert_run(connection, run, "failed", finished_at=datetime.now(timezone.utc), error=error[:1000])
+        _insert_run(connection, run, "failed", finished_at=datetime.now(timezone.utc), error=redact(error)[:1000])
+        rows = connection.run("SELECT status FROM healthtech.etl_runs WHERE run_id = :run_id", run_id=run.run_id)
         connection.run("COMMIT")
+        return str(rows[0][0]) if rows else None
     except Exception as exc:  # the ledger must never hide the original failure
-        logger.warning("could not record the failed run %s in etl_runs: %s", run.run_id, _short(exc))
+        logger.warning("could not record the failed run %s in etl_runs: %s", run.run_id, _short(exc),
+                       extra={"console": False})
         _rollback(connection)
+        return None
     finally:
-        connection.close()
+        close_quietly(connection)
 
 
 def _insert_run(

@@ -1,17 +1,26 @@
-"""Logging setup: readable lines locally, JSON lines on AWS; a file log under ``log_dir``.
+"""Logging setup: readable lines locally, JSON lines on AWS; a size-rotated file log under ``log_dir``.
 
-Logs carry row numbers, ids and reason codes - never whole records or credentials.
+Logs carry row numbers, ids and reason codes - never whole records or credentials: every
+formatted line goes through :func:`healthtech_etl.redact.redact`. A log file that cannot be
+written (full disk) costs one warning on stderr, never a traceback or the run.
 """
 
 import json
 import logging
+import logging.handlers
 import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Optional
 
+from .errors import ConfigError
+from .paths import describe_os_error, make_output_dir
+from .redact import redact
+
 LOG_FILE_NAME = "etl_pipeline.log"
+DEFAULT_LOG_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_LOG_BACKUPS = 5
 REJECTIONS_LOGGER = "healthtech_etl.rejections"
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _MARK = "\x00HT-MESSAGE\x00"
@@ -32,18 +41,46 @@ class JsonFormatter(logging.Formatter):
             payload["run_id"] = run_id
         if record.exc_info and record.exc_info[0] is not None:
             payload["error_type"] = record.exc_info[0].__name__
-        return json.dumps(payload, ensure_ascii=False)
+        return redact(json.dumps(payload, ensure_ascii=False))
 
 
-def configure_logging(json_logs: bool = False, log_dir: Optional[Path] = None, level: str = "INFO") -> None:
-    """(Re)configure the package's loggers; safe to call more than once."""
+class RedactingFormatter(logging.Formatter):
+    """The text format, with credentials masked (tracebacks included)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class RotatingLogFile(logging.handlers.RotatingFileHandler):
+    """Size-rotated log file that reports a write failure once on stderr instead of a traceback."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        error = sys.exc_info()[1]
+        self.report_failure(error if isinstance(error, OSError) else None)
+
+    def report_failure(self, error: Optional[OSError]) -> None:
+        if not self.failed:
+            self.failed = True
+            reason = describe_os_error(error) if error is not None else "write failed"
+            print(f"healthtech-etl: warning: cannot write the log file {self.baseFilename}: {reason}",
+                  file=sys.stderr)
+
+
+def configure_logging(json_logs: bool = False, log_dir: Optional[Path] = None, level: str = "INFO",
+                      max_bytes: int = DEFAULT_LOG_MAX_BYTES, backups: int = DEFAULT_LOG_BACKUPS) -> None:
+    """(Re)configure the package's loggers; safe to call more than once.
+
+    ``log_dir``: write ``etl_pipeline.log`` there, rotated at ``max_bytes`` (0: never) keeping
+    ``backups`` old files. Raises ConfigError (one line) if the file cannot be opened."""
     package = logging.getLogger("healthtech_etl")
     for handler in list(package.handlers):
         package.removeHandler(handler)
         handler.close()
     package.setLevel(level.upper())
     package.propagate = False
-    formatter: logging.Formatter = JsonFormatter() if json_logs else logging.Formatter(_TEXT_FORMAT)
+    formatter: logging.Formatter = JsonFormatter() if json_logs else RedactingFormatter(_TEXT_FORMAT)
     console = logging.StreamHandler(sys.stdout if json_logs else sys.stderr)
     console.setFormatter(formatter)
     # Records logged with extra={"console": False} go to the file only (the CLI prints its
@@ -55,9 +92,12 @@ def configure_logging(json_logs: bool = False, log_dir: Optional[Path] = None, l
         console.setLevel(logging.WARNING)
     package.addHandler(console)
     if log_dir is not None:
-        log_dir = Path(log_dir)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_dir / LOG_FILE_NAME, encoding="utf-8")
+        log_dir = make_output_dir(Path(log_dir), "--log-dir")
+        try:
+            file_handler = RotatingLogFile(log_dir / LOG_FILE_NAME, maxBytes=max(0, max_bytes),
+                                           backupCount=max(0, backups), encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot open the log file {log_dir / LOG_FILE_NAME}: {describe_os_error(exc)}") from exc
         file_handler.setFormatter(formatter)
         package.addHandler(file_handler)
 
@@ -88,12 +128,45 @@ def log_lines(logger: logging.Logger, level: int, messages: Iterable[str]) -> in
             else:  # the formatter escaped the message (JSON)
                 prefix, _, suffix = template.partition(escaped)
                 body = [json.dumps(line, ensure_ascii=False)[1:-1] for line in lines]
-            text = "".join(f"{prefix}{line}{suffix}{handler.terminator}" for line in body)
+            pieces = [f"{prefix}{line}{suffix}{handler.terminator}" for line in body]
             handler.acquire()
             try:
-                handler.stream.write(text)
-                handler.flush()
+                if isinstance(handler, logging.handlers.RotatingFileHandler):
+                    _write_rotating(handler, pieces)
+                else:
+                    handler.stream.write("".join(pieces))
+                    handler.flush()
+            except OSError as exc:
+                if isinstance(handler, RotatingLogFile):
+                    handler.report_failure(exc)
+                else:
+                    raise
             finally:
                 handler.release()
         current = current.parent if current.propagate else None
     return len(lines)
+
+
+def _write_rotating(handler: logging.handlers.RotatingFileHandler, pieces: list[str]) -> None:
+    """Write pre-formatted lines, rolling the file over whenever it would exceed ``maxBytes``
+    (what ``RotatingFileHandler.emit`` does per record, done per batch)."""
+    if handler.stream is None:
+        handler.stream = handler._open()
+    limit = handler.maxBytes
+    if limit <= 0:
+        handler.stream.write("".join(pieces))
+        handler.flush()
+        return
+    position = handler.stream.tell()
+    batch: list[str] = []
+    size = 0
+    for piece in pieces:
+        length = len(piece)  # characters ~ bytes for these ASCII lines
+        if position + size + length > limit and (batch or position):
+            handler.stream.write("".join(batch))
+            handler.doRollover()
+            position, batch, size = 0, [], 0
+        batch.append(piece)
+        size += length
+    handler.stream.write("".join(batch))
+    handler.flush()

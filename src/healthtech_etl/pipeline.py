@@ -17,14 +17,22 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from . import clean, progress
-from .db import DbConfig, connect
+from . import backlog, clean, progress
+from .db import DbConfig, close_quietly, connect
 from .errors import ConfigError, DatabaseError, QualityGateError
 from .extract import SOURCE_ROW, SheetData, read_sheet
-from .load import LOAD_MODES, RunRecord, load_run, record_failed_run
+from .load import DEFAULT_KEEP_RUNS, LOAD_MODES, RunRecord, load_run, record_failed_run
 from .logs import REJECTIONS_LOGGER, log_lines
 from .merge import loaded_doctor_ids
-from .quality import FAIL_ON_CHOICES, compute_metrics, gate_tripped, overall_status, summary_lines
+from .paths import describe_os_error, make_output_dir, write_atomically
+from .quality import (
+    FAIL_ON_CHOICES,
+    compute_metrics,
+    gate_tripped,
+    overall_status,
+    summary_lines,
+    tripped_metrics,
+)
 from .run_report import FAILED, GATE, LOADED, aggregate_in_background, write_run_html
 
 logger = logging.getLogger(__name__)
@@ -57,6 +65,7 @@ class EtlSettings:
     fail_on: str = "never"
     reader: str = "auto"
     mode: str = "replace"  # replace: the file is the whole truth; merge: upsert by id, keep history
+    keep_runs: int = DEFAULT_KEEP_RUNS
 
     def validate(self) -> None:
         if self.mode not in LOAD_MODES:
@@ -64,8 +73,35 @@ class EtlSettings:
         if self.fail_on not in FAIL_ON_CHOICES:
             raise ConfigError(f"--fail-on must be one of {', '.join(FAIL_ON_CHOICES)} (got {self.fail_on!r})")
         if self.horizon_days < 0:
-            raise ConfigError("the booking date horizon must be 0 days or more")
+            raise ConfigError("--horizon-days must be 0 or more")
         clean.validate_window(self.as_of, self.horizon_days)
+        if self.keep_runs < 1:
+            raise ConfigError("--keep-runs must be 1 or more")
+
+
+@dataclass
+class RunProgress:
+    """How far a run got, for whoever must explain an interrupt: ``run`` is set just before the
+    load transaction starts, ``committed`` as soon as COMMIT has returned."""
+
+    run: Optional["RunRecord"] = None
+    committed: bool = False
+    report: Optional[dict[str, Any]] = None
+    report_path: Optional[Path] = None
+
+
+def mark_report_loaded(run_state: RunProgress) -> bool:
+    """After an interrupt that came once the load had committed: make the report say so (it was
+    written before the load with ``not_loaded``). False if there is no report or it cannot be written."""
+    if run_state.report is None or run_state.report_path is None:
+        return False
+    run_state.report["load_status"] = "succeeded"
+    try:
+        _write_json(run_state.report_path, run_state.report)
+    except OSError:
+        _remove_stale(run_state.report_path)
+        return False
+    return True
 
 
 @dataclass
@@ -75,7 +111,8 @@ class RunResult:
     report_path: Path
     rejections_path: Path
     timings: dict[str, float]
-    exit_code: int = 0
+    exit_code: int = 0  # 6: loaded, but the report could not be written (``warning`` says why)
+    warning: Optional[str] = None
 
 
 def sha256_of(path: Path) -> str:
@@ -86,8 +123,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, settings: EtlSettings) -> RunResult:
-    """Run the whole pipeline once; returns the result or raises a CriticalError."""
+def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, settings: EtlSettings,
+            run_state: Optional[RunProgress] = None) -> RunResult:
+    """Run the whole pipeline once; returns the result or raises a CriticalError.
+
+    Once the load has committed, the run is a success: a report that cannot be written then
+    gives ``exit_code`` 6 and a ``warning``, never an exception."""
+    run_state = run_state if run_state is not None else RunProgress()
     settings.validate()
     run_id = uuid.uuid4().hex
     started_at = datetime.now(timezone.utc)
@@ -104,7 +146,8 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     timings["read"] = time.perf_counter() - clock
     progress.done(len(doctors_sheet.frame) + len(appointments_sheet.frame))
     # Fail fast on an unreachable database before spending time on cleaning.
-    connect(db_config).close()
+    close_quietly(connect(db_config))
+    backlog.replay(db_config, settings.log_dir)  # failed runs the server could not be told about
     # Merge: an appointment of a doctor loaded by an earlier run is valid too.
     loaded_doctors = loaded_doctor_ids(db_config) if settings.mode == "merge" else None
 
@@ -133,7 +176,12 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     report["metrics"]["referential_integrity"].update(integrity_basis(doctors_clean.valid["id"], loaded_doctors))
     rejected = {"doctors": doctors_clean.rejected, "appointments": appointments_clean.rejected}
     source_files = {"doctors": doctors.display_name, "appointments": appointments.display_name}
-    report_path, rejections_path = write_outputs(settings.report_dir, report, rejected, source_files)
+    try:  # before the load: a report that cannot be written stops the run with nothing changed
+        report_path, rejections_path = write_outputs(settings.report_dir, report, rejected, source_files)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the reports in {settings.report_dir}: {describe_os_error(exc)}; "
+                          "nothing loaded") from exc
+    run_state.report, run_state.report_path = report, report_path
     log_rejections(rejected)
     for line in summary_lines(report):
         logger.info(line, extra={"summary": True})  # the CLI prints it: -v must not repeat it
@@ -141,8 +189,8 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     if gate_tripped(report["status"], settings.fail_on):
         write_run_html(settings.report_dir, report, rejected, db_config, GATE, rejections_path)
         raise QualityGateError(
-            f"data quality is {report['status']} and --fail-on={settings.fail_on}: nothing loaded "
-            f"(see {report_path})"
+            f"data quality is {report['status']} and --fail-on={settings.fail_on}: "
+            f"{'; '.join(tripped_metrics(report['metrics'], settings.fail_on))}: nothing loaded (see {report_path})"
         )
 
     clock = time.perf_counter()
@@ -159,25 +207,58 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
         metrics=report["metrics"],
         mode=settings.mode,
     )
+    run_state.run = run
+    changes = None
     try:
-        changes = load_run(db_config, run, doctors_clean.valid, appointments_clean.valid, rejected, source_files)
+        changes = load_run(db_config, run, doctors_clean.valid, appointments_clean.valid, rejected, source_files,
+                 keep_runs=settings.keep_runs)
     except DatabaseError as exc:
-        record_failed_run(db_config, run, str(exc))
-        report["load_status"] = "failed"
-        _write_json(report_path, report)
-        write_run_html(settings.report_dir, report, rejected, db_config, FAILED, rejections_path)
-        raise
+        ledger = record_failed_run(db_config, run, str(exc))
+        if ledger == "succeeded":
+            # The connection died after the server committed (the ledger says so): a success.
+            logger.warning("run %s: %s - but the ledger shows the load committed", run_id, exc,
+                           extra={"console": False})
+        else:
+            report["load_status"] = "failed"
+            try:
+                _write_json(report_path, report)
+            except OSError as write_error:
+                logger.warning("could not update %s: %s", report_path, describe_os_error(write_error),
+                               extra={"console": False})
+            write_run_html(settings.report_dir, report, rejected, db_config, FAILED, rejections_path)
+            if ledger is None:
+                later = ("the next run that reaches it records it as failed"
+                         if backlog.remember(settings.log_dir, run, str(exc)) else "it is not recorded")
+                raise DatabaseError(f"{exc} (run {run_id} not in etl_runs: PostgreSQL unreachable; {later})") from exc
+            raise
+    run_state.committed = True
     timings["load"] = time.perf_counter() - clock
     progress.done(len(doctors_clean.valid) + len(appointments_clean.valid))
     report["load_status"] = "succeeded"
     if changes is not None:
         report["merge"] = changes
     report["timings_seconds"] = {key: round(value, 3) for key, value in timings.items()}
-    _write_json(report_path, report)
-    write_run_html(settings.report_dir, report, rejected, db_config, LOADED, rejections_path, aggregates)
+    result = RunResult(run_id, report, report_path, rejections_path, timings)
     logger.info("run %s loaded %s doctors and %s appointments", run_id,
                 report["counts"]["doctors"]["loaded"], report["counts"]["appointments"]["loaded"])
-    return RunResult(run_id, report, report_path, rejections_path, timings)
+    try:
+        _write_json(report_path, report)
+    except OSError as exc:
+        _remove_stale(report_path)
+        result.exit_code = 6
+        result.warning = (f"run {run_id} succeeded (data loaded and committed), but its report was not published: "
+                          f"cannot write {report_path}: {describe_os_error(exc)}")
+        logger.warning("%s", result.warning, extra={"console": False})
+    write_run_html(settings.report_dir, report, rejected, db_config, LOADED, rejections_path, aggregates)
+    return result
+
+
+def _remove_stale(path: Path) -> None:
+    """A report that still says ``not_loaded`` after a commit would lie: remove it if possible."""
+    try:
+        Path(path).unlink()
+    except OSError:
+        pass
 
 
 def build_report(
@@ -248,8 +329,7 @@ def write_outputs(
     """``quality_report.json`` and ``rejected_rows.csv`` (formula-escaped) under ``report_dir``."""
     from .csv_export import write_frame_csv
 
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
+    report_dir = make_output_dir(Path(report_dir), "--report-dir")
     report_path = report_dir / REPORT_FILE
     _write_json(report_path, report)
     frames = []
@@ -259,7 +339,7 @@ def write_outputs(
     leading = [clean.ENTITY, "source_file", SOURCE_ROW, clean.RECORD_ID, clean.REASONS]
     combined = combined[leading + [c for c in combined.columns if c not in leading]]
     combined = combined.rename(columns={SOURCE_ROW: "row_number"})
-    rejections_path = write_frame_csv(report_dir / REJECTIONS_FILE, combined)
+    rejections_path = write_atomically(report_dir / REJECTIONS_FILE, lambda tmp: write_frame_csv(tmp, combined))
     return report_path, rejections_path
 
 
@@ -278,6 +358,6 @@ def log_rejections(rejected: dict[str, pd.DataFrame]) -> int:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """Atomically (tmp + rename): never half-written, no tmp file left behind."""
+    text = json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

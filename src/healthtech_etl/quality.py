@@ -1,9 +1,10 @@
-"""The data quality report: four metrics over the appointments read, with thresholds."""
+"""The data quality report: five metrics over the appointments read, with thresholds."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from .clean import CleanResult
+from .redact import safe_text
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 SEVERITY_ORDER = {OK: 0, WARNING: 1, CRITICAL: 2}
@@ -17,6 +18,7 @@ class Metric:
     threshold: float
     alert_below: bool  # True: alert when value < threshold; False: when value > threshold
     severity: str
+    critical_threshold: Optional[float] = None  # a second, critical level (below it: critical)
 
 
 METRICS: tuple[Metric, ...] = (
@@ -25,6 +27,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("referential_integrity", "% of rows with a valid doctor_id whose doctor exists", 95.0, True, WARNING),
     Metric("duplicate_rate", "% of rows removed as exact duplicates", 5.0, False, WARNING),
     Metric("typing_success", "% of non-empty booking_date values parsed into a date", 100.0, True, CRITICAL),
+    # Every other metric can be perfect while nothing is loaded (all dates out of range, ...).
+    Metric("acceptance_rate", "% of appointment rows read that were loaded", 90.0, True, WARNING, 50.0),
 )
 
 
@@ -34,25 +38,32 @@ def _percent(part: int, whole: int) -> float:
 
 
 def compute_metrics(appointments: CleanResult) -> dict[str, dict[str, Any]]:
-    """``{key: {value, threshold, status, description}}`` for the four metrics."""
+    """``{key: {value, threshold, status, description}}`` for the five metrics
+    (``critical_threshold`` too for a metric with two levels)."""
     stats = appointments.stats
     values = {
         "id_completeness": _percent(stats["ids_complete"], stats["read"]),
         "referential_integrity": _percent(stats["doctor_known"], stats["doctor_id_valid"]),
         "duplicate_rate": _percent(stats["exact_duplicates"], stats["read"]),
         "typing_success": _percent(stats["dates_parsed"], stats["dates_non_empty"]),
+        "acceptance_rate": _percent(len(appointments.valid), stats["read"]),
     }
     metrics = {}
     for metric in METRICS:
         value = values[metric.key]
         breached = value < metric.threshold if metric.alert_below else value > metric.threshold
+        status = metric.severity if breached else OK
+        if metric.critical_threshold is not None and value < metric.critical_threshold:
+            status = CRITICAL
         metrics[metric.key] = {
             "value": value,
             "threshold": metric.threshold,
             "alert_when": "below" if metric.alert_below else "above",
-            "status": metric.severity if breached else OK,
+            "status": status,
             "description": metric.description,
         }
+        if metric.critical_threshold is not None:
+            metrics[metric.key]["critical_threshold"] = metric.critical_threshold
     return metrics
 
 
@@ -68,14 +79,30 @@ def gate_tripped(status: str, fail_on: str) -> bool:
     return SEVERITY_ORDER[status] >= SEVERITY_ORDER[fail_on]
 
 
+def tripped_metrics(metrics: dict[str, dict[str, Any]], fail_on: str) -> list[str]:
+    """``["acceptance_rate 0.00 % < 50 (critical)", ...]``: each metric at or above ``fail_on``."""
+    if fail_on == "never":
+        return []
+    tripped = []
+    for key, metric in metrics.items():
+        if SEVERITY_ORDER[metric["status"]] < SEVERITY_ORDER[fail_on] or metric["status"] == OK:
+            continue
+        threshold = metric["threshold"]
+        if metric["status"] == CRITICAL and metric.get("critical_threshold") is not None:
+            threshold = metric["critical_threshold"]
+        sign = "<" if metric["alert_when"] == "below" else ">"
+        tripped.append(f"{key} {metric['value']:.2f} % {sign} {threshold:g} ({metric['status']})")
+    return tripped
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """A readable summary of a report for the console and the log."""
     lines = [f"Run {report['run_id']} (as of {report['as_of']}): data quality {report['status'].upper()}"]
     for key, metric in report["metrics"].items():
         sign = "<" if metric["alert_when"] == "below" else ">"
-        lines.append(
-            f"  {key:<22} {metric['value']:>7.2f} %  alert if {sign} {metric['threshold']:g}  [{metric['status']}]"
-        )
+        critical = metric.get("critical_threshold")
+        levels = f"{metric['threshold']:g}" + (f" (critical < {critical:g})" if critical is not None else "")
+        lines.append(f"  {key:<22} {metric['value']:>7.2f} %  alert if {sign} {levels}  [{metric['status']}]")
     for entity, counts in report["counts"].items():
         lines.append(
             f"  {entity:<22} read {counts['read']:>9,}  loaded {counts['loaded']:>9,}  rejected {counts['rejected']:>9,}"
@@ -83,6 +110,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if report["rejections"]:
         lines.append("  rejections: " + ", ".join(f"{code}={n:,}" for code, n in report["rejections"].items()))
     if report.get("unknown_status_values"):
-        values = ", ".join(f"{value!r}={n}" for value, n in report["unknown_status_values"].items())
+        # Free text from the workbook: cut and escaped (it may hold a patient's name or phone).
+        values = ", ".join(f"'{safe_text(value)}'={n}" for value, n in report["unknown_status_values"].items())
         lines.append(f"  statuses loaded as 'unknown': {values}")
     return lines

@@ -32,7 +32,7 @@ JOB_NAME = "healthtech-etl"
 SECRET_NAME = "healthtech/etl/db"
 AS_OF = "2025-11-01"
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-METRIC_NAMES = ("IdCompleteness", "ReferentialIntegrity", "DuplicateRate", "TypingSuccess",
+METRIC_NAMES = ("IdCompleteness", "ReferentialIntegrity", "DuplicateRate", "TypingSuccess", "AcceptanceRate",
                 "RowsLoaded", "RowsRejected")
 
 

@@ -108,6 +108,7 @@ def test_upload_runs_the_etl_end_to_end(stack: Any, uploaded: dict) -> None:
         "ReferentialIntegrity": report["metrics"]["referential_integrity"]["value"],
         "DuplicateRate": report["metrics"]["duplicate_rate"]["value"],
         "TypingSuccess": report["metrics"]["typing_success"]["value"],
+        "AcceptanceRate": report["metrics"]["acceptance_rate"]["value"],
         "RowsLoaded": counts["doctors"]["loaded"] + counts["appointments"]["loaded"],
         "RowsRejected": counts["doctors"]["rejected"] + counts["appointments"]["rejected"],
     }

@@ -171,7 +171,8 @@ def test_only_the_triggering_object_is_pinned(key: str, trigger_key: str, trigge
 def test_metric_data_maps_the_report_to_six_dimensionless_metrics() -> None:
     report = {
         "metrics": {"id_completeness": {"value": 98.5}, "referential_integrity": {"value": 100.0},
-                    "duplicate_rate": {"value": 1.25}, "typing_success": {"value": 99.0}},
+                    "duplicate_rate": {"value": 1.25}, "typing_success": {"value": 99.0},
+                    "acceptance_rate": {"value": 87.5}},
         "counts": {"doctors": {"loaded": 10, "rejected": 2}, "appointments": {"loaded": 300, "rejected": 7}},
     }
 
@@ -180,7 +181,7 @@ def test_metric_data_maps_the_report_to_six_dimensionless_metrics() -> None:
     assert [(d["MetricName"], d["Value"], d["Unit"]) for d in data] == [
         ("IdCompleteness", 98.5, "Percent"), ("ReferentialIntegrity", 100.0, "Percent"),
         ("DuplicateRate", 1.25, "Percent"), ("TypingSuccess", 99.0, "Percent"),
-        ("RowsLoaded", 310.0, "Count"), ("RowsRejected", 9.0, "Count"),
+        ("AcceptanceRate", 87.5, "Percent"), ("RowsLoaded", 310.0, "Count"), ("RowsRejected", 9.0, "Count"),
     ]
     assert all("Dimensions" not in d for d in data)
 
@@ -233,7 +234,8 @@ def test_logs_are_json_lines_without_the_password(job: Any, capsys: pytest.Captu
     assert lines[-1]["message"].startswith("ETL job succeeded: ")
     assert secret["password"] not in out and secret["password"] not in "".join(err)
     assert sorted(metric_values(job)) == sorted(
-        ["IdCompleteness", "ReferentialIntegrity", "DuplicateRate", "TypingSuccess", "RowsLoaded", "RowsRejected"])
+        ["IdCompleteness", "ReferentialIntegrity", "DuplicateRate", "TypingSuccess", "AcceptanceRate", "RowsLoaded",
+         "RowsRejected"])
 
 
 def test_rejected_rows_csv_in_s3_is_formula_escaped(job: Any, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -458,3 +460,30 @@ def test_a_failed_load_links_its_html_report(job: Any, capsys: pytest.CaptureFix
     assert err[-1].endswith(f"(report: {link})")
     assert "the load failed and was rolled back" in only_report(job, "quality_report.html")
     assert db_count(job.db_config, "appointments") == 0
+
+
+def test_report_not_written_after_the_commit_is_exit_6(job: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """The same meaning as the local CLI's exit 6: committed, so the run succeeded, but no report."""
+    import contextlib
+
+    from healthtech_etl import pipeline
+
+    work_dir = tmp_path / "work"
+    work_dir.mkdir()
+    monkeypatch.setattr(glue_etl.tempfile, "TemporaryDirectory", lambda **_: contextlib.nullcontext(str(work_dir)))
+    real_load_run = pipeline.load_run
+
+    def load_then_block(*args: Any, **kwargs: Any) -> Any:
+        changes = real_load_run(*args, **kwargs)
+        report_dir = work_dir / "report"
+        report_dir.rename(work_dir / "moved")
+        report_dir.write_text("a file where the report dir was")  # a real ENOTDIR for the report write
+        return changes
+
+    monkeypatch.setattr(pipeline, "load_run", load_then_block)
+    code, err, _ = run_main(job.argv(), capsys)
+
+    assert code == glue_etl.EXIT_PUBLISH_FAILED
+    assert "succeeded (data loaded and committed), but its report was not published" in err[-1]
+    assert db_count(job.db_config, "appointments") > 0

@@ -58,6 +58,7 @@ def test_etl_loads_exactly_the_valid_rows(run_cli, sample_inputs, db_config, tmp
         "referential_integrity": (93.33, "warning"),  # 14/15 valid doctor ids exist
         "duplicate_rate": (6.25, "warning"),  # 1/16
         "typing_success": (93.33, "critical"),  # 14/15 non-empty dates parsed
+        "acceptance_rate": (43.75, "critical"),  # 7/16 appointment rows loaded
     }
     assert report["counts"]["doctors"] == {"read": 5, "loaded": 3, "rejected": 2, "blank_rows_skipped": 0,
         "rows_above_header_skipped": 0, "control_characters_removed": 0}

@@ -89,7 +89,15 @@ def test_quality_gate_exits_5_before_loading(run_cli, loaded, sample_inputs, db_
     capsys.readouterr()
     # The sample inputs have critical metrics: --fail-on warning and critical both stop the load.
     assert run_cli(*etl_args(*sample_inputs, "--fail-on", "critical")) == 5
-    assert "data quality is critical and --fail-on=critical: nothing loaded" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("healthtech-etl: error: data quality is critical and --fail-on=critical: ")
+    assert len(err.strip().splitlines()) == 1
+    # Each tripped metric, with its value and threshold.
+    for tripped in ("id_completeness 87.50 % < 100 (critical)", "typing_success 93.33 % < 100 (critical)",
+                    "acceptance_rate 43.75 % < 50 (critical)"):
+        assert tripped in err
+    assert "referential_integrity" not in err  # a warning does not trip --fail-on critical
+    assert err.rstrip().endswith("nothing loaded (see reports/quality_report.json)")
     assert snapshot(db_config) == loaded
     assert runs_count(db_config) == 1
     report = json.loads((tmp_path / "reports" / "quality_report.json").read_text())

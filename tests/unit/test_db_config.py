@@ -74,3 +74,43 @@ def test_url_round_trip():
                 "postgresql://postgres@/x?host=/tmp/s&port=6000"):
         config = DbConfig.from_url(url)
         assert DbConfig.from_url(config.url(), source=config.source) == config
+
+
+def test_unencoded_password_with_slash_is_a_password_not_a_path():
+    config = DbConfig.from_url("postgresql://u:1234/secret@host/db")
+    assert (config.user, config.password, config.host, config.database) == ("u", "1234/secret", "host", "db")
+    assert "1234" not in config.describe()
+
+
+@pytest.mark.parametrize("url, message", [
+    ("postgresql://u:pw@h/db?connect_timeout=abc", "connect_timeout must be a whole number"),
+    ("postgresql://u:Sup3rSecret@h:notaport/db", "not a valid URL"),
+    ("postgresql://u:Sup3rSecret@h:99999/db", "not a valid URL"),
+    ("postgresql://u:pw@h/db?port=0", "port must be between 1 and 65535"),
+    ("Sup3rSecret", "must start with postgresql://"),
+])
+def test_malformed_urls_are_config_errors_without_the_url(url, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        DbConfig.from_url(url)
+    assert "Sup3rSecret" not in str(caught.value) and "pw" not in str(caught.value)
+
+
+def test_settings_from_dotenv_are_named(tmp_path):
+    assert DbConfig.from_env({"DATABASE_URL": "postgresql://a@b/c"}, {"DATABASE_URL"}).source == "DATABASE_URL in .env"
+    config = DbConfig.from_env({"DB_HOST": "h", "DB_PASSWORD": "p"}, {"DB_HOST"})
+    assert config.from_dotenv and "in .env" in config.describe()
+    assert not DbConfig.from_env({"DB_HOST": "h"}, ()).from_dotenv
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"DB_HOST=h\nDB_PASSWORD=caf\xe9\n", "not UTF-8"),
+])
+def test_bad_dotenv_is_a_config_error(tmp_path, content, message):
+    env_file = tmp_path / ".env"
+    env_file.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_dotenv(env_file, environ={})
+    directory = tmp_path / "dir.env"
+    directory.mkdir()
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_dotenv(directory, environ={})

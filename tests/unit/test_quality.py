@@ -2,14 +2,20 @@ import pandas as pd
 import pytest
 
 from healthtech_etl.clean import CleanResult
-from healthtech_etl.quality import compute_metrics, gate_tripped, overall_status, summary_lines
+from healthtech_etl.quality import (
+    compute_metrics,
+    gate_tripped,
+    overall_status,
+    summary_lines,
+    tripped_metrics,
+)
 
 
-def result(**stats):
+def result(loaded=200, **stats):
     base = {"read": 200, "ids_complete": 200, "doctor_id_valid": 200, "doctor_known": 200, "exact_duplicates": 0,
             "dates_non_empty": 200, "dates_parsed": 200}
     base.update(stats)
-    return CleanResult(valid=pd.DataFrame(), rejected=pd.DataFrame(), stats=base)
+    return CleanResult(valid=pd.DataFrame({"id": range(loaded)}), rejected=pd.DataFrame(), stats=base)
 
 
 def test_all_clean_is_ok():
@@ -19,6 +25,7 @@ def test_all_clean_is_ok():
         "referential_integrity": (100.0, "ok"),
         "duplicate_rate": (0.0, "ok"),
         "typing_success": (100.0, "ok"),
+        "acceptance_rate": (100.0, "ok"),
     }
     assert overall_status(metrics) == "ok"
 
@@ -66,3 +73,37 @@ def test_summary_is_readable():
     assert "id_completeness" in text and "75.00 %" in text
     assert "missing_patient_id=50" in text
     assert "'pending'=2" in text
+
+
+@pytest.mark.parametrize("loaded, value, status", [
+    (200, 100.0, "ok"), (180, 90.0, "ok"), (179, 89.5, "warning"), (100, 50.0, "warning"), (99, 49.5, "critical"),
+    (0, 0.0, "critical"),
+])
+def test_acceptance_rate_levels(loaded, value, status):
+    metric = compute_metrics(result(loaded=loaded))["acceptance_rate"]
+    assert (metric["value"], metric["status"]) == (value, status)
+    assert metric["threshold"] == 90.0 and metric["critical_threshold"] == 50.0
+
+
+def test_an_empty_load_is_critical_even_when_every_other_metric_is_perfect():
+    metrics = compute_metrics(result(loaded=0))
+    assert [key for key, m in metrics.items() if m["status"] != "ok"] == ["acceptance_rate"]
+    assert overall_status(metrics) == "critical"
+
+
+def test_tripped_metrics_name_value_and_threshold():
+    metrics = compute_metrics(result(loaded=0, doctor_known=180))
+    assert tripped_metrics(metrics, "critical") == ["acceptance_rate 0.00 % < 50 (critical)"]
+    assert tripped_metrics(metrics, "warning") == [
+        "referential_integrity 90.00 % < 95 (warning)", "acceptance_rate 0.00 % < 50 (critical)"]
+    assert tripped_metrics(metrics, "never") == []
+
+
+def test_unknown_statuses_are_cut_and_escaped_in_the_summary():
+    metrics = compute_metrics(result())
+    long_value = "Pending - call patient Jane Doe +1-555-0100\nFAKE LOG LINE" + "x" * 1_000_000
+    report = {"run_id": "abc", "as_of": "2025-11-01", "status": "ok", "metrics": metrics, "counts": {},
+              "rejections": {}, "unknown_status_values": {long_value: 1}}
+    text = "\n".join(summary_lines(report))
+    assert len(text) < 2000 and "555-0100" not in text and "FAKE LOG LINE" not in text
+    assert "'Pending - call patient Jane Doe +1-555-0...(1000057 chars)'=1" in text

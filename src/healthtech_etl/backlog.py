@@ -1,0 +1,71 @@
+"""Failed runs the ledger could not hear about yet.
+
+When a load fails because PostgreSQL went away, its ``failed`` row cannot be written then. The
+run is kept in ``<log dir>/unrecorded_runs.jsonl`` (ids, file names, counts, the one-line error:
+no data rows), and the next run that reaches PostgreSQL writes it to ``etl_runs`` first.
+"""
+
+import json
+import logging
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+from .db import DbConfig
+from .load import RunRecord, record_failed_run
+
+logger = logging.getLogger(__name__)
+
+BACKLOG_FILE = "unrecorded_runs.jsonl"
+
+
+def remember(log_dir: Optional[Path], run: RunRecord, error: str) -> bool:
+    """Append ``run`` to the backlog; False if there is nowhere to keep it."""
+    if log_dir is None:
+        return False
+    entry = asdict(run)
+    entry["started_at"] = run.started_at.isoformat()
+    entry["error"] = error
+    try:
+        with (Path(log_dir) / BACKLOG_FILE).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, default=str) + "\n")
+    except OSError:
+        return False
+    return True
+
+
+def replay(config: DbConfig, log_dir: Optional[Path]) -> int:
+    """Write every remembered run to ``etl_runs`` as failed; returns how many were written.
+    Entries that still cannot be written stay for the next run."""
+    if log_dir is None:
+        return 0
+    path = Path(log_dir) / BACKLOG_FILE
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    left: list[str] = []
+    written = 0
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            error = entry.pop("error")
+            entry["started_at"] = datetime.fromisoformat(entry["started_at"])
+            run = RunRecord(**entry)
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignoring an unreadable line of %s", path, extra={"console": False})
+            continue
+        if record_failed_run(config, run, error) is None:
+            left.append(line)
+        else:
+            written += 1
+            logger.info("recorded the earlier failed run %s in etl_runs", run.run_id)
+    try:
+        if left:
+            path.write_text("\n".join(left) + "\n", encoding="utf-8")
+        else:
+            path.unlink()
+    except OSError as exc:
+        logger.warning("could not update %s: %s", path, exc, extra={"console": False})
+    return written
