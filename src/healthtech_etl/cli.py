@@ -161,7 +161,7 @@ def _main(argv: Optional[list[str]]) -> int:
     from_dotenv = set(dotenv) - set(os.environ)
     parser = build_parser(env)
     args = parser.parse_args(argv)
-    progress.configure(progress.wanted(args.quiet))
+    progress.configure(progress.wanted(getattr(args, "quiet", False)))
     if args.command == "sample":
         return _sample(args)
     if args.command == "db":

@@ -245,6 +245,12 @@ def connect(config: DbConfig) -> Any:
         hint = " - these settings came from .env: fix it, or remove it to use the embedded PostgreSQL" \
             if config.from_dotenv else ""
         raise DatabaseError(f"cannot connect to PostgreSQL at {config.describe()}: {_short(exc)}{hint}") from exc
+    # pg8000 keeps ``timeout`` on the socket for every later read: a lock wait behind another
+    # run, or an index rebuild or upsert longer than connect_timeout, would fail as a "network
+    # error". It bounds the connect only; statements are bounded by statement_timeout below.
+    raw_socket = getattr(connection, "_usock", None)
+    if raw_socket is not None:
+        raw_socket.settimeout(None)
     try:
         # One statement must not hang a run forever; the load itself is bounded by its size.
         connection.run("SET statement_timeout = '30min'")

@@ -254,9 +254,11 @@ def _no_header(rows: "_SheetRows", scan: SheetScan, mandatory_columns: Sequence[
     missing = [name for name in mandatory_columns if name not in found]
     text = " | ".join(_printable(str(cell)) for cell in seen if cell not in (None, ""))
     shown = text[:40] + ("..." if len(text) > 40 else "")
+    # No mandatory column at all: the row seen is most likely data, shown only as far as above.
+    hint = "; is the header row missing?" if len(missing) == len(mandatory_columns) else ""
     return InputFileError(
         f"{entity} file {path.name}: no row among the first {HEADER_SEARCH_ROWS} of {where} holds every "
-        f"mandatory column; lacks mandatory column(s) {', '.join(missing)} (first row seen: {shown!r})"
+        f"mandatory column; lacks mandatory column(s) {', '.join(missing)} (first row seen: {shown!r}{hint})"
     )
 
 

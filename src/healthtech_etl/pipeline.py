@@ -249,7 +249,8 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
         result.warning = (f"run {run_id} succeeded (data loaded and committed), but its report was not published: "
                           f"cannot write {report_path}: {describe_os_error(exc)}")
         logger.warning("%s", result.warning, extra={"console": False})
-    write_run_html(settings.report_dir, report, rejected, db_config, LOADED, rejections_path, aggregates)
+    else:  # (the page would fail for the same reason: the warning above says it all)
+        write_run_html(settings.report_dir, report, rejected, db_config, LOADED, rejections_path, aggregates)
     return result
 
 

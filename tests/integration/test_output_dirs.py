@@ -137,7 +137,7 @@ def test_report_dir_replaced_by_a_file_after_the_commit(run_cli, loaded, sample_
 def test_reports_are_written_atomically(run_cli, sample_inputs, tmp_path):
     assert run_cli(*etl_args(sample_inputs)) == 0
     names = sorted(p.name for p in (tmp_path / "reports").iterdir())
-    assert names == ["quality_report.json", "rejected_rows.csv"]  # no .tmp left behind
+    assert names == ["quality_report.html", "quality_report.json", "rejected_rows.csv"]  # no .tmp left behind
     assert json.loads((tmp_path / "reports" / "quality_report.json").read_text())["load_status"] == "succeeded"
 
 
