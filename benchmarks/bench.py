@@ -167,14 +167,16 @@ def start_database() -> tuple:
 
 def reset_tables(config: Any) -> None:
     from healthtech_etl.db import connect
+    from healthtech_etl.history import REPORTS_DDL
     from healthtech_etl.load import ensure_schema
 
     connection = connect(config)
     try:
         connection.run("START TRANSACTION")
         ensure_schema(connection)
-        connection.run("TRUNCATE healthtech.etl_rejections, healthtech.etl_runs, healthtech.appointments, "
-                       "healthtech.doctors, healthtech.appointment_history")
+        connection.run(REPORTS_DDL)
+        connection.run("TRUNCATE healthtech.etl_run_reports, healthtech.etl_rejections, healthtech.etl_runs, "
+                       "healthtech.appointments, healthtech.doctors, healthtech.appointment_history")
         connection.run("COMMIT")
         # No autovacuum of the previous run's rows and no checkpoint of its WAL inside the next
         # measurement.
