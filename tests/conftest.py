@@ -12,10 +12,15 @@ from typing import Any, Optional
 
 import pytest
 from helpers import APPOINTMENT_ROWS, APPOINTMENTS_HEADER, DOCTOR_ROWS, DOCTORS_HEADER, write_xlsx
+from hypothesis import settings
 
 from healthtech_etl.db import DbConfig, connect, start_embedded
 
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+
+# Hypothesis' per-example deadline measures the machine's load, not the code: off for the suite.
+settings.register_profile("healthtech", deadline=None)
+settings.load_profile("healthtech")
 
 
 @pytest.fixture(scope="session")
