@@ -4,6 +4,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -97,3 +98,14 @@ def cli_subprocess(args: Sequence[str], cwd: Path, env: dict[str, str], timeout:
         return subprocess.Popen(command, cwd=cwd, env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
     return subprocess.run(command, cwd=cwd, env=clean_env, capture_output=True, text=True, timeout=timeout)
+
+
+def waits_for_the_load_lock(config: DbConfig, process: "subprocess.Popen[str]", limit: float = 60) -> bool:
+    """Whether ``process`` (a run started while the test holds the load lock) is seen blocked on
+    that advisory lock before it exits or ``limit`` seconds pass."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and process.poll() is None:
+        if fetch(config, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+            return True
+        time.sleep(0.05)  # polling for a state change, bounded by the deadline
+    return False

@@ -1,7 +1,6 @@
 """Critical problems: clear one-line errors, documented exit codes, previous data intact."""
 
 import json
-import time
 
 import pytest
 from helpers import (
@@ -13,6 +12,7 @@ from helpers import (
     cli_subprocess,
     fetch,
     snapshot,
+    waits_for_the_load_lock,
 )
 
 from healthtech_etl.db import connect
@@ -144,14 +144,7 @@ def test_runs_wait_for_each_other(sample_inputs, make_xlsx, db_config, tmp_path,
     process = cli_subprocess(etl_args(other_doctors, other_appointments), cwd=tmp_path,
                              env={"DATABASE_URL": db_config.url()}, wait=False)
     try:
-        waiting = False
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            waiting = bool(fetch(db_config, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
-            if waiting:
-                break
-            time.sleep(0.05)  # polling for a state change, bounded by the deadline
-        assert waiting, "the second run did not wait for the lock"
+        assert waits_for_the_load_lock(db_config, process), "the second run did not wait for the lock"
         assert snapshot(db_config) == loaded  # nothing changed while it waits
     finally:
         holder.run("COMMIT")

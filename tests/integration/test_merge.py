@@ -3,10 +3,17 @@ idempotent re-runs, all-or-nothing failures, serialised concurrent runs, mixing 
 
 import datetime as dt
 import json
-import time
 
 import pytest
-from helpers import APPOINTMENTS_HEADER, AS_OF, DOCTORS_HEADER, cli_subprocess, fetch, snapshot
+from helpers import (
+    APPOINTMENTS_HEADER,
+    AS_OF,
+    DOCTORS_HEADER,
+    cli_subprocess,
+    fetch,
+    snapshot,
+    waits_for_the_load_lock,
+)
 
 from healthtech_etl.db import connect
 from healthtech_etl.load import ADVISORY_LOCK_KEY
@@ -279,14 +286,7 @@ def test_a_merge_waits_for_the_load_lock(months, db_config, tmp_path, run_cli):
     process = cli_subprocess(etl_args(months["november"], "--mode", "merge"), cwd=tmp_path,
                              env={"DATABASE_URL": db_config.url()}, wait=False)
     try:
-        waiting = False
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            waiting = bool(fetch(db_config, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
-            if waiting:
-                break
-            time.sleep(0.05)  # polling for a state change, bounded by the deadline
-        assert waiting, "the merge did not wait for the lock"
+        assert waits_for_the_load_lock(db_config, process), "the merge did not wait for the lock"
         assert full_state(db_config) == before
     finally:
         holder.run("COMMIT")
