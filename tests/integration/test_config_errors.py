@@ -54,7 +54,7 @@ def test_a_bad_dotenv_is_one_line(content, message, tmp_path, sample_inputs):
 
 @pytest.mark.parametrize("url, code, expected", [
     # An unencoded password holding "/": read as a password, masked, never used as a path.
-    (f"postgresql://etl:1234/{SECRET}@127.0.0.1:9/clinic?connect_timeout=3", 4,
+    (f"postgresql://etl:Kq7z/{SECRET}@127.0.0.1:9/clinic?connect_timeout=3", 4,
      "cannot connect to PostgreSQL at etl@127.0.0.1:9/clinic (from DATABASE_URL)"),
     (f"postgresql://etl:{SECRET}@db:notaport/clinic", 2, "DATABASE_URL is not a valid URL"),
     (f"postgresql://etl:{SECRET}@db/clinic?connect_timeout=abc", 2, "DATABASE_URL connect_timeout must be a whole number"),
@@ -67,7 +67,8 @@ def test_malformed_urls_never_show_the_password(url, code, expected, tmp_path, s
     assert expected in one_line(result.stderr)
     log = tmp_path / "logs" / "etl_pipeline.log"
     everything = result.stderr + result.stdout + (log.read_text() if log.exists() else "")
-    assert SECRET not in everything and "1234" not in everything
+    # (letters no run id or timestamp can hold: the run id is hexadecimal)
+    assert SECRET not in everything and "Kq7z" not in everything
 
 
 def test_connection_failure_with_settings_from_dotenv_says_so(tmp_path, sample_inputs):
