@@ -109,3 +109,13 @@ def waits_for_the_load_lock(config: DbConfig, process: "subprocess.Popen[str]", 
             return True
         time.sleep(0.05)  # polling for a state change, bounded by the deadline
     return False
+
+
+# The appointments table's keys and indexes, as the catalog defines them (a load that drops and
+# rebuilds them must leave exactly these).
+SCHEMA_SQL = """
+    SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+    WHERE conrelid = 'healthtech.appointments'::regclass
+    UNION ALL
+    SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'healthtech' AND tablename = 'appointments'
+    ORDER BY 1"""

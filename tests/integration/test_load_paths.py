@@ -6,18 +6,11 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import AS_OF, fetch, snapshot
+from helpers import AS_OF, SCHEMA_SQL, fetch, snapshot
 
 from healthtech_etl import clean, load
 from healthtech_etl.errors import DatabaseError
 from healthtech_etl.load import RunRecord, load_run
-
-SCHEMA_SQL = """
-    SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
-    WHERE conrelid = 'healthtech.appointments'::regclass
-    UNION ALL
-    SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'healthtech' AND tablename = 'appointments'
-    ORDER BY 1"""
 
 
 def etl(run_cli, inputs, *extra):

@@ -9,6 +9,7 @@ from helpers import (
     APPOINTMENTS_HEADER,
     AS_OF,
     DOCTORS_HEADER,
+    SCHEMA_SQL,
     cli_subprocess,
     fetch,
     snapshot,
@@ -297,12 +298,6 @@ def test_a_merge_waits_for_the_load_lock(months, db_config, tmp_path, run_cli):
                             "ORDER BY id") == BOTH_MONTHS
 
 
-SCHEMA_SQL = """
-    SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
-    WHERE conrelid = 'healthtech.appointments'::regclass
-    UNION ALL
-    SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'healthtech' AND tablename = 'appointments'
-    ORDER BY 1"""
 
 
 @pytest.mark.parametrize("rebuild_from", [0, 10**9])
