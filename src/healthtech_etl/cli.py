@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 from . import __version__, history_commands, progress
-from .db import DbConfig, embedded_pgdata, read_dotenv, resolve_config
+from .db import DEFAULT_KEEP_RUNS, DbConfig, embedded_pgdata, read_dotenv, resolve_config
 from .errors import EXIT_CODES, ConfigError, EtlError, InputFileError, Interrupted, ReportError
 from .html_report import HTML_FILE
-from .load import DEFAULT_KEEP_RUNS
 from .logs import DEFAULT_LOG_MAX_BYTES, LOG_FILE_NAME, configure_logging
 from .paths import check_output_dir, describe_os_error, make_output_dir
 from .quality import FAIL_ON_CHOICES, summary_lines
@@ -31,6 +30,7 @@ from .redact import redact
 
 if TYPE_CHECKING:  # pipeline imports pandas: only when a run needs it
     from .pipeline import EtlSettings, RunProgress
+    from .sheet_scan import SheetPrefetch
 
 logger = logging.getLogger("healthtech_etl.cli")
 
@@ -166,6 +166,12 @@ def _main(argv: Optional[list[str]]) -> int:
         return _sample(args)
     if args.command == "db":
         return _db(args, env, from_dotenv)
+    prefetched = None
+    if args.command in ("etl", "run"):
+        from .sheet_scan import start_prefetch
+
+        # The appointments sheet's pre-scan runs while the libraries below load (see SheetPrefetch).
+        prefetched = start_prefetch(args.appointments, args.appointments_sheet, "appointments", args.reader)
 
     from .pipeline import RunProgress
 
@@ -192,7 +198,7 @@ def _main(argv: Optional[list[str]]) -> int:
         logger.info("database: %s", db_config.describe())
         exit_code = 0
         if settings is not None:
-            exit_code = _etl(args, settings, db_config, run_state)
+            exit_code = _etl(args, settings, db_config, run_state, prefetched)
         if args.command in ("queries", "run"):
             after_load = run_state.run.run_id if run_state.committed and run_state.run else None
             _queries(args, db_config, after_load=after_load)
@@ -271,7 +277,8 @@ def _settings(args: argparse.Namespace) -> "EtlSettings":
     return settings
 
 
-def _etl(args: argparse.Namespace, settings: "EtlSettings", db_config: DbConfig, run_state: "RunProgress") -> int:
+def _etl(args: argparse.Namespace, settings: "EtlSettings", db_config: DbConfig, run_state: "RunProgress",
+         prefetched: "Optional[SheetPrefetch]" = None) -> int:
     from .pipeline import InputFile, run_etl
 
     result = run_etl(
@@ -280,6 +287,7 @@ def _etl(args: argparse.Namespace, settings: "EtlSettings", db_config: DbConfig,
         db_config,
         settings,
         run_state,
+        prefetched,
     )
     if not args.quiet:
         print("\n".join(summary_lines(result.report)))

@@ -7,9 +7,10 @@ formula by Excel or LibreOffice (CSV injection). Such text cells get a leading a
 import csv
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported by whoever has a frame: the CLI starts without it
+    import pandas as pd
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -21,7 +22,7 @@ def escape_cell(value: Any) -> Any:
     return value
 
 
-def escape_frame(frame: pd.DataFrame) -> pd.DataFrame:
+def escape_frame(frame: "pd.DataFrame") -> "pd.DataFrame":
     """Vectorised :func:`escape_cell` over the text columns of a frame (returns a copy)."""
     escaped = frame.copy()
     for column in escaped.columns:
@@ -49,7 +50,7 @@ def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[Any]])
     return path
 
 
-def write_frame_csv(path: Path, frame: pd.DataFrame) -> Path:
+def write_frame_csv(path: Path, frame: "pd.DataFrame") -> Path:
     """Write a DataFrame as CSV, formula-like cells escaped."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

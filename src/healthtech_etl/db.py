@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 SSL_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
 DEFAULT_PGDATA = ".pgdata"
+# Runs whose rejected rows (and report snapshots) the database keeps: --keep-runs / KEEP_RUNS.
+DEFAULT_KEEP_RUNS = 30
 
 
 @dataclass(frozen=True)

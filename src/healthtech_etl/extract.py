@@ -34,7 +34,16 @@ import pandas as pd
 
 from .errors import ConfigError, InputFileError
 from .redact import safe_text
-from .sheet_scan import NOT_A_VALUE, SheetScan, full_scan, literal_scan, scan_sheet
+from .sheet_scan import (
+    MEASURE_FIRST_BYTES,
+    NOT_A_VALUE,
+    SheetPrefetch,
+    SheetScan,
+    full_scan,
+    literal_scan,
+    measure_extent,
+    scan_sheet,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +106,7 @@ def read_sheet(
     reader: str = "auto",
     entity: str = "workbook",
     max_sheet_bytes: Optional[int] = None,
+    prefetched: Optional[SheetPrefetch] = None,
 ) -> SheetData:
     """Read the first sheet (or ``sheet``) of ``path`` keeping ``mandatory_columns``.
 
@@ -104,7 +114,8 @@ def read_sheet(
     extent would make a dense reader allocate far more cells than it holds goes to the
     streaming reader (openpyxl), and cells no reader renders exactly are rendered from the XML.
     Raises :class:`InputFileError` for a missing, unreadable, oversized or empty file, a missing
-    sheet, or no header row with every mandatory column in the first 20 rows."""
+    sheet, or no header row with every mandatory column in the first 20 rows. ``prefetched``:
+    the pre-scan already started for this file and sheet (:class:`~.sheet_scan.SheetPrefetch`)."""
     if reader not in READERS:
         raise ConfigError(f"unknown reader {reader!r}; choose one of {', '.join(READERS)}")
     path = Path(path)
@@ -115,14 +126,17 @@ def read_sheet(
         if not candidates:
             raise ConfigError("no xlsx reader installed (need fastexcel, python-calamine or openpyxl)")
         reader = candidates[0]
-    try:
-        scan = scan_sheet(path, sheet, entity, max_sheet_bytes)
-    except (InputFileError, ConfigError):
-        raise
-    except Exception as exc:  # a damaged deflate stream, a bad CRC...
-        raise InputFileError(f"cannot read {entity} file {path.name}: {type(exc).__name__}: {_first_line(exc)}") from exc
-    if reader in _DENSE_READERS and scan.measure_first and not scan.measured:
-        _scan_or_fail(lambda: literal_scan(path, scan, measure=True), entity, path)
+    if prefetched is not None and max_sheet_bytes is None and prefetched.is_for(path, sheet):
+        scan = _scan_or_fail(prefetched.result, entity, path)
+    else:
+        scan = _scan_or_fail(lambda: scan_sheet(path, sheet, entity, max_sheet_bytes), entity, path)
+    # Measure the real extent before a dense reader allocates for it (see sheet_scan): a small
+    # sheet in the literal scan's pass, a larger one in a pass of its own.
+    if reader in _DENSE_READERS and not scan.measured:
+        if scan.declared_bytes <= MEASURE_FIRST_BYTES:
+            _scan_or_fail(lambda: literal_scan(path, scan, measure=True), entity, path)
+        else:
+            _scan_or_fail(lambda: measure_extent(path, scan, entity, max_sheet_bytes), entity, path)
     if reader in _DENSE_READERS and not scan.dense_ok:
         logger.warning(
             "%s file %s: sheet %r spans %s cells for %s real ones (a stray far cell?); reading it with "
@@ -132,7 +146,7 @@ def read_sheet(
         reader = "openpyxl"
     # The literal scan inflates the XML beside the reader (fastexcel works without the GIL).
     with ThreadPoolExecutor(max_workers=1) as background:
-        literal = background.submit(literal_scan, path, scan) if not (scan.full or scan.measured) else None
+        literal = background.submit(literal_scan, path, scan) if not (scan.full or scan.literal) else None
         try:
             sheet_rows = _ROW_READERS[reader](path, scan, mandatory_columns)
         except InputFileError:
@@ -179,22 +193,26 @@ def _unexplained_traces(rows: "_SheetRows", scan: SheetScan, mandatory_columns: 
     first_row = rows.header_row + 1
     for name, column in zip(mandatory_columns, rows.columns):
         if isinstance(column, _EncodedText):
-            traces = [value for value in _matching(column.distinct) if _is_trace(value)]
-            hits = np.isin(column.codes, np.flatnonzero(pd.Series(column.distinct, dtype=object).isin(traces)))
+            traces = _trace_positions(column.distinct, column.arrow_distinct)
+            if not len(traces):
+                continue
+            hits = np.flatnonzero(np.isin(column.codes, traces))
         else:
-            cells = pd.Series(np.asarray(column, dtype=object), dtype=object)
-            traces = [value for value in _matching(pd.unique(cells.to_numpy())) if _is_trace(value)]
-            hits = cells.isin(traces).to_numpy() if traces else np.zeros(0, dtype=bool)
-        if not traces:
-            continue
+            cells = np.asarray(column, dtype=object)
+            distinct = pd.unique(cells)
+            traces = _trace_positions(distinct)
+            if not len(traces):
+                continue
+            hits = np.flatnonzero(pd.Series(cells, dtype=object).isin(distinct[traces]).to_numpy())
         sheet_column = rows.positions[name] + rows.column_offset
-        for position in np.flatnonzero(hits):
+        for position in hits:
             if (first_row + int(position), sheet_column) not in scan.corrections:
                 return True
     return False
 
 
 def _is_trace(value: str) -> bool:
+    """The reference judgement of one value matching :data:`_TRACE`."""
     if not _DECIMAL.match(value):
         return True
     try:
@@ -203,17 +221,32 @@ def _is_trace(value: str) -> bool:
         return True
 
 
-def _matching(distinct: np.ndarray) -> list[str]:
-    """The distinct text values matching :data:`_TRACE`."""
-    values = [value for value in distinct if value is not None] if None in distinct else distinct
-    try:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-    except ImportError:
-        series = pd.Series(values, dtype=object)
-        return series[series.str.match(_TRACE, na=False)].tolist()
-    array = pa.array(values, type=pa.string(), from_pandas=True)
-    return array.filter(pc.match_substring_regex(array, _TRACE)).to_pylist()
+def _trace_positions(distinct: np.ndarray, arrow_distinct: Any = None) -> np.ndarray:
+    """Positions in ``distinct`` (text values, None allowed) of the traces: values matching
+    :data:`_TRACE` that :func:`_is_trace` confirms. Vectorised with Arrow when installed:
+    decimals matching :data:`_PLAIN_DECIMAL` (a common form) are known to be their float's
+    ``repr`` and need no Python call. ``arrow_distinct``: the same values as an Arrow array."""
+    from . import _arrow
+
+    if _arrow.pc is None:
+        series = pd.Series(distinct, dtype=object)
+        matching = np.flatnonzero(series.str.match(_TRACE, na=False).to_numpy(dtype=bool))
+        return np.array([i for i in matching if _is_trace(distinct[i])], dtype=np.int64)
+    pa, pc = _arrow.pa, _arrow.pc
+    array = arrow_distinct if arrow_distinct is not None else pa.array(distinct, type=pa.string(), from_pandas=True)
+    matching = pc.fill_null(pc.match_substring_regex(array, _TRACE), False)
+    plain = pc.and_(pc.fill_null(pc.match_substring_regex(array, _PLAIN_DECIMAL), False),
+                    pc.less_equal(pc.utf8_length(array), _PLAIN_DECIMAL_CHARS))
+    candidates = np.flatnonzero(pc.and_not(matching, plain).to_numpy(zero_copy_only=False))
+    return np.array([i for i in candidates if _is_trace(distinct[i])], dtype=np.int64)
+
+
+# Decimals that are exactly their float's repr (so no trace): at most 15 significant digits
+# (a double holds every such decimal apart, so repr - the shortest string that reads back -
+# is that decimal), no leading zero, a fraction without trailing zeros (or ".0"), and within
+# repr's plain notation (1e-4 <= |x| < 1e16). At most 16 characters: 15 digits and the point.
+_PLAIN_DECIMAL = r"^-?(?:[1-9][0-9]*\.(?:0|[0-9]*[1-9])|0\.0{0,3}[1-9](?:[0-9]*[1-9])?)$"
+_PLAIN_DECIMAL_CHARS = 16
 
 
 @dataclass
@@ -332,15 +365,48 @@ def _apply_corrections(
     if not scan.corrections:
         return
     by_column = {rows.positions[name] + rows.column_offset: index for index, name in enumerate(mandatory_columns)}
+    found: dict[int, tuple[list[int], list[Optional[str]]]] = {}
     for (row, column), text in scan.corrections.items():
         index = by_column.get(column)
         position = row - first_row
         if index is None or not 0 <= position < size:
             continue
+        positions, texts = found.setdefault(index, ([], []))
+        positions.append(position)
+        texts.append(text)
+    for index, (positions, texts) in found.items():
         cells = selected[index]
-        if isinstance(cells, _EncodedText):  # rare: give up the grouping of this column
-            cells = selected[index] = list(cells.cells())
-        cells[position] = text
+        if isinstance(cells, _EncodedText):
+            selected[index] = _recode(cells, np.array(positions, dtype=np.int64), texts)
+        else:
+            for position, text in zip(positions, texts):
+                cells[position] = text
+
+
+def _recode(column: "_EncodedText", positions: np.ndarray, texts: list[Optional[str]]) -> "_EncodedText":
+    """``column`` with the cells at ``positions`` set to ``texts``, still grouped: each text
+    gets the code of the equal distinct value, or a new one (values stay distinct, None stays
+    last: the cleaner's duplicate check and blank-row check rely on both)."""
+    distinct = column.distinct
+    has_none = bool(len(distinct)) and distinct[-1] is None
+    values = distinct[:-1] if has_none else distinct
+    wanted = pd.unique(np.array([text for text in texts if text is not None], dtype=object))
+    known = pd.Series(values, dtype=object)
+    existing = known[known.isin(wanted)]
+    code_of = dict(zip(existing.tolist(), existing.index.tolist()))
+    added = [text for text in wanted if text not in code_of]
+    for offset, text in enumerate(added):
+        code_of[text] = len(values) + offset
+    need_none = has_none or any(text is None for text in texts)
+    none_code = len(values) + len(added)
+    new_distinct = np.empty(none_code + int(need_none), dtype=object)
+    new_distinct[: len(values)] = values
+    new_distinct[len(values): none_code] = added
+    codes = column.codes.copy()
+    if has_none and added:  # the empty cells' code moves behind the added values
+        codes[codes == len(values)] = none_code
+    codes[positions] = [none_code if text is None else code_of[text] for text in texts]
+    return _EncodedText(codes.astype(np.int32, copy=False), new_distinct)
 
 
 # --- readers: each returns the mandatory columns' cells below the header it found ------------
@@ -393,11 +459,13 @@ class _EncodedText:
     (int32, one per cell). ``distinct[codes]`` are the cells, one Python object per distinct
     string. The cleaner reuses the codes instead of hashing a million strings again."""
 
-    __slots__ = ("codes", "distinct")
+    __slots__ = ("codes", "distinct", "arrow_distinct")
 
-    def __init__(self, codes: np.ndarray, distinct: np.ndarray) -> None:
+    def __init__(self, codes: np.ndarray, distinct: np.ndarray, arrow_distinct: Any = None) -> None:
         self.codes = codes
         self.distinct = distinct
+        # The str values of ``distinct`` (its leading part) as the Arrow array they came from.
+        self.arrow_distinct = arrow_distinct
 
     def cells(self) -> np.ndarray:
         return self.distinct[self.codes]
@@ -420,7 +488,7 @@ def _arrow_text(column: Any) -> _EncodedText:
         if not nulls:
             distinct = np.append(distinct, np.array([None], dtype=object))
         codes = np.where(codes == empty[0], len(distinct) - 1, codes).astype(np.int32)
-    return _EncodedText(codes, distinct)
+    return _EncodedText(codes, distinct, encoded.dictionary)
 
 
 def _read_calamine(path: Path, scan: SheetScan, mandatory_columns: Sequence[str]) -> _SheetRows:
@@ -550,10 +618,11 @@ def cell_text(value: Any) -> Optional[str]:
 
 
 def _scan_or_fail(step: Callable[[], Any], entity: str, path: Path) -> Any:
-    """Run a scan step; a damaged package is an input error, not a crash."""
+    """Run a scan step; a damaged package (a bad deflate stream or CRC...) is an input error,
+    not a crash."""
     try:
         return step()
-    except InputFileError:
+    except (InputFileError, ConfigError):
         raise
     except Exception as exc:
         raise InputFileError(f"cannot read {entity} file {path.name}: {type(exc).__name__}: {_first_line(exc)}") from exc

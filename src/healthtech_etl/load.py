@@ -22,7 +22,7 @@ from ._arrow import pa as _pa  # optional C++ CSV writer (None: the pure-Python 
 from ._arrow import pa_csv as _pa_csv
 from ._arrow import pc as _pc
 from .clean import ENTITY, REASONS, RECORD_ID, factorize_quietly
-from .db import DbConfig, _short, close_quietly, connect
+from .db import DEFAULT_KEEP_RUNS, DbConfig, _short, close_quietly, connect
 from .errors import DatabaseError
 from .extract import SOURCE_ROW
 
@@ -32,7 +32,6 @@ SCHEMA = "healthtech"
 # Arbitrary constant shared by every healthtech-etl process: "the load lock".
 ADVISORY_LOCK_KEY = 7_412_202_511
 # etl_rejections keeps the rows of this many most recent runs (--keep-runs).
-DEFAULT_KEEP_RUNS = 30
 
 DDL = (
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",

@@ -34,6 +34,7 @@ from .quality import (
     tripped_metrics,
 )
 from .run_report import FAILED, GATE, LOADED, aggregate_in_background, write_run_html
+from .sheet_scan import SheetPrefetch
 
 logger = logging.getLogger(__name__)
 rejections_logger = logging.getLogger(REJECTIONS_LOGGER)
@@ -124,11 +125,12 @@ def sha256_of(path: Path) -> str:
 
 
 def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, settings: EtlSettings,
-            run_state: Optional[RunProgress] = None) -> RunResult:
+            run_state: Optional[RunProgress] = None, prefetched: Optional[SheetPrefetch] = None) -> RunResult:
     """Run the whole pipeline once; returns the result or raises a CriticalError.
 
     Once the load has committed, the run is a success: a report that cannot be written then
-    gives ``exit_code`` 6 and a ``warning``, never an exception."""
+    gives ``exit_code`` 6 and a ``warning``, never an exception. ``prefetched``: the
+    appointments sheet's pre-scan, started early (see :func:`.sheet_scan.start_prefetch`)."""
     run_state = run_state if run_state is not None else RunProgress()
     settings.validate()
     run_id = uuid.uuid4().hex
@@ -141,7 +143,8 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     progress.start("read", f"{doctors.display_name}, {appointments.display_name}")
     doctors_sheet = read_sheet(doctors.path, clean.DOCTOR_COLUMNS, doctors.sheet, settings.reader, "doctors")
     appointments_sheet = read_sheet(
-        appointments.path, clean.APPOINTMENT_COLUMNS, appointments.sheet, settings.reader, "appointments"
+        appointments.path, clean.APPOINTMENT_COLUMNS, appointments.sheet, settings.reader, "appointments",
+        prefetched=prefetched,
     )
     timings["read"] = time.perf_counter() - clock
     progress.done(len(doctors_sheet.frame) + len(appointments_sheet.frame))

@@ -1,10 +1,12 @@
 """The data quality report: five metrics over the appointments read, with thresholds."""
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from .clean import CleanResult
 from .redact import safe_text
+
+if TYPE_CHECKING:  # clean imports pandas: the CLI starts without it
+    from .clean import CleanResult
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 SEVERITY_ORDER = {OK: 0, WARNING: 1, CRITICAL: 2}
@@ -37,7 +39,7 @@ def _percent(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 2) if whole else 100.0
 
 
-def compute_metrics(appointments: CleanResult) -> dict[str, dict[str, Any]]:
+def compute_metrics(appointments: "CleanResult") -> dict[str, dict[str, Any]]:
     """``{key: {value, threshold, status, description}}`` for the five metrics
     (``critical_threshold`` too for a metric with two levels)."""
     stats = appointments.stats

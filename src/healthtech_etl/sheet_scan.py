@@ -8,8 +8,10 @@ kilobytes of the sheet XML. It decides:
   kill): the declared size here, the bytes actually inflated in the full scan;
 * **shape**: how many cells a *dense* reader (fastexcel, python-calamine) would allocate for the
   sheet's extent. A stray cell at ``XFD1048576`` makes them allocate billions of cells and abort
-  the process; such a sheet goes to the streaming reader. The extent is the declared
-  ``<dimension>``, or, when there is none, what the full scan measures.
+  the process; such a sheet goes to the streaming reader. Before a dense reader runs, the
+  real extent is always measured (:func:`measure_extent`, one pass over the XML: ~0.25 s for
+  a 1M-row sheet with ISA-L, see :mod:`.inflate`); a declared ``<dimension>`` is never
+  trusted alone, since it can hide a stray far cell.
 
 The full scan (:func:`full_scan`) finds the **cells no reader renders exactly**: error values,
 booleans, numbers the Rust readers round or print their own way (integers past 2**53,
@@ -23,7 +25,9 @@ extractor runs it only when the cells read hold a trace of such a cell (see
 
 import os
 import re
+import threading
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +35,7 @@ from typing import Optional
 from xml.etree import ElementTree
 
 from .errors import InputFileError
+from .inflate import member_chunks
 
 # Cells that are present but not a value of any column's type (error cells, booleans, numbers
 # that are not exact): the reader's text gets this prefix, the cleaner rejects them as
@@ -44,10 +49,10 @@ _LAST_DATE_SERIAL = 2958466  # 10000-01-01: Excel's dates end the day before
 _FIRST_DATE_SERIAL = -693593  # 0001-01-01 counted back from 1899-12-30
 _CHUNK = 8 << 20
 _HEAD = 256 << 10  # the quick scan reads this much sheet XML: the dimension and the first rows
-_DENSE_TRUSTED = 30_000_000  # a declared extent up to this many cells is allocated as is
-# Sheets with at most this much XML are measured before a dense reader runs (a few hundredths
-# of a second): a declared extent that hides a stray far cell cannot reach the reader. Larger
-# ones are measured only when they declare no extent or a huge one.
+_DENSE_TRUSTED = 30_000_000  # an extent up to this many cells is allocated as is
+# Sheets with at most this much XML get the literal scan (which then measures too) before a
+# dense reader runs: one pass, a few hundredths of a second. Larger ones get a measuring pass
+# first and the literal scan beside the reader (it would cost more than the reader saves).
 MEASURE_FIRST_BYTES = 8 << 20
 _DIMENSION = re.compile(rb'<dimension\b[^>]*\bref="([A-Z]{1,3})?([0-9]{1,7})?(?::([A-Z]{1,3})([0-9]{1,7}))?"')
 _NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
@@ -58,7 +63,17 @@ _REF = re.compile(r'\br="([A-Z]{1,3})([0-9]{1,7})"')
 _TYPE = re.compile(r'\bt="([a-zA-Z]+)"')
 _STYLE = re.compile(r'\bs="([0-9]+)"')
 _VALUE = re.compile(rb"<v>([^<]*)</v>")
-_WIDE = re.compile(rb'<c r="([A-Z]{2,3})[0-9]')
+_WIDE = re.compile(rb'<c\s[^>]*?\br="([A-Z]{2,3})[0-9]')
+_CELL_REF = re.compile(rb'<c\s[^>]*?\br="[A-Z]')
+# Rows and cells not written as ``<row r="N"`` / ``<c r="A1"`` (one letter), as Excel,
+# LibreOffice and openpyxl write them: a reference past column Z, or one the fast pass cannot
+# read (attributes in another order, other whitespace or quotes, none). No other element of a
+# sheet is named ``c`` or ``row`` (``<col``, ``<color``, ``<rowBreaks`` do not match).
+_UNUSUAL = (rb'<c r="[A-Z][A-Z]|<c[>/\t\n\r]|<c [^r]|<c r[^=]|<c r=[^"]'
+            rb'|<row[>/\t\n\r]|<row [^r]|<row r[^=]|<row r=[^"]')
+_CARRY = 64
+_UNUSUAL_RE = re.compile(_UNUSUAL)
+_MAX_COLUMNS = 16384
 _LAST_ROW = re.compile(rb'<row\b[^>]*?\br="([0-9]+)"')
 
 
@@ -78,7 +93,7 @@ class SheetScan:
     head_xml: bytes = b""
     full: bool = False  # the full scan ran: every correction is known
     measured: bool = False  # cell_count, last_row and width are the real ones (not the declared)
-    measure_first: bool = False  # measure before a dense reader allocates (see scan_sheet)
+    literal: bool = False  # the literal scan ran
     member: str = ""
     declared_bytes: int = 0
     date_styles: set[str] = field(default_factory=set)
@@ -167,13 +182,9 @@ def scan_sheet(path: Path, sheet: Optional[str], entity: str, limit: Optional[in
         with archive.open(member) as stream:
             scan.head_xml = stream.read(_HEAD)
         dimension = _DIMENSION.search(scan.head_xml)
-        if dimension and dimension.group(3):
+        if dimension and dimension.group(3):  # what is declared; measured before a dense read
             scan.last_row = int(dimension.group(4))
             scan.width = column_index(dimension.group(3).decode()) + 1
-        # No declared extent, a huge one, or a small sheet: measure the real one before a dense
-        # reader runs (extract.read_sheet, with the literal scan).
-        scan.measure_first = (not (dimension and dimension.group(3)) or not scan.dense_ok
-                              or info.file_size <= MEASURE_FIRST_BYTES)
     return scan
 
 
@@ -192,27 +203,89 @@ def literal_scan(path: Path, scan: SheetScan, measure: bool = False) -> SheetSca
     real extent and cell count (see :attr:`SheetScan.dense_ok`)."""
     if measure:
         scan.cell_count, scan.last_row, scan.width = 0, 0, 0
-    with zipfile.ZipFile(path) as archive, archive.open(scan.member) as stream:
-        tail = b""
-        while True:
-            chunk = stream.read(_CHUNK)
-            buffer = tail + chunk
-            end = len(buffer) if not chunk else buffer.rfind(b"</row>") + len(b"</row>")
-            if end < len(b"</row>") and chunk:
-                tail = buffer
-                continue
-            part, tail = buffer[:end], buffer[end:]
-            if measure:
-                _measure(part, scan)
-            for literal in _LITERALS:
-                start = part.find(literal)
-                while start >= 0:
-                    _literal_cell(part, start, scan)
-                    start = part.find(literal, start + 1)
-            if not chunk:
-                break
+    for part in _row_parts(path, scan):
+        if measure:
+            _measure(part, scan)
+        for literal in _LITERALS:
+            start = part.find(literal)
+            while start >= 0:
+                _literal_cell(part, start, scan)
+                start = part.find(literal, start + 1)
     scan.measured = scan.measured or measure
+    scan.literal = True
     return scan
+
+
+def measure_extent(path: Path, scan: SheetScan, entity: str = "workbook", limit: Optional[int] = None) -> SheetScan:
+    """Measure the sheet's real extent (:attr:`SheetScan.dense_ok`) before a dense reader
+    allocates for it. A first pass finds the last row and whether any row or cell is not
+    written the plain way (:data:`_UNUSUAL`: a reference past column Z, attributes in another
+    order, other whitespace or quotes, no reference). Without one, the extent is at most 26
+    columns wide and the cell count does not matter; with one (rare), a second pass counts the
+    cells and rows and measures the width."""
+    limit = max_sheet_bytes() if limit is None else limit
+    scan.cell_count, scan.last_row, scan.width = 0, 0, 0
+    unusual = False
+    carry = b""  # the end of the previous chunk: a match may span two chunks
+    inflated = 0
+    for chunk in member_chunks(path, scan.member, 1 << 20):
+        inflated += len(chunk)
+        if inflated > limit:
+            raise InputFileError(_too_large(entity, path, scan.sheet_name, inflated, limit))
+        edge = carry + chunk[:_CARRY]
+        unusual = unusual or _has_unusual(chunk) or _has_unusual(edge)
+        if not scan.width and (b"<c" in edge or b"<c" in chunk):
+            scan.width = 26
+        if b"<row" in edge or b"<row" in chunk[-65536:]:
+            _measure_rows(edge + chunk[_CARRY:][-65536:], scan)
+        carry = (carry + chunk)[-_CARRY:] if len(chunk) < _CARRY else chunk[-_CARRY:]
+    scan.xml_bytes = inflated
+    if unusual or not scan.dense_ok:
+        scan.cell_count, scan.last_row, scan.width = 0, 0, 0
+        rows = 0
+        for part in _row_parts(path, scan, (entity, limit)):
+            _measure(part, scan)
+            rows += sum(part.count(b"<row" + end) for end in (b" ", b">", b"\n", b"\t", b"\r"))
+        scan.last_row = max(scan.last_row, rows)  # rows without a reference count by position
+    scan.measured = True
+    return scan
+
+
+def _has_unusual(data: bytes) -> bool:
+    """Whether ``data`` holds a match of :data:`_UNUSUAL`: Arrow's RE2 (linear time, without
+    the GIL) when usable, else ``re``. Both are given the same pattern; the tests compare them."""
+    from . import _arrow
+
+    if _arrow.pc is not None:
+        try:
+            array = _arrow.pa.array([data], type=_arrow.pa.binary())
+            return bool(_arrow.pc.match_substring_regex(array, _UNUSUAL.decode())[0].as_py())
+        except (_arrow.pa.ArrowNotImplementedError, _arrow.pa.ArrowInvalid, TypeError):
+            pass  # an older pyarrow without binary regex kernels: the plain path
+    return _UNUSUAL_RE.search(data) is not None
+
+
+def _row_parts(path: Path, scan: SheetScan, limit: Optional[tuple[str, int]] = None) -> Iterator[bytes]:
+    """The sheet XML in parts of about :data:`_CHUNK` bytes that end after a ``</row>`` (the
+    last one: whatever is left). ``limit``: (entity, bytes) - raise :class:`InputFileError`
+    once more than that many bytes have been inflated."""
+    tail = b""
+    inflated = 0
+    for chunk in member_chunks(path, scan.member, _CHUNK):
+        inflated += len(chunk)
+        if limit is not None and inflated > limit[1]:
+            raise InputFileError(_too_large(limit[0], path, scan.sheet_name, inflated, limit[1]))
+        buffer = tail + chunk if tail else chunk
+        end = buffer.rfind(b"</row>")
+        if end < 0:  # no complete row yet
+            tail = buffer
+            continue
+        end += len(b"</row>")
+        tail = buffer[end:]
+        yield buffer[:end]
+    scan.xml_bytes = inflated
+    if tail:
+        yield tail
 
 
 def _literal_cell(part: bytes, at: int, scan: SheetScan) -> None:
@@ -236,8 +309,7 @@ def full_scan(path: Path, scan: SheetScan, entity: str, limit: Optional[int] = N
     if scan.full:
         return scan
     limit = max_sheet_bytes() if limit is None else limit
-    with zipfile.ZipFile(path) as archive:
-        _scan_xml(archive, scan.member, scan, entity, path, limit)
+    _scan_xml(path, scan, entity, limit)
     return scan
 
 
@@ -282,7 +354,7 @@ def _date_styles(archive: zipfile.ZipFile) -> set[str]:
     return found
 
 
-def _scan_xml(archive: zipfile.ZipFile, member: str, scan: SheetScan, entity: str, path: Path, limit: int) -> None:
+def _scan_xml(path: Path, scan: SheetScan, entity: str, limit: int) -> None:
     scan.corrections, scan.cell_count, scan.last_row, scan.width, scan.xml_bytes = {}, 0, 0, 0, 0
     styles = "|".join(sorted(scan.date_styles)) or "(?!)"
     not_text = rb'(?![^>]*\bt="(?:s|str|inlineStr|e|b|d)")'
@@ -294,36 +366,30 @@ def _scan_xml(archive: zipfile.ZipFile, member: str, scan: SheetScan, entity: st
         rb"<c\b" + not_text + rb'(?=[^>]*\bs="(?:' + styles.encode() + rb')")([^>]*)>' + _FORMULA
         + rb"<v>(-[^<]*|0(?:\.[^<]*)?|[0-9]{7,}(?:\.[^<]*)?|[^<]*[Ee][^<]*)</v>"
     )
-    tail = b""
-    with archive.open(member) as stream:
-        while True:
-            chunk = stream.read(_CHUNK)
-            scan.xml_bytes += len(chunk)
-            if scan.xml_bytes > limit:
-                raise InputFileError(_too_large(entity, path, scan.sheet_name, scan.xml_bytes, limit))
-            buffer = tail + chunk
-            end = len(buffer) if not chunk else buffer.rfind(b"</row>") + len(b"</row>")
-            if end < len(b"</row>"):  # no complete row yet
-                tail = buffer
-                if not chunk:
-                    break
-                continue
-            part, tail = buffer[:end], buffer[end:]
-            _scan_part(part, scan, numbers, dates)
-            if not chunk:
-                break
+    for part in _row_parts(path, scan, (entity, limit)):
+        _scan_part(part, scan, numbers, dates)
     scan.full = scan.measured = True
 
 
-def _measure(part: bytes, scan: SheetScan) -> None:
-    """Real cell count and extent: rows are in order, so the last row of a part is its largest;
-    columns past Z are found by their two- or three-letter references."""
-    scan.cell_count += part.count(b"<c ") + part.count(b"<c>")
+def _measure_rows(part: bytes, scan: SheetScan) -> None:
+    """The last row so far: rows are in order, so the last row of a part is its largest (a row
+    out of order only makes a dense reader's extent smaller)."""
     rows = _LAST_ROW.findall(part[-65536:]) or _LAST_ROW.findall(part)
     if rows:
         scan.last_row = max(scan.last_row, int(rows[-1]))
+
+
+def _measure(part: bytes, scan: SheetScan) -> None:
+    """Real cell count and extent: columns past Z are found by their two- or three-letter
+    references; cells without a reference a reader places by position, so then the width is
+    taken as the widest a sheet can be."""
+    cells = part.count(b"<c ") + part.count(b"<c>") + part.count(b"<c\n") + part.count(b"<c\t") + part.count(b"<c\r")
+    scan.cell_count += cells
+    _measure_rows(part, scan)
     wide = set(_WIDE.findall(part))
     width = max((column_index(letters.decode()) + 1 for letters in wide), default=26 if b"<c" in part else 0)
+    if cells > len(_CELL_REF.findall(part)):  # a cell without a reference
+        width = _MAX_COLUMNS
     scan.width = max(scan.width, width)
 
 
@@ -403,3 +469,53 @@ def _excel_date(serial: float) -> datetime:
     if 0 < serial < 60:
         day += 1
     return datetime(1899, 12, 30) + timedelta(days=day) + diff
+
+
+class SheetPrefetch:
+    """:func:`scan_sheet`, then :func:`measure_extent` for a sheet too large for the literal
+    scan to measure first, started early in a daemon thread: the CLI starts it before it
+    imports pandas and reads the doctors, so the pass over a large sheet's XML (inflation and
+    RE2 searches, which do not hold the GIL) costs no wall time. :func:`extract.read_sheet`
+    takes the result if it is for the same file and sheet; errors are raised there, in order."""
+
+    def __init__(self, path: Path, sheet: Optional[str], entity: str) -> None:
+        self.path, self.sheet, self.entity = Path(path), sheet, entity
+        self._done = threading.Event()
+        self._scan: Optional[SheetScan] = None
+        self._error: Optional[BaseException] = None
+        threading.Thread(target=self._run, name=f"prefetch-{entity}", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            scan = scan_sheet(self.path, self.sheet, self.entity)
+            if scan.declared_bytes > MEASURE_FIRST_BYTES:
+                measure_extent(self.path, scan, self.entity)
+            self._scan = scan
+        except BaseException as exc:  # raised in the reading thread, by result()
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def is_for(self, path: Path, sheet: Optional[str]) -> bool:
+        return Path(path) == self.path and sheet == self.sheet
+
+    def result(self) -> SheetScan:
+        """The scan (measured if large); raises what the scan raised."""
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._scan is not None
+        return self._scan
+
+
+def start_prefetch(path: Path, sheet: Optional[str], entity: str, reader: str) -> Optional[SheetPrefetch]:
+    """A :class:`SheetPrefetch` of ``path`` when a dense reader will read it (``reader``
+    fastexcel or calamine, or ``auto`` with one installed), else None (the streaming reader
+    needs no measured extent). Looks the readers up without importing them."""
+    from importlib.util import find_spec
+
+    if reader == "openpyxl" or not Path(path).is_file():
+        return None
+    if reader == "auto" and find_spec("fastexcel") is None and find_spec("python_calamine") is None:
+        return None
+    return SheetPrefetch(path, sheet, entity)
