@@ -2,6 +2,7 @@
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 import time
@@ -67,6 +68,17 @@ AS_OF = "2025-11-01"
 
 DB_ENV_KEYS = ("DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "DOCTORS_INPUT",
                "APPOINTMENTS_INPUT")
+
+
+def skipped_rows_table(page: str) -> tuple[list[str], dict[str, list[str]]]:
+    """(column headers, {entity: its count cells}) of quality_report.html's skipped-rows table
+    (the oddities section: entity, ignored columns, then one column per count)."""
+    section = page[page.index('<section id="oddities">'):]
+    table = section[section.index("<thead><tr><th>entity</th>"):section.index("</section>")]
+    headers = re.findall(r"<th>(.*?)</th>", table)
+    rows = {cells[0]: cells[2:] for cells in
+            (re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr><td>.*?</tr>", table))}
+    return headers, rows
 
 
 def fetch(config: DbConfig, sql: str, **params: Any) -> list[list[Any]]:

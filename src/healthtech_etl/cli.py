@@ -95,7 +95,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     etl.add_argument("--reader", choices=("auto", "fastexcel", "calamine", "openpyxl"), default="auto",
                      help="xlsx reader (default: the fastest installed)")
     etl.add_argument("--keep-runs", type=int, default=env.get("KEEP_RUNS", str(DEFAULT_KEEP_RUNS)),
-                     help="keep the etl_rejections rows of this many most recent runs "
+                     help="keep the etl_rejections rows and etl_run_reports snapshots of this many most recent runs "
                      f"(env KEEP_RUNS, default {DEFAULT_KEEP_RUNS})")
     etl.add_argument("--mode", choices=("replace", "merge"), default=env.get("LOAD_MODE") or "replace",
                      help="replace: the tables become this file's rows; merge: upsert by id, keep rows absent "

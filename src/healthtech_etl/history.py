@@ -14,12 +14,18 @@ from .aggregates import TOP_DOCTORS, from_doctor_counts, per_day_rows
 from .db import DbConfig, _short, connect
 from .errors import ConfigError, DatabaseError
 from .html_report import REJECTED_ROWS_SHOWN, ReportPage
+from .load import DEFAULT_KEEP_RUNS, prune_old_runs
 from .quality import overall_status
 
 logger = logging.getLogger(__name__)
 
 TREND_RUNS = 30
 SNAPSHOT_LOCK_KEY = 7_412_202_512  # load.ADVISORY_LOCK_KEY + 1
+SNAPSHOT_PRUNED_NOTE = (
+    "This run's report snapshot was pruned from healthtech.etl_run_reports (it keeps the snapshots of the "
+    "last --keep-runs runs): rebuilt from etl_runs alone, so as-of, readers, unknown status values, ignored "
+    "columns and timings are not known."
+)
 
 REPORTS_DDL = """CREATE TABLE IF NOT EXISTS healthtech.etl_run_reports (
     run_id text PRIMARY KEY REFERENCES healthtech.etl_runs (run_id) ON DELETE CASCADE,
@@ -173,10 +179,14 @@ def latest_succeeded_run(connection: Any) -> Optional[str]:
 # --- snapshots: what a run's page needs, kept in the database ------------------------------------
 
 
-def save_run_snapshot(config: DbConfig, report: dict[str, Any],
-                      aggregates: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
+def save_run_snapshot(config: DbConfig, report: dict[str, Any], aggregates: Optional[dict[str, Any]],
+                      keep_runs: int = DEFAULT_KEEP_RUNS) -> list[dict[str, Any]]:
     """After a committed load: store the run's report and aggregates in ``etl_run_reports`` (so
-    its page can be rebuilt later) and return the run history for its trends."""
+    its page can be rebuilt later), drop the snapshots of all but the ``keep_runs`` most recent
+    runs (the rule of ``etl_rejections``) and return the run history for its trends.
+
+    Its own transaction, after the load's COMMIT: whatever fails here, the load stays committed
+    (the caller logs the error and writes the page from memory)."""
     connection = connect(config)
     try:
         connection.run("START TRANSACTION")
@@ -184,6 +194,7 @@ def save_run_snapshot(config: DbConfig, report: dict[str, Any],
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=SNAPSHOT_LOCK_KEY)
         connection.run(REPORTS_DDL)
         store_snapshot(connection, report, aggregates)
+        prune_snapshots(connection, keep_runs)
         connection.run("COMMIT")
         return trend_runs(connection)
     except Exception:
@@ -207,8 +218,42 @@ def store_snapshot(connection: Any, report: dict[str, Any], aggregates: Optional
     )
 
 
+def prune_snapshots(connection: Any, keep_runs: int) -> None:
+    """Delete the ``etl_run_reports`` rows of all but the ``keep_runs`` most recent runs in
+    ``etl_runs`` (call in :func:`save_run_snapshot`'s transaction). Housekeeping: a failure is
+    rolled back to a savepoint and logged, the run's own snapshot stays, the next run prunes."""
+    connection.run("SAVEPOINT prune_snapshots")
+    try:
+        prune_old_runs(connection, "healthtech.etl_run_reports", keep_runs)
+    except Exception as exc:
+        connection.run("ROLLBACK TO SAVEPOINT prune_snapshots")
+        logger.warning("older report snapshots not pruned (the next run tries again): %s", _short(exc))
+    else:
+        connection.run("RELEASE SAVEPOINT prune_snapshots")
+
+
+def has_snapshots(connection: Any) -> bool:
+    """True once a run has created ``etl_run_reports``."""
+    return bool(connection.run("SELECT to_regclass(:name) IS NOT NULL", name="healthtech.etl_run_reports")[0][0])
+
+
+def snapshot_pruned(connection: Any, run: dict[str, Any]) -> bool:
+    """Whether a run without a snapshot lost it to pruning: it succeeded (only loaded runs store
+    one) and a later run - in the pruning order - still has its snapshot. (A succeeded run whose
+    snapshot could not be stored after its load reads as pruned too: rare, and logged then.)"""
+    if run["status"] != "succeeded" or not has_snapshots(connection):
+        return False
+    rows = connection.run(
+        "SELECT EXISTS (SELECT 1 FROM healthtech.etl_run_reports r JOIN healthtech.etl_runs u USING (run_id)"
+        " WHERE (u.started_at, u.run_id) > (SELECT started_at, run_id FROM healthtech.etl_runs"
+        " WHERE run_id = :run_id))",
+        run_id=run["run_id"],
+    )
+    return bool(rows[0][0])
+
+
 def get_snapshot(connection: Any, run_id: str) -> Optional[tuple[dict[str, Any], Optional[dict[str, Any]]]]:
-    if not connection.run("SELECT to_regclass(:name) IS NOT NULL", name="healthtech.etl_run_reports")[0][0]:
+    if not has_snapshots(connection):
         return None
     rows = connection.run("SELECT report, aggregates FROM healthtech.etl_run_reports WHERE run_id = :run_id",
                           run_id=run_id)
@@ -234,8 +279,11 @@ def page_for_run(config: DbConfig, run_id: Optional[str]) -> ReportPage:
                 loaded_note = "another run replaced the loaded data before this run's report was built"
         else:
             report = report_from_ledger(run, by_reason)
-            notes.append("This run stored no report snapshot: as-of, readers, unknown status values, ignored "
-                         "columns and timings are not known.")
+            if snapshot_pruned(connection, run):
+                notes.append(SNAPSHOT_PRUNED_NOTE)
+            else:
+                notes.append("This run stored no report snapshot: as-of, readers, unknown status values, ignored "
+                             "columns and timings are not known.")
             aggregates = None
             if run["status"] == "succeeded":
                 if latest_succeeded_run(connection) == run_id:

@@ -110,12 +110,16 @@ def _rejections(args: argparse.Namespace, db_config: DbConfig, out: TextIO) -> N
 
 
 def _report(args: argparse.Namespace, db_config: DbConfig, out: TextIO) -> None:
-    from .history import page_for_run
+    from .history import SNAPSHOT_PRUNED_NOTE, page_for_run
     from .html_report import HTML_FILE, write_html
 
     page = page_for_run(db_config, args.run_id)
-    path = write_html(Path(args.report_dir) / str(page.report["run_id"]) / HTML_FILE, page)
+    run_id = page.report["run_id"]
+    path = write_html(Path(args.report_dir) / str(run_id) / HTML_FILE, page)
     out.write(f"wrote {path}\n")
+    if SNAPSHOT_PRUNED_NOTE in page.notes:
+        out.write(f"note: the report snapshot of run {run_id} was pruned (etl_run_reports keeps the last "
+                  "--keep-runs runs): the page is rebuilt from etl_runs alone\n")
 
 
 def _short_cell(value: Any) -> str:

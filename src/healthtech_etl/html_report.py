@@ -27,6 +27,12 @@ RAW_CELL_MAX = 120  # characters of a raw cell shown in the table
 LIST_MAX = 50  # unknown status values / ignored columns listed
 STATUS_COLORS = {"ok": "#2e7d32", "warning": "#ef6c00", "critical": "#c62828"}
 APPOINTMENT_STATUS_COLORS = {"confirmed": "#2e7d32", "cancelled": "#c62828", "unknown": "#9e9e9e"}
+# counts.<entity> keys of quality_report.json shown per entity beside the ignored columns, with their labels
+SKIP_COUNTS = {
+    "blank_rows_skipped": "blank rows skipped",
+    "rows_above_header_skipped": "rows above the header skipped",
+    "control_characters_removed": "control characters removed from text",
+}
 
 
 @dataclass
@@ -237,16 +243,24 @@ def _oddities_section(report: dict[str, Any]) -> str:
     inputs = report.get("inputs") or {}
     counts = report.get("counts") or {}
     rows = []
+    missing = False
     for entity, info in inputs.items():
         ignored = list(info.get("ignored_columns") or [])
         shown = ", ".join(repr(str(c)) for c in ignored[:LIST_MAX]) + (" ..." if len(ignored) > LIST_MAX else "")
-        blank = (counts.get(entity) or {}).get("blank_rows_skipped")
+        entity_counts = counts.get(entity) or {}
+        shown_counts = [entity_counts.get(key) for key in SKIP_COUNTS]
+        missing = missing or None in shown_counts
         rows.append(f"<tr><td>{_e(entity)}</td><td class=\"mono\">{_e(shown or '-')}</td>"
-                    f"<td class=\"num\">{_n(blank)}</td></tr>")
+                    + "".join(f'<td class="num">{_n("-" if value is None else value)}</td>' for value in shown_counts)
+                    + "</tr>")
     return (
         '<section id="oddities"><h2>Unknown statuses, ignored columns, skipped rows</h2>'
         f"{unknown_html}<table><thead><tr><th>entity</th><th>ignored columns</th>"
-        f"<th>blank rows skipped</th></tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
+        + "".join(f"<th>{_e(label)}</th>" for label in SKIP_COUNTS.values())
+        + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        # A report stored before a count existed has no value for it: a dash, not a guess.
+        + ('<p class="small">-: not counted (this run\'s stored report predates the count).</p>' if missing else "")
+        + "</section>"
     )
 
 

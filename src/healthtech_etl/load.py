@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 SCHEMA = "healthtech"
 # Arbitrary constant shared by every healthtech-etl process: "the load lock".
 ADVISORY_LOCK_KEY = 7_412_202_511
-# etl_rejections keeps the rows of this many most recent runs (--keep-runs).
 
 DDL = (
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
@@ -191,15 +190,22 @@ def load_run(
     return changes
 
 
+def prune_old_runs(connection: Any, table: str, keep_runs: int) -> None:
+    """Delete the rows of ``table`` (a table with a ``run_id`` column, named by this package,
+    never by input) that belong to all but the ``keep_runs`` most recent runs of ``etl_runs``:
+    the one retention rule of ``etl_rejections`` and ``etl_run_reports`` (--keep-runs)."""
+    connection.run(
+        f"""DELETE FROM {table} r USING (
+                SELECT run_id FROM {SCHEMA}.etl_runs ORDER BY started_at DESC, run_id DESC OFFSET :keep
+            ) old WHERE r.run_id = old.run_id""",  # noqa: S608 - SCHEMA and table are constants
+        keep=max(1, int(keep_runs)),
+    )
+
+
 def prune_rejections(connection: Any, keep_runs: int) -> None:
     """Delete the ``etl_rejections`` rows of all but the ``keep_runs`` most recent runs
     (call inside the load transaction: a failed load prunes nothing)."""
-    connection.run(
-        f"""DELETE FROM {SCHEMA}.etl_rejections r USING (
-                SELECT run_id FROM {SCHEMA}.etl_runs ORDER BY started_at DESC, run_id DESC OFFSET :keep
-            ) old WHERE r.run_id = old.run_id""",  # noqa: S608 - SCHEMA is a constant
-        keep=max(1, int(keep_runs)),
-    )
+    prune_old_runs(connection, f"{SCHEMA}.etl_rejections", keep_runs)
 
 
 def _connection_lost(exc: BaseException) -> bool:

@@ -253,7 +253,8 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
                           f"cannot write {report_path}: {describe_os_error(exc)}")
         logger.warning("%s", result.warning, extra={"console": False})
     else:  # (the page would fail for the same reason: the warning above says it all)
-        write_run_html(settings.report_dir, report, rejected, db_config, LOADED, rejections_path, aggregates)
+        write_run_html(settings.report_dir, report, rejected, db_config, LOADED, rejections_path, aggregates,
+                       keep_runs=settings.keep_runs)
     return result
 
 

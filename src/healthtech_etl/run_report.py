@@ -2,8 +2,8 @@
 
 The page's data comes from memory (the report, the first rejected rows, the aggregates of the
 loaded rows, computed during the load) and from the database (run history). After a load the
-run's report and aggregates are stored there too (``etl_run_reports``), so that
-``healthtech-etl report`` can rebuild the page later. Writing the page is
+run's report and aggregates are stored there too (``etl_run_reports``, which keeps those of the
+last --keep-runs runs), so that ``healthtech-etl report`` can rebuild the page later. Writing the page is
 best effort: a problem is logged as a warning and never changes the run's outcome.
 """
 
@@ -21,6 +21,7 @@ from .clean import ENTITY, REASONS, RECORD_ID
 from .db import DbConfig, _short
 from .extract import SOURCE_ROW
 from .html_report import HTML_FILE, REJECTED_ROWS_SHOWN, ReportPage, write_html
+from .load import DEFAULT_KEEP_RUNS
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +36,12 @@ def write_run_html(
     outcome: str,
     rejections_file: Optional[Path] = None,
     aggregates: Optional["Future[dict[str, Any]]"] = None,
+    keep_runs: int = DEFAULT_KEEP_RUNS,
 ) -> Optional[Path]:
     """Write ``report_dir/quality_report.html`` for a run that ``outcome`` = loaded / gate / failed;
-    ``aggregates``: :func:`aggregate_in_background` of what was loaded. Returns the page's path, or
-    None when it could not be written (logged)."""
+    ``aggregates``: :func:`aggregate_in_background` of what was loaded; ``keep_runs``: snapshots
+    kept in ``etl_run_reports`` (--keep-runs). Returns the page's path, or None when it could not
+    be written (logged)."""
     clock = time.perf_counter()
     try:
         page = ReportPage(
@@ -51,7 +54,7 @@ def write_run_html(
         )
         if outcome == LOADED and aggregates is not None:
             page.aggregates = aggregates.result()
-        _add_database_parts(page, db_config, outcome)
+        _add_database_parts(page, db_config, outcome, keep_runs)
         path = write_html(Path(report_dir) / HTML_FILE, page)
     except Exception as exc:  # the report is a view of the run, never a reason to fail it
         stale = Path(report_dir) / HTML_FILE
@@ -63,12 +66,12 @@ def write_run_html(
     return path
 
 
-def _add_database_parts(page: ReportPage, db_config: DbConfig, outcome: str) -> None:
+def _add_database_parts(page: ReportPage, db_config: DbConfig, outcome: str, keep_runs: int) -> None:
     from . import history
 
     if outcome == LOADED:
         try:
-            page.trends = history.save_run_snapshot(db_config, page.report, page.aggregates)
+            page.trends = history.save_run_snapshot(db_config, page.report, page.aggregates, keep_runs)
         except Exception as exc:  # the page can still be written from memory
             page.notes.append("Run history not shown: the database could not be read after the load.")
             logger.warning("HTML report: snapshot not stored / history not read: %s", _short(exc))

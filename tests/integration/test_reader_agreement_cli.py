@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import fetch
+from helpers import fetch, skipped_rows_table
 from raw_xlsx import b, e, inline, n, s, write_raw_xlsx
 from raw_xlsx import date as date_cell
 
@@ -92,6 +92,11 @@ def test_every_reader_loads_the_same_hostile_workbooks(run_cli, db_config, tmp_p
     assert counts["appointments"]["rows_above_header_skipped"] == 2
     assert counts["doctors"]["control_characters_removed"] == 2
     assert counts["appointments"]["control_characters_removed"] == 1
+    # The run's page shows the same counts (the last reader's run wrote it).
+    page = (tmp_path / "reports" / "quality_report.html").read_text(encoding="utf-8")
+    keys = ("blank_rows_skipped", "rows_above_header_skipped", "control_characters_removed")
+    assert skipped_rows_table(page)[1] == {entity: [str(counts[entity][key]) for key in keys]
+                                           for entity in ("doctors", "appointments")}
     assert "\\u0000" not in json.dumps(reference["rejections"])
 
 

@@ -2,6 +2,7 @@
 writes, and the SQL aggregates against a plain Python reference."""
 
 import csv
+import datetime as dt
 import io
 import json
 import re
@@ -13,6 +14,7 @@ from helpers import APPOINTMENT_ROWS, APPOINTMENTS_HEADER, AS_OF, DOCTOR_ROWS, D
 from healthtech_etl.aggregates import frame_aggregates
 from healthtech_etl.db import connect
 from healthtech_etl.history import appointment_aggregates
+from healthtech_etl.load import RunRecord, record_failed_run
 from healthtech_etl.sample import write_sample_workbooks
 
 FORMULA_ROW = ("@SUM(A1)", 12, 1, "10/21/2025", "confirmed")  # invalid_booking_id, a formula-like cell
@@ -170,6 +172,84 @@ def test_report_on_an_empty_database_and_an_unreachable_one(run_cli, capsys):
     assert code == 4
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot connect" in err.lower()
+
+
+def run_ids(db_config, table):
+    return sorted(row[0] for row in fetch(db_config, f"SELECT DISTINCT run_id FROM healthtech.{table}"))
+
+
+def test_snapshots_keep_the_last_n_runs_and_a_pruned_run_says_so(run_cli, sample_inputs, db_config, tmp_path,
+                                                                  capsys):
+    for _ in range(4):  # N + 2 runs with --keep-runs N
+        assert etl(run_cli, *sample_inputs, "--keep-runs", "2") == 0
+    ids = [row[0] for row in fetch(db_config, "SELECT run_id FROM healthtech.etl_runs ORDER BY started_at")]
+    assert len(ids) == 4  # the ledger keeps every run
+    # The same rule as the rejected rows: the snapshots of the 2 most recent runs.
+    assert run_ids(db_config, "etl_run_reports") == run_ids(db_config, "etl_rejections") == sorted(ids[2:])
+    capsys.readouterr()
+
+    for pruned in ids[:2]:
+        assert run_cli("report", "--run-id", pruned) == 0  # rebuilt from the ledger, as for older runs
+        path = tmp_path / "reports" / pruned / "quality_report.html"
+        assert capsys.readouterr().out == (
+            f"wrote {path.relative_to(tmp_path)}\nnote: the report snapshot of run {pruned} was pruned "
+            "(etl_run_reports keeps the last --keep-runs runs): the page is rebuilt from etl_runs alone\n")
+        text = path.read_text(encoding="utf-8")
+        assert "This run&#x27;s report snapshot was pruned from healthtech.etl_run_reports" in text
+        assert "stored no report snapshot" not in text
+        assert "The rejected rows of this run are no longer in healthtech.etl_rejections (pruned)." in text
+        metric = fetch(db_config, "SELECT metrics -> 'id_completeness' ->> 'value' FROM healthtech.etl_runs "
+                                  "WHERE run_id = :r", r=pruned)[0][0]
+        assert f'<td>id_completeness</td><td class="num">{float(metric):.2f} %</td>' in text  # from the ledger
+
+    kept = ids[2]
+    assert run_cli("report", "--run-id", kept) == 0
+    path = tmp_path / "reports" / kept / "quality_report.html"
+    assert capsys.readouterr().out == f"wrote {path.relative_to(tmp_path)}\n"
+    assert "pruned" not in path.read_text(encoding="utf-8")
+
+    # A failed run never stored a snapshot: its page does not claim one was pruned.
+    failed = RunRecord("failed-run", dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc), "d.xlsx", "0" * 64,
+                       "a.xlsx", "0" * 64, counts={}, metrics={})
+    assert record_failed_run(db_config, failed, "boom") == "failed"
+    assert run_cli("report", "--run-id", "failed-run") == 0
+    text = (tmp_path / "reports" / "failed-run" / "quality_report.html").read_text(encoding="utf-8")
+    assert "stored no report snapshot" in text and "snapshot was pruned" not in text
+
+
+def test_a_failing_snapshot_prune_leaves_the_load_committed(run_cli, sample_inputs, db_config, tmp_path, capsys):
+    assert etl(run_cli, *sample_inputs) == 0
+    connection = connect(db_config)
+    try:  # a real server-side failure of the prune: the table refuses deletes
+        connection.run("CREATE FUNCTION healthtech.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$ BEGIN RAISE EXCEPTION 'deletes refused by a test trigger'; END $$")
+        connection.run("CREATE TRIGGER refuse BEFORE DELETE ON healthtech.etl_run_reports "
+                       "FOR EACH ROW EXECUTE FUNCTION healthtech.refuse()")
+    finally:
+        connection.close()
+
+    assert etl(run_cli, *sample_inputs, "--keep-runs", "1") == 0
+    ids = [row[0] for row in fetch(db_config, "SELECT run_id FROM healthtech.etl_runs ORDER BY started_at")]
+    assert fetch(db_config, "SELECT status FROM healthtech.etl_runs ORDER BY started_at") == [["succeeded"]] * 2
+    assert fetch(db_config, "SELECT count(*) FROM healthtech.appointments") == [[7]]
+    # The load pruned its rejected rows; the snapshot prune was rolled back alone: this run's
+    # snapshot is stored, the older one stays until a later run can prune it.
+    assert run_ids(db_config, "etl_rejections") == [ids[1]]
+    assert run_ids(db_config, "etl_run_reports") == sorted(ids)
+    log = (tmp_path / "logs" / "etl_pipeline.log").read_text(encoding="utf-8")
+    assert "older report snapshots not pruned (the next run tries again)" in log
+    assert "deletes refused by a test trigger" in log
+    text = (tmp_path / "reports" / "quality_report.html").read_text(encoding="utf-8")
+    assert "Run history not shown" not in text and "Trends over the last 2 runs" in text
+
+    connection = connect(db_config)
+    try:
+        connection.run("DROP TRIGGER refuse ON healthtech.etl_run_reports")
+    finally:
+        connection.close()
+    assert etl(run_cli, *sample_inputs, "--keep-runs", "1") == 0
+    latest = fetch(db_config, "SELECT run_id FROM healthtech.etl_runs ORDER BY started_at DESC LIMIT 1")[0][0]
+    assert run_ids(db_config, "etl_run_reports") == [latest]
 
 
 # --- the page every run writes -----------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import skipped_rows_table
 
 from healthtech_etl import html_report
 from healthtech_etl.html_report import ReportPage, embed_json, render, write_html
@@ -33,8 +34,10 @@ def sample_report(**overrides):
             "acceptance_rate": {"value": 80.0, "threshold": 90.0, "alert_when": "below", "status": "warning",
                                 "description": "rows loaded"},
         },
-        "counts": {"doctors": {"read": 5, "loaded": 3, "rejected": 2, "blank_rows_skipped": 1},
-                   "appointments": {"read": 16, "loaded": 7, "rejected": 9, "blank_rows_skipped": 2}},
+        "counts": {"doctors": {"read": 5, "loaded": 3, "rejected": 2, "blank_rows_skipped": 1,
+                               "rows_above_header_skipped": 3, "control_characters_removed": 1234},
+                   "appointments": {"read": 16, "loaded": 7, "rejected": 9, "blank_rows_skipped": 2,
+                                    "rows_above_header_skipped": 0, "control_characters_removed": 5}},
         "rejections": {"unknown_doctor": 3, "duplicate_row": 1},
         "unknown_status_values": {"pending": 2, EVIL: 1},
         "inputs": {"doctors": {"file": "doctors.xlsx", "sha256": "d" * 64, "reader": "openpyxl",
@@ -136,6 +139,27 @@ def test_missing_sections_say_why_instead_of_drawing():
     assert specs_of(text) == [] and 'data-charts-expected="0"' in text
     assert "No chart: the quality gate (--fail-on critical) stopped the run before loading." in text
     assert "No run history in the database." in text and "No row was rejected." in text
+
+
+def test_skipped_rows_table_shows_every_count_of_each_entity():
+    headers, rows = skipped_rows_table(render(sample_page()))
+
+    assert headers == ["entity", "ignored columns", "blank rows skipped", "rows above the header skipped",
+                       "control characters removed from text"]
+    assert rows == {"doctors": ["1", "3", "1,234"], "appointments": ["2", "0", "5"]}
+
+
+def test_skipped_rows_table_of_an_older_report_shows_dashes():
+    page = sample_page()
+    page.report["counts"] = {"doctors": {"read": 5, "loaded": 3, "rejected": 2, "blank_rows_skipped": 1},
+                             "appointments": {"read": 16, "loaded": 7, "rejected": 9}}
+    text = render(page)
+
+    assert skipped_rows_table(text)[1] == {"doctors": ["1", "-", "-"], "appointments": ["-", "-", "-"]}
+    assert "-: not counted (this run's stored report predates the count)." in text
+    assert "predates the count" not in render(sample_page())
+    page.report.pop("counts")  # a ledger row without counts
+    assert skipped_rows_table(render(page))[1] == {"doctors": ["-", "-", "-"], "appointments": ["-", "-", "-"]}
 
 
 def test_phi_note_heads_the_rejected_rows_and_patient_ids_appear_nowhere_else():
