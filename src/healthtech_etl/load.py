@@ -9,7 +9,7 @@ every other statement is parameterised (the index rebuild runs DDL the catalog i
 import io
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,7 +23,7 @@ from ._arrow import pa_csv as _pa_csv
 from ._arrow import pc as _pc
 from .clean import ENTITY, REASONS, RECORD_ID, factorize_quietly
 from .db import DEFAULT_KEEP_RUNS, DbConfig, _short, close_quietly, connect
-from .errors import DatabaseError
+from .errors import DatabaseError, EtlError
 from .extract import SOURCE_ROW
 
 logger = logging.getLogger(__name__)
@@ -129,13 +129,15 @@ def load_run(
     rejected: dict[str, pd.DataFrame],
     source_files: dict[str, str],
     keep_runs: int = DEFAULT_KEEP_RUNS,
+    before_commit: Optional[Callable[[], None]] = None,
 ) -> Optional[dict[str, Any]]:
     """Replace ``doctors`` and ``appointments`` with this run's rows (``run.mode`` "replace") or
     merge them in (``"merge"``: see merge.py, whose counts are returned), and record the run.
 
     ``rejected`` and ``source_files``: entity -> the cleaner's rejection frame / the input file
     name. ``etl_rejections`` keeps the rows of the last ``keep_runs`` runs (this one included),
-    pruned in the same transaction. All or nothing. A lost connection is a DatabaseError; an
+    pruned in the same transaction. All or nothing. ``before_commit``: called last before COMMIT;
+    an :class:`EtlError` it raises rolls the load back and is raised as it is. A lost connection is a DatabaseError; an
     error while closing never replaces the original one."""
     changes = None
     connection = connect(config)
@@ -168,6 +170,8 @@ def load_run(
                 data.result(),
             )
         prune_rejections(connection, keep_runs)
+        if before_commit is not None:
+            before_commit()
         connection.run(
             "UPDATE healthtech.etl_runs SET status = 'succeeded', finished_at = :finished WHERE run_id = :run_id",
             finished=datetime.now(timezone.utc),
@@ -176,7 +180,7 @@ def load_run(
         connection.run("COMMIT")
     except Exception as exc:
         _rollback(connection)
-        if isinstance(exc, DatabaseError):
+        if isinstance(exc, EtlError):  # a DatabaseError, or before_commit's own error
             raise
         if _connection_lost(exc):
             raise DatabaseError(

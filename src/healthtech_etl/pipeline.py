@@ -7,12 +7,13 @@ raise before the database is touched; a failure during the load is rolled back.
 import hashlib
 import json
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -180,16 +181,26 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     rejected = {"doctors": doctors_clean.rejected, "appointments": appointments_clean.rejected}
     source_files = {"doctors": doctors.display_name, "appointments": appointments.display_name}
     try:  # before the load: a report that cannot be written stops the run with nothing changed
-        report_path, rejections_path = write_outputs(settings.report_dir, report, rejected, source_files)
+        report_path, rejections_path, rejections_written = write_outputs(
+            settings.report_dir, report, rejected, source_files)
     except OSError as exc:
         raise ConfigError(f"cannot write the reports in {settings.report_dir}: {describe_os_error(exc)}; "
                           "nothing loaded") from exc
+
+    def rejections_ready() -> None:
+        """The rejected rows' CSV is written (it is, beside the load, until COMMIT waits here)."""
+        try:
+            rejections_written.result()
+        except OSError as exc:
+            raise ConfigError(f"cannot write the reports in {settings.report_dir}: {describe_os_error(exc)}; "
+                              "nothing loaded") from exc
     run_state.report, run_state.report_path = report, report_path
     log_rejections(rejected)
     for line in summary_lines(report):
         logger.info(line, extra={"summary": True})  # the CLI prints it: -v must not repeat it
 
     if gate_tripped(report["status"], settings.fail_on):
+        rejections_ready()
         write_run_html(settings.report_dir, report, rejected, db_config, GATE, rejections_path)
         raise QualityGateError(
             f"data quality is {report['status']} and --fail-on={settings.fail_on}: "
@@ -214,8 +225,9 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     changes = None
     try:
         changes = load_run(db_config, run, doctors_clean.valid, appointments_clean.valid, rejected, source_files,
-                 keep_runs=settings.keep_runs)
+                           keep_runs=settings.keep_runs, before_commit=rejections_ready)
     except DatabaseError as exc:
+        rejections_written.wait()  # its own failure, if any, says less than this one
         ledger = record_failed_run(db_config, run, str(exc))
         if ledger == "succeeded":
             # The connection died after the server committed (the ledger says so): a success.
@@ -330,8 +342,11 @@ def integrity_basis(file_doctor_ids: pd.Series, loaded_doctors: Optional[np.ndar
 
 def write_outputs(
     report_dir: Path, report: dict[str, Any], rejected: dict[str, pd.DataFrame], source_files: dict[str, str]
-) -> tuple[Path, Path]:
-    """``quality_report.json`` and ``rejected_rows.csv`` (formula-escaped) under ``report_dir``."""
+) -> tuple[Path, Path, "InBackground"]:
+    """``quality_report.json`` and ``rejected_rows.csv`` (formula-escaped) under ``report_dir``.
+
+    The JSON is written here; the CSV (0.4 s for 50,000 rejected rows) in a thread, beside
+    the load: the caller waits for it (``result()``, which raises its OSError) before COMMIT."""
     from .csv_export import write_frame_csv
 
     report_dir = make_output_dir(Path(report_dir), "--report-dir")
@@ -344,8 +359,37 @@ def write_outputs(
     leading = [clean.ENTITY, "source_file", SOURCE_ROW, clean.RECORD_ID, clean.REASONS]
     combined = combined[leading + [c for c in combined.columns if c not in leading]]
     combined = combined.rename(columns={SOURCE_ROW: "row_number"})
-    rejections_path = write_atomically(report_dir / REJECTIONS_FILE, lambda tmp: write_frame_csv(tmp, combined))
-    return report_path, rejections_path
+    rejections_path = report_dir / REJECTIONS_FILE
+    written = InBackground(lambda: write_atomically(rejections_path, lambda tmp: write_frame_csv(tmp, combined)))
+    return report_path, rejections_path, written
+
+
+class InBackground:
+    """A call run in a daemon thread (an interrupted run does not wait for it at exit)."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self._done = threading.Event()
+        self._value: Any = None
+        self._error: Optional[BaseException] = None
+
+        def run() -> None:
+            try:
+                self._value = call()
+            except BaseException as exc:  # re-raised by result(), in the caller's thread
+                self._error = exc
+            finally:
+                self._done.set()
+
+        threading.Thread(target=run, name="in-background", daemon=True).start()
+
+    def wait(self) -> None:
+        self._done.wait()
+
+    def result(self) -> Any:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def log_rejections(rejected: dict[str, pd.DataFrame]) -> int:

@@ -86,6 +86,28 @@ def test_read_only_or_full_file_system_stops_before_the_load(flag, problem, run_
     assert snapshot(db_config) == loaded and runs(db_config) == [["succeeded"]]
 
 
+def test_disk_full_while_the_rejections_csv_is_written_rolls_the_load_back(run_cli, loaded, sample_inputs, db_config,
+                                                                             tmp_path, monkeypatch, capsys):
+    """The rejected rows' CSV is written beside the load; the load waits for it before COMMIT."""
+    from healthtech_etl import csv_export
+
+    with tmpfs(tmp_path / "mnt", "size=256k") as mount:
+        real = csv_export.write_frame_csv
+
+        def fill_then_write(path, frame):
+            fill(mount)  # the disk fills up after quality_report.json, while the CSV is written
+            return real(path, frame)
+
+        monkeypatch.setattr(csv_export, "write_frame_csv", fill_then_write)
+        capsys.readouterr()
+        assert run_cli(*etl_args(sample_inputs, "--report-dir", str(mount / "reports"))) == 2
+        line = one_line(capsys.readouterr().err)
+        assert line == (f"healthtech-etl: error: cannot write the reports in {mount / 'reports'}: "
+                        "No space left on device; nothing loaded")
+        assert sorted(p.name for p in (mount / "reports").iterdir()) == ["quality_report.json"]  # no .tmp left
+    assert snapshot(db_config) == loaded and runs(db_config) == [["succeeded"]]
+
+
 def test_disk_full_after_the_commit_is_exit_6_and_no_stale_report(run_cli, loaded, sample_inputs, db_config,
                                                                     tmp_path, monkeypatch, capsys, make_xlsx):
     from helpers import APPOINTMENTS_HEADER, DOCTORS_HEADER
