@@ -126,7 +126,9 @@ def read_sheet(
         if not candidates:
             raise ConfigError("no xlsx reader installed (need fastexcel, python-calamine or openpyxl)")
         reader = candidates[0]
-    if prefetched is not None and max_sheet_bytes is None and prefetched.is_for(path, sheet):
+    if prefetched is not None and (max_sheet_bytes is not None or not prefetched.is_for(path, sheet)):
+        prefetched = None
+    if prefetched is not None:
         scan = _scan_or_fail(prefetched.result, entity, path)
     else:
         scan = _scan_or_fail(lambda: scan_sheet(path, sheet, entity, max_sheet_bytes), entity, path)
@@ -144,9 +146,12 @@ def read_sheet(
             f"{scan.dense_cells:,}", f"{scan.cell_count:,}", reader,
         )
         reader = "openpyxl"
-    # The literal scan inflates the XML beside the reader (fastexcel works without the GIL).
+    # The literal scan inflates the XML beside the reader (fastexcel works without the GIL),
+    # or already runs in the prefetch.
     with ThreadPoolExecutor(max_workers=1) as background:
-        literal = background.submit(literal_scan, path, scan) if not (scan.full or scan.literal) else None
+        literal = None
+        if prefetched is None and not (scan.full or scan.literal):
+            literal = background.submit(literal_scan, path, scan)
         try:
             sheet_rows = _ROW_READERS[reader](path, scan, mandatory_columns)
         except InputFileError:
@@ -158,6 +163,8 @@ def read_sheet(
         try:
             if literal is not None:
                 literal.result()
+            if prefetched is not None:
+                prefetched.literal_into(scan)
             # python-calamine prints a date-formatted serial past 9999 as a plain number, which
             # leaves no trace: with it, the full scan always runs.
             if sheet_rows.header_row and not scan.full and (

@@ -23,15 +23,19 @@ extractor runs it only when the cells read hold a trace of such a cell (see
 ``extract._needs_full_scan``).
 """
 
+import atexit
 import os
+import pickle
 import re
+import signal
+import sys
 import threading
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 from xml.etree import ElementTree
 
 from .errors import InputFileError
@@ -472,46 +476,161 @@ def _excel_date(serial: float) -> datetime:
 
 
 class SheetPrefetch:
-    """:func:`scan_sheet`, then :func:`measure_extent` for a sheet too large for the literal
-    scan to measure first, started early in a daemon thread: the CLI starts it before it
-    imports pandas and reads the doctors, so the pass over a large sheet's XML (inflation and
-    RE2 searches, which do not hold the GIL) costs no wall time. :func:`extract.read_sheet`
-    takes the result if it is for the same file and sheet; errors are raised there, in order."""
+    """A sheet's pre-scans started early, beside the rest of the program: :func:`scan_sheet`,
+    the real extent (:func:`measure_extent`, or the literal scan's measure for a small sheet),
+    then the literal scan. The CLI starts it for the appointments sheet before it imports pandas
+    and reads the doctors; :func:`extract.read_sheet` takes the scan (:meth:`result`) before its
+    reader runs and the literal scan's corrections (:meth:`literal_into`) after it.
 
-    def __init__(self, path: Path, sheet: Optional[str], entity: str) -> None:
+    On Linux, when this process has no other thread yet, the work runs in a forked child: it takes the second core without ever
+    waiting for this process's GIL (in a thread, each of its thousands of small inflate steps
+    waited for the GIL while the main thread imported libraries or converted cells). Elsewhere
+    it runs in a daemon thread. Either way errors are raised where the results are taken."""
+
+    def __init__(self, path: Path, sheet: Optional[str], entity: str, fork: Optional[bool] = None) -> None:
         self.path, self.sheet, self.entity = Path(path), sheet, entity
-        self._done = threading.Event()
         self._scan: Optional[SheetScan] = None
-        self._error: Optional[BaseException] = None
-        threading.Thread(target=self._run, name=f"prefetch-{entity}", daemon=True).start()
+        self._literal_done = False
+        if fork is None:
+            # Forking is safe only while no other thread could hold a lock the child needs
+            # (the import lock, a logging handler's): the CLI starts this before any thread.
+            fork = sys.platform.startswith("linux") and threading.active_count() == 1
+        self._source = _ForkedWork(self._work) if fork else _ThreadWork(self._work)
 
-    def _run(self) -> None:
-        try:
-            scan = scan_sheet(self.path, self.sheet, self.entity)
-            if scan.declared_bytes > MEASURE_FIRST_BYTES:
-                measure_extent(self.path, scan, self.entity)
-            self._scan = scan
-        except BaseException as exc:  # raised in the reading thread, by result()
-            self._error = exc
-        finally:
-            self._done.set()
+    def _work(self, send: Callable[[str, Any], None]) -> None:
+        scan = scan_sheet(self.path, self.sheet, self.entity)
+        if scan.declared_bytes > MEASURE_FIRST_BYTES:
+            measure_extent(self.path, scan, self.entity)
+            send("scan", replace(scan, corrections={}))  # (a thread must not share what it changes)
+            literal_scan(self.path, scan)
+            send("literal", scan.corrections)
+        else:
+            literal_scan(self.path, scan, measure=True)
+            send("scan", scan)
 
     def is_for(self, path: Path, sheet: Optional[str]) -> bool:
         return Path(path) == self.path and sheet == self.sheet
 
     def result(self) -> SheetScan:
-        """The scan (measured if large); raises what the scan raised."""
-        self._done.wait()
+        """The scan, its extent measured; raises what the scan raised."""
+        if self._scan is None:
+            self._scan = self._source.take("scan")
+            self._literal_done = self._scan.literal
+        return self._scan
+
+    def literal_into(self, scan: SheetScan) -> None:
+        """Wait for the literal scan and put its corrections into ``scan``."""
+        if not self._literal_done:
+            corrections = self._source.take("literal")
+            scan.corrections.update(corrections)
+            scan.literal = self._literal_done = True
+
+
+class _ThreadWork:
+    """``work(send)`` in a daemon thread; :meth:`take` waits for the message of a kind."""
+
+    def __init__(self, work: Callable[[Callable[[str, Any], None]], None]) -> None:
+        self._messages: dict[str, Any] = {}
+        self._arrived = threading.Condition()
+
+        def send(kind: str, value: Any) -> None:
+            with self._arrived:
+                self._messages[kind] = value
+                self._arrived.notify_all()
+
+        def run() -> None:
+            try:
+                work(send)
+            except BaseException as exc:  # raised by take(), in the reading thread
+                send("error", exc)
+
+        threading.Thread(target=run, name="sheet-prefetch", daemon=True).start()
+
+    def take(self, kind: str) -> Any:
+        with self._arrived:
+            self._arrived.wait_for(lambda: kind in self._messages or "error" in self._messages)
+            if kind in self._messages:
+                return self._messages.pop(kind)
+            raise self._messages["error"]
+
+
+class _ForkedWork:
+    """``work(send)`` in a forked child; messages come back pickled through a pipe, in order.
+    The child is reaped after its last message, or killed when this process exits first."""
+
+    def __init__(self, work: Callable[[Callable[[str, Any], None]], None]) -> None:
+        read_end, write_end = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: never returns
+            code = 0
+            try:
+                os.close(read_end)
+                with os.fdopen(write_end, "wb") as out:
+                    def send(kind: str, value: Any) -> None:
+                        pickle.dump((kind, value), out, protocol=pickle.HIGHEST_PROTOCOL)
+                        out.flush()
+
+                    try:
+                        work(send)
+                    except BaseException as exc:
+                        send("error", _picklable(exc))
+                    send("end", None)
+            except BaseException:  # the parent is gone (a broken pipe): nothing to tell
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        self._pipe = os.fdopen(read_end, "rb")
+        self._error: Optional[BaseException] = None
+        atexit.register(self.stop)
+
+    def take(self, kind: str) -> Any:
         if self._error is not None:
             raise self._error
-        assert self._scan is not None
-        return self._scan
+        try:
+            got, value = pickle.load(self._pipe)
+        except (EOFError, pickle.UnpicklingError, OSError) as exc:
+            got, value = "error", InputFileError(f"the pre-scan stopped unexpectedly ({type(exc).__name__})")
+        if got == "error":
+            self._error = value
+            self.stop()
+            raise value
+        if got != kind:  # messages come in the order the work sends them
+            raise RuntimeError(f"pre-scan sent {got!r}, expected {kind!r}")
+        if kind == "literal" or got == "scan" and getattr(value, "literal", False):
+            self.stop()  # the last message
+        return value
+
+    def stop(self) -> None:
+        """Reap the child (killing it if it still runs); idempotent."""
+        if self.pid <= 0:
+            return
+        pid, self.pid = self.pid, 0
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        self._pipe.close()
+        atexit.unregister(self.stop)
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling, else an :class:`InputFileError` saying what it was."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return InputFileError(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
 
 
 def start_prefetch(path: Path, sheet: Optional[str], entity: str, reader: str) -> Optional[SheetPrefetch]:
     """A :class:`SheetPrefetch` of ``path`` when a dense reader will read it (``reader``
-    fastexcel or calamine, or ``auto`` with one installed), else None (the streaming reader
-    needs no measured extent). Looks the readers up without importing them."""
+    fastexcel or calamine, or ``auto`` with one installed), else None: the Glue path reads
+    with openpyxl and keeps its one process. Looks the readers up without importing them."""
     from importlib.util import find_spec
 
     if reader == "openpyxl" or not Path(path).is_file():
