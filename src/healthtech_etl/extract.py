@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pandas as pd
 
+from . import overlong
 from .errors import ConfigError, InputFileError
 from .redact import safe_text
 from .sheet_scan import NOT_A_VALUE, SheetScan, full_scan, literal_scan, scan_sheet
@@ -105,6 +106,12 @@ def read_sheet(
     streaming reader (openpyxl), and cells no reader renders exactly are rendered from the XML.
     Raises :class:`InputFileError` for a missing, unreadable, oversized or empty file, a missing
     sheet, or no header row with every mandatory column in the first 20 rows."""
+    with overlong.Defuser(entity) as defuser:  # text over 32,767 characters: cut first
+        return _read_sheet(path, mandatory_columns, sheet, reader, entity, max_sheet_bytes, defuser)
+
+
+def _read_sheet(path: Path, mandatory_columns: Sequence[str], sheet: Optional[str], reader: str, entity: str,
+                max_sheet_bytes: Optional[int], defuser: overlong.Defuser) -> SheetData:
     if reader not in READERS:
         raise ConfigError(f"unknown reader {reader!r}; choose one of {', '.join(READERS)}")
     path = Path(path)
@@ -117,6 +124,7 @@ def read_sheet(
         reader = candidates[0]
     try:
         scan = scan_sheet(path, sheet, entity, max_sheet_bytes)
+        path = defuser.defuse(path, scan.member)  # from here on, maybe a copy (same name)
     except (InputFileError, ConfigError):
         raise
     except Exception as exc:  # a damaged deflate stream, a bad CRC...
