@@ -104,9 +104,10 @@ def read_sheet(
     The sheet XML is pre-scanned first (:mod:`.sheet_scan`): its size is checked, a sheet whose
     extent would make a dense reader allocate far more cells than it holds goes to the
     streaming reader (openpyxl), and cells no reader renders exactly are rendered from the XML.
+    Text over 32,767 characters is cut first, the readers reading a copy (:mod:`.overlong`).
     Raises :class:`InputFileError` for a missing, unreadable, oversized or empty file, a missing
     sheet, or no header row with every mandatory column in the first 20 rows."""
-    with overlong.Defuser(entity) as defuser:  # text over 32,767 characters: cut first
+    with overlong.Defuser(entity) as defuser:
         return _read_sheet(path, mandatory_columns, sheet, reader, entity, max_sheet_bytes, defuser)
 
 

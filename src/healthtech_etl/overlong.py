@@ -1,46 +1,51 @@
 """Overlong text, cut to a bounded prefix before any reader allocates it.
 
-A cell holds at most 32,767 characters (Excel's own limit, :data:`clean.MAX_CELL_CHARS`): the
-cleaner rejects a longer one as ``invalid_<column>`` and stores its first 32,767 characters. But
-every reader loads a text whole before anything judges it, so a 300 KB workbook whose one shared
+A cell holds at most 32,767 characters (Excel's own limit, ``clean.MAX_CELL_CHARS``): the cleaner
+rejects a longer one as ``invalid_<column>`` and stores its first 32,767 characters. But every
+reader loads a text whole before anything judges it, so a 300 KB workbook whose one shared
 string is ``'A' * 300_000_000`` (deflate packs it ~1000:1) costs each reader ~1.7 GB.
 
 Before any reader runs, :class:`Defuser` looks for text that may be longer than the limit:
 
-* in the **shared strings** part, whenever it holds more than :data:`MAX_CHARS` bytes (a UTF-8
-  character takes at least a byte, so a smaller part cannot hold such a text): a ``<si>`` element
-  spanning more than :data:`MAX_CHARS` bytes (byte searches, a few per 32 KB: the cost is the
-  inflation);
-* in the **sheet XML** (inline strings, formula string results) only when its compression ratio
-  is over :data:`RATIO`: normal sheets deflate 5-15x, a sheet holding a 300 MB repeated text
-  ~1000x, and scanning a normal 245 MB sheet on every run would cost a noticeable fraction of
-  the read. A long text that does not compress that well is as large in the file as in memory.
+* in the **shared strings**, whenever that part holds more than :data:`MAX_CHARS` bytes (a
+  character takes at least a byte): an ``<si>`` spanning more than :data:`MAX_CHARS` bytes, found
+  by a few byte searches per 32 KB while the part inflates (the inflation is the cost);
+* in the **sheet XML** (inline strings, formula string results) only when it deflated more than
+  :data:`RATIO` times: normal sheets deflate 5-15x, one holding a 300 MB repeated text ~1000x,
+  and searching a normal 245 MB sheet on every run would cost a good part of the read. A long
+  text that does not compress that well costs no more memory than the file's own size.
 
-Each such element is then measured exactly (its characters as the readers decode them: entities
-and ``_xHHHH_`` escapes count as one) and, if it is overlong, the readers read a copy of the
-workbook in which that text is cut after :data:`KEEP` characters that survive the cleaner's text
-hygiene (:data:`clean._CONTROL_PATTERN`), counted the way each reader decodes it. Every result
-is therefore the one reading the original gives: the cell is still too long (``invalid_<column>``)
-and its stored raw cell (:func:`clean.raw_cells`: the first 32,767 storable characters) is the
-same. The cut falls between whole characters, entities and escapes, keeps the runs of a rich
-text before it (dropping the rest) and closes the open elements. After it comes ``~`` and a
-digest of the element's full content, so two overlong cells stay equal (a duplicate row) or
-different exactly as in the original; nothing past the 32,767th character is ever shown.
+Each such element is then measured exactly and, if its text is overlong, the readers read a copy
+of the workbook (:func:`write_copy`) in which that text keeps its first :data:`KEEP` characters
+that survive the cleaner's hygiene, counted as each reader decodes them (entities and
+``_xHHHH_`` escapes are one character; python-calamine decodes escapes within each ``<t>``,
+openpyxl drops ``x005F_`` from shared strings). The cut never falls inside a character, an
+entity or an escape as any reader sees it; the runs of a rich text before it are kept, the rest
+dropped, and the open elements closed. So the cell is still too long, its stored raw cell
+(``clean.raw_cells``) is the same, and so is every other result. After the cut comes ``~`` and a
+digest of the element's whole content: equal overlong cells stay equal (``duplicate_row``) and
+different ones different, and nothing past the 32,767th character is ever shown.
 
-Left as they are (documented limits): text in a part that is not UTF-8, a unit whose markup
-cannot be followed here (a custom entity, a tag over 1 MB), formulas and other non-value text,
-and an element hidden inside a fake nested ``<si>`` / ``<c>`` in an otherwise plain part.
+Left as they are: a part that is not UTF-8; an element whose markup is not followed here (a
+custom entity, a tag over 1 MB); formulas and other non-value text; an element hidden behind a
+fake nested ``<si>`` / ``<c>`` start in a part without comments or CDATA (which are parsed).
+A text whose first :data:`WINDOW` characters hold fewer than :data:`KEEP` survivors (a flood of
+``_x0000_`` escapes) is cut soon after: still too long, but its stored raw cell is then what
+survives of the cut text (and the digest).
 README: "What each reader does, and how they are made to agree".
 """
 
 import hashlib
 import logging
+import posixpath
 import re
 import shutil
 import tempfile
 import zipfile
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import product
 from pathlib import Path
 from typing import IO, Optional
 from xml.etree import ElementTree
@@ -125,10 +130,11 @@ class Defuser:
         write_copy(path, copy, parts)
         sizes = [size for part in parts for size in part.cut_bytes]
         logger.warning(
-            "%s file %s: %d text value(s) in %s over %s characters (longest: %s bytes of XML) cut to "
-            "their first %s characters before reading; each is still rejected as too long",
-            self.entity, Path(path).name, len(sizes), " and ".join(part.member for part in parts),
-            f"{MAX_CHARS:,}", f"{max(sizes):,}", f"{KEEP:,}",
+            "%s file %s: %d text value(s) in %s over %s characters (the longest: %s bytes of XML) read "
+            "cut after their first %s characters, so that no reader loads them whole (a cell over "
+            "the limit is rejected either way)", self.entity, Path(path).name, len(sizes),
+            " and ".join(part.member for part in parts), f"{MAX_CHARS:,}", f"{max(sizes, default=0):,}",
+            f"{KEEP:,}",
         )
         return copy
 
@@ -178,7 +184,7 @@ def _shared_strings(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
         if rel.get("Type", "").endswith("/sharedStrings"):
             target = rel.get("Target", "")
             target = target.lstrip("/") if target.startswith("/") else "xl/" + target
-            names.add(re.sub(r"[^/]+/\.\./", "", target.replace("/./", "/")).lower())
+            names.add(posixpath.normpath(target).lower())
     return [info for info in archive.infolist() if info.filename.lower() in names]
 
 
@@ -229,7 +235,7 @@ def _long_elements(stream: IO[bytes], head: bytes, body: int, part: Part) -> Opt
     searches per window, whatever the number of elements."""
     needles = _needles(part)
     width = max(map(len, needles))
-    if _irregular(head[body:]):
+    if _irregular(head, body):
         return None
     buffer, base, eof = head, 0, False
     last: Optional[int] = None  # absolute offset of the last element start
@@ -282,10 +288,12 @@ class _Irregular(Exception):
     pass
 
 
-def _irregular(data: bytes) -> bool:
-    """Whether ``data`` holds a comment, CDATA section, DOCTYPE or processing instruction
-    (where a fake element start could hide). "!" and "?" first: one-byte searches are memchr."""
-    return (b"!" in data and b"<!" in data) or (b"?" in data and b"<?" in data)
+def _irregular(data: bytes, start: int = 0) -> bool:
+    """Whether ``data[start:]`` holds a comment, CDATA section, DOCTYPE or processing
+    instruction (where a fake element start could hide). "!" and "?" first: one-byte searches
+    are a memchr, and normal XML has neither."""
+    return (data.find(b"!", start) >= 0 and data.find(b"<!", start) >= 0) or (
+        data.find(b"?", start) >= 0 and data.find(b"<?", start) >= 0)
 
 
 def _find(buffer: bytes, needles: tuple[bytes, ...], start: int) -> int:
@@ -301,7 +309,8 @@ def _long_elements_parsed(stream: IO[bytes], part: Part) -> list[int]:
     """:func:`_long_elements` for a part holding other markup: the real element starts, from
     an XML parser (expat: C, streaming; only element starts reach Python)."""
     parser = expat.ParserCreate()
-    name, parent = (part.prefix + part.root).decode(), (part.prefix + (b"sst" if part.root == b"si" else b"row")).decode()
+    name = (part.prefix + part.root).decode()
+    parent = (part.prefix + (b"sst" if part.root == b"si" else b"row")).decode()
     stack: list[str] = []
     starts: list[int] = []
 
@@ -526,36 +535,52 @@ def _raw_length(raw: bytes, chars: int, literal: bool) -> int:
     return size + len(text[position:position + chars - count].encode("utf-8"))
 
 
-def _unescape(text: str) -> str:
-    return _ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), text) if "_x" in text else text
-
-
 def _survivors(text: str) -> int:
-    """Characters of ``text`` the cleaner's hygiene keeps (clean._CONTROL)."""
+    """Characters of ``text`` the cleaner's hygiene keeps, its ``_xHHHH_`` escapes decoded (a
+    count: each escape is one character, kept unless it is a control character)."""
     from .clean import _CONTROL
 
-    return len(text) - len(_CONTROL.findall(text)) if text else 0
+    if "_x" not in text:
+        return len(_CONTROL.sub("", text))
+    escapes = _ESCAPE.findall(text)
+    removed = sum(map(_control_escapes().__contains__, escapes))
+    return len(_CONTROL.sub("", _ESCAPE.sub("", text))) + len(escapes) - removed
+
+
+@lru_cache(maxsize=1)
+def _control_escapes() -> frozenset:
+    """The ``HHHH`` of every escape decoding to a character hygiene removes, in any case."""
+    from .clean import _CONTROL
+
+    found = set()
+    for code in range(0x10000):
+        if _CONTROL.match(chr(code)):
+            digits = f"{code:04x}"
+            found.update("".join(chars) for chars in product(*({digit, digit.upper()} for digit in digits)))
+    return frozenset(found)
 
 
 class _Views:
     """A prefix of one element's text (``text``; ``runs``: where each ``<t>`` starts) as each
     reader decodes it: python-calamine decodes ``_xHHHH_`` within each ``<t>``; openpyxl joins
-    the runs, drops ``x005F_`` from shared strings, and the extractor decodes the escapes."""
+    the runs, drops ``x005F_`` from shared strings, and the extractor decodes the escapes.
+    ``final``: the element ended (no text follows)."""
 
-    def __init__(self, text: str, runs: list[int]) -> None:
-        self.text, self.runs = text, runs
-        self.spans: list[tuple[list[int], list[int]]] = []  # escape-like spans no cut may enter
+    def __init__(self, text: str, runs: list[int], final: bool) -> None:
+        self.text, self.runs, self.final = text, runs, final
+        self.spans: list[tuple[list[int], int]] = []  # (starts, length) of spans no cut may enter
         self.removed: list[int] = []  # where "x005F_" starts
+        self.joined: list[int] = []  # escapes once "x005F_" is removed: where they start there
         if "_x" not in text and "x005F_" not in text:
             return
-        self.spans.append(_spans(_ESCAPE.finditer(text)))
         bounds = [*runs, len(text)]
-        per_run = [m for a, b in zip(bounds, bounds[1:]) for m in _ESCAPE.finditer(text, a, b)]
-        self.spans.append(_spans(per_run))
-        removed = list(_X005F.finditer(text))
-        self.spans.append(_spans(removed))
-        self.removed = [m.start() for m in removed]
-        self.joined = _spans(_ESCAPE.finditer(text.replace("x005F_", "")))
+        self.removed = [match.start() for match in _X005F.finditer(text)]
+        self.spans = [
+            ([match.start() for match in _ESCAPE.finditer(text)], 7),
+            ([match.start() for a, b in zip(bounds, bounds[1:]) for match in _ESCAPE.finditer(text, a, b)], 7),
+            (self.removed, 6),
+        ]
+        self.joined = [match.start() for match in _ESCAPE.finditer(text.replace("x005F_", ""))]
 
     def snap(self, k: int) -> int:
         """The first position from ``k`` where a cut leaves every reader the same decoded
@@ -563,38 +588,34 @@ class _Views:
         moved = bool(self.spans)
         while moved:
             moved = False
-            for starts, ends in self.spans:
-                index = bisect_right(starts, k - 1) - 1  # the last span starting before k
-                if index >= 0 and ends[index] > k:
-                    k, moved = ends[index], True
-            if _inside(k - 6 * bisect_left(self.removed, k), *self.joined):
+            for starts, length in self.spans:
+                if _inside(k, starts, length):
+                    k, moved = starts[bisect_left(starts, k) - 1] + length, True
+            if _inside(k - 6 * bisect_left(self.removed, k), self.joined, 7):
                 k, moved = k + 1, True
+        # openpyxl's view after the cut: text dropping "x005F_" may leave too little of it known
+        # to see whether an escape spans the cut (the last 5 characters may start one more).
+        after = len(self.text) - k - 6 * (len(self.removed) - bisect_left(self.removed, k)) - 5
+        if self.spans and not self.final and after < 7:
+            return len(self.text) + 1
         return k
 
     def kept(self, k: int) -> int:
         """The fewest characters surviving hygiene any reader finds in ``text[:k]``."""
         head = self.text[:k].replace("\r\n", "\n")
-        counts = [_survivors(_unescape(head))]
+        counts = [_survivors(head)]
         if "x005F_" in head:
-            counts.append(_survivors(_unescape(head.replace("x005F_", ""))))
+            counts.append(_survivors(head.replace("x005F_", "")))
         if "_x" in head and len(self.runs) > 1:
             bounds = [run for run in self.runs if run < k] + [k]
-            counts.append(sum(_survivors(_unescape(self.text[a:b].replace("\r\n", "\n")))
-                              for a, b in zip(bounds, bounds[1:])))
+            counts.append(sum(_survivors(self.text[a:b].replace("\r\n", "\n")) for a, b in zip(bounds, bounds[1:])))
         return min(counts)
 
 
-def _spans(matches: object) -> tuple[list[int], list[int]]:
-    starts, ends = [], []
-    for match in matches:  # type: ignore[attr-defined]
-        starts.append(match.start())
-        ends.append(match.end())
-    return starts, ends
-
-
-def _inside(k: int, starts: list[int], ends: list[int]) -> bool:
-    index = bisect_right(starts, k - 1) - 1  # the last span starting before k
-    return index >= 0 and ends[index] > k
+def _inside(k: int, starts: list[int], length: int) -> bool:
+    """Whether ``k`` falls strictly inside one of the spans starting at ``starts``."""
+    index = bisect_left(starts, k) - 1  # the last span starting before k
+    return index >= 0 and starts[index] + length > k
 
 
 class _Cutter:
@@ -698,7 +719,7 @@ class _Cutter:
         Past :data:`WINDOW` characters (or too much markup held), the last such position."""
         text = "".join(self.text)
         self.text = [text]
-        views = _Views(text, self.runs)
+        views = _Views(text, self.runs, final)
         # An escape may still close after the text so far: cuts are checked up to here. At the
         # element's end, a cut must drop something.
         last = len(text) - 1 if final else len(text) - _LOOKAHEAD
@@ -711,6 +732,9 @@ class _Cutter:
             cut = views.snap(max(self.target, last - 4 * _LOOKAHEAD))
             cut = cut if cut <= last else views.snap(self.target)
             return cut if cut <= last else None
+        probe = views.snap(max(self.target, last - 2 * _LOOKAHEAD))  # most often, all fall short
+        if probe <= last and views.kept(probe) < KEEP:
+            self.target = max(self.target, probe + KEEP - views.kept(probe))
         low, high = self.target, last + 1
         while low < high:
             middle = (low + high) // 2
@@ -741,7 +765,7 @@ class _Cutter:
         """Write the element cut at ``k`` (text position), reading the rest of it unless it
         ``ended`` already. Returns its content size (bytes)."""
         if self.writer is None:
-            return self.content + self.pending_bytes
+            return self.content
         head = []
         stack, inside_cdata = list(self.stack), self.in_cdata
         for kind, raw, begin, end in self.pending:

@@ -114,6 +114,8 @@ CASES = {
     "escapes at the cut": shared(b"<si><t>" + b"a" * 32_765 + b"_x0041_" * 9 + b"b" * 100 + b"</t></si>"),
     "x005F escapes at the cut": shared(
         b"<si><t>" + b"a" * 32_760 + b"_x005F_x0041_x005F_" * 4 + b"c" * 100 + b"</t></si>"),
+    "an escape across two runs at the cut": shared(  # openpyxl joins the runs, calamine does not
+        b"<si><r><t>" + b"a" * 32_760 + b"_x004</t></r><r><t>1_x0042_" + b"b" * 100 + b"</t></r></si>"),
     "entities at the cut": shared(
         b"<si><t>" + b"a" * 32_766 + b"&amp;&lt;&#233;&#x1F600;&quot;" * 3 + b"b" * 100 + b"</t></si>"),
     "multi-byte characters": shared(b"<si><t>" + "é漢😀".encode() * 15_000 + b"</t></si>"),
@@ -246,3 +248,18 @@ def test_a_prefixed_namespace_is_followed(tmp_path, monkeypatch, caplog):
 
 def test_the_limit_is_the_cleaners():
     assert overlong.MAX_CHARS == clean.MAX_CELL_CHARS
+
+
+def test_a_flood_of_removed_characters_is_cut_past_the_window(tmp_path, monkeypatch):
+    """The one inexact case (documented): fewer than KEEP characters survive hygiene in the
+    first WINDOW characters (here NULs, from escapes). The text is still cut soon after the
+    window, and is still too long; only its stored raw cell differs."""
+    xml = b"<si><t>" + b"_x0000_" * 300_000 + b"b" * 40_000 + b"</t></si>"
+    path = doctors(tmp_path / "d.xlsx", [s("P")], {"P": shared(xml)})
+    for reader in READERS:
+        original = read(path, reader, monkeypatch, enabled=False).frame["name"].iloc[0]
+        cell = read(path, reader, monkeypatch, enabled=True).frame["name"].iloc[0]
+        assert len(original) == 340_000 and overlong.WINDOW // 7 < len(cell) < 300_000
+        assert verdict(cell)[:2] == verdict(original)[:2] == (False, True)
+        assert verdict(original)[2] == "b" * LIMIT
+        assert verdict(cell)[2].startswith("~") and len(verdict(cell)[2]) == 33  # only the digest survives
