@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pandas as pd
 
+from . import overlong
 from .errors import ConfigError, InputFileError
 from .redact import safe_text
 from .sheet_scan import (
@@ -113,9 +114,17 @@ def read_sheet(
     The sheet XML is pre-scanned first (:mod:`.sheet_scan`): its size is checked, a sheet whose
     extent would make a dense reader allocate far more cells than it holds goes to the
     streaming reader (openpyxl), and cells no reader renders exactly are rendered from the XML.
+    Text over 32,767 characters is cut first, the readers reading a copy (:mod:`.overlong`).
     Raises :class:`InputFileError` for a missing, unreadable, oversized or empty file, a missing
     sheet, or no header row with every mandatory column in the first 20 rows. ``prefetched``:
     the pre-scan already started for this file and sheet (:class:`~.sheet_scan.SheetPrefetch`)."""
+    with overlong.Defuser(entity) as defuser:
+        return _read_sheet(path, mandatory_columns, sheet, reader, entity, max_sheet_bytes, prefetched, defuser)
+
+
+def _read_sheet(path: Path, mandatory_columns: Sequence[str], sheet: Optional[str], reader: str, entity: str,
+                max_sheet_bytes: Optional[int], prefetched: Optional[SheetPrefetch],
+                defuser: overlong.Defuser) -> SheetData:
     if reader not in READERS:
         raise ConfigError(f"unknown reader {reader!r}; choose one of {', '.join(READERS)}")
     path = Path(path)
@@ -132,6 +141,7 @@ def read_sheet(
         scan = _scan_or_fail(prefetched.result, entity, path)
     else:
         scan = _scan_or_fail(lambda: scan_sheet(path, sheet, entity, max_sheet_bytes), entity, path)
+    path = _scan_or_fail(lambda: defuser.defuse(path, scan.member), entity, path)  # maybe a copy (same name)
     # Measure the real extent before a dense reader allocates for it (see sheet_scan): a small
     # sheet in the literal scan's pass, a larger one in a pass of its own.
     if reader in _DENSE_READERS and not scan.measured:
@@ -150,7 +160,7 @@ def read_sheet(
     # or already runs in the prefetch.
     with ThreadPoolExecutor(max_workers=1) as background:
         literal = None
-        if prefetched is None and not (scan.full or scan.literal):
+        if not (scan.full or scan.literal or prefetched is not None and prefetched.literal_runs()):
             literal = background.submit(literal_scan, path, scan)
         try:
             sheet_rows = _ROW_READERS[reader](path, scan, mandatory_columns)

@@ -100,6 +100,7 @@ class SheetScan:
     literal: bool = False  # the literal scan ran
     member: str = ""
     declared_bytes: int = 0
+    compressed_bytes: int = 0
     date_styles: set[str] = field(default_factory=set)
 
     @property
@@ -178,7 +179,7 @@ def scan_sheet(path: Path, sheet: Optional[str], entity: str, limit: Optional[in
             raise InputFileError(f"cannot read {entity} file {Path(path).name}: sheet {name!r} is missing") from exc
         if info.file_size > limit:
             raise InputFileError(_too_large(entity, path, name, info.file_size, limit))
-        scan.member, scan.declared_bytes = member, info.file_size
+        scan.member, scan.declared_bytes, scan.compressed_bytes = member, info.file_size, info.compress_size
         strings = next((item for item in archive.infolist() if item.filename == "xl/sharedStrings.xml"), None)
         if strings is not None and strings.file_size > limit:  # every reader loads it whole
             raise InputFileError(_too_large(entity, path, name, strings.file_size, limit, "shared strings"))
@@ -490,7 +491,7 @@ class SheetPrefetch:
     def __init__(self, path: Path, sheet: Optional[str], entity: str, fork: Optional[bool] = None) -> None:
         self.path, self.sheet, self.entity = Path(path), sheet, entity
         self._scan: Optional[SheetScan] = None
-        self._literal_done = False
+        self._literal_follows = False
         if fork is None:
             # Forking is safe only while no other thread could hold a lock the child needs
             # (the import lock, a logging handler's): the CLI starts this before any thread.
@@ -498,15 +499,20 @@ class SheetPrefetch:
         self._source = _ForkedWork(self._work) if fork else _ThreadWork(self._work)
 
     def _work(self, send: Callable[[str, Any], None]) -> None:
+        from . import overlong
+
         scan = scan_sheet(self.path, self.sheet, self.entity)
-        if scan.declared_bytes > MEASURE_FIRST_BYTES:
+        if overlong.ENABLED and overlong.sheet_is_searched(scan.declared_bytes, scan.compressed_bytes):
+            # Text in this sheet may be cut first (see overlong): the extractor scans the copy.
+            send("scan", (scan, False))
+        elif scan.declared_bytes > MEASURE_FIRST_BYTES:
             measure_extent(self.path, scan, self.entity)
-            send("scan", replace(scan, corrections={}))  # (a thread must not share what it changes)
+            send("scan", (replace(scan, corrections={}), True))  # (a thread must not share what it changes)
             literal_scan(self.path, scan)
             send("literal", scan.corrections)
         else:
             literal_scan(self.path, scan, measure=True)
-            send("scan", scan)
+            send("scan", (scan, False))
 
     def is_for(self, path: Path, sheet: Optional[str]) -> bool:
         return Path(path) == self.path and sheet == self.sheet
@@ -514,16 +520,20 @@ class SheetPrefetch:
     def result(self) -> SheetScan:
         """The scan, its extent measured; raises what the scan raised."""
         if self._scan is None:
-            self._scan = self._source.take("scan")
-            self._literal_done = self._scan.literal
+            self._scan, self._literal_follows = self._source.take("scan")
         return self._scan
 
+    def literal_runs(self) -> bool:
+        """Whether the literal scan runs here (after :meth:`result`)."""
+        return self._literal_follows
+
     def literal_into(self, scan: SheetScan) -> None:
-        """Wait for the literal scan and put its corrections into ``scan``."""
-        if not self._literal_done:
+        """Wait for the literal scan, if one runs here, and put its corrections into ``scan``."""
+        if self._literal_follows:
             corrections = self._source.take("literal")
             scan.corrections.update(corrections)
-            scan.literal = self._literal_done = True
+            scan.literal = True
+            self._literal_follows = False
 
 
 class _ThreadWork:
@@ -597,7 +607,7 @@ class _ForkedWork:
             raise value
         if got != kind:  # messages come in the order the work sends them
             raise RuntimeError(f"pre-scan sent {got!r}, expected {kind!r}")
-        if kind == "literal" or got == "scan" and getattr(value, "literal", False):
+        if kind == "literal" or got == "scan" and not value[1]:
             self.stop()  # the last message
         return value
 
