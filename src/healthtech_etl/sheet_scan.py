@@ -24,6 +24,7 @@ extractor runs it only when the cells read hold a trace of such a cell (see
 """
 
 import atexit
+import itertools
 import os
 import pickle
 import re
@@ -77,6 +78,7 @@ _UNUSUAL = (rb'<c r="[A-Z][A-Z]|<c[>/\t\n\r]|<c [^r]|<c r[^=]|<c r=[^"]'
             rb'|<row[>/\t\n\r]|<row [^r]|<row r[^=]|<row r=[^"]')
 _CARRY = 64
 _UNUSUAL_RE = re.compile(_UNUSUAL)
+_UNUSUAL_TEXT = _UNUSUAL.decode()
 _MAX_COLUMNS = 16384
 _LAST_ROW = re.compile(rb'<row\b[^>]*?\br="([0-9]+)"')
 
@@ -151,8 +153,10 @@ def column_index(letters: str) -> int:
     return index - 1
 
 
-def scan_sheet(path: Path, sheet: Optional[str], entity: str, limit: Optional[int] = None) -> SheetScan:
-    """Scan ``sheet`` (or the first sheet) of the workbook at ``path``.
+def scan_sheet(path: Path, sheet: Optional[str], entity: str, limit: Optional[int] = None,
+               date_styles: bool = True) -> SheetScan:
+    """Scan ``sheet`` (or the first sheet) of the workbook at ``path``. ``date_styles``: False
+    leaves :attr:`SheetScan.date_styles` to :func:`read_date_styles` (it imports openpyxl).
 
     Raises :class:`InputFileError` for a file that is not an xlsx package, an unknown sheet,
     or sheet XML over ``limit`` bytes."""
@@ -183,7 +187,8 @@ def scan_sheet(path: Path, sheet: Optional[str], entity: str, limit: Optional[in
         strings = next((item for item in archive.infolist() if item.filename == "xl/sharedStrings.xml"), None)
         if strings is not None and strings.file_size > limit:  # every reader loads it whole
             raise InputFileError(_too_large(entity, path, name, strings.file_size, limit, "shared strings"))
-        scan.date_styles = _date_styles(archive)
+        if date_styles:
+            scan.date_styles = _date_styles(archive)
         with archive.open(member) as stream:
             scan.head_xml = stream.read(_HEAD)
         dimension = _DIMENSION.search(scan.head_xml)
@@ -231,19 +236,27 @@ def measure_extent(path: Path, scan: SheetScan, entity: str = "workbook", limit:
     limit = max_sheet_bytes() if limit is None else limit
     scan.cell_count, scan.last_row, scan.width = 0, 0, 0
     unusual = False
-    carry = b""  # the end of the previous chunk: a match may span two chunks
+    carry = b""  # the end of the previous batch: a match may span two
     inflated = 0
-    for chunk in member_chunks(path, scan.member, 1 << 20):
+    pending: list[bytes] = []
+    batched = 0
+    chunks = member_chunks(path, scan.member, 1 << 20)
+    for chunk in itertools.chain(chunks, [b""]):
         inflated += len(chunk)
         if inflated > limit:
             raise InputFileError(_too_large(entity, path, scan.sheet_name, inflated, limit))
-        edge = carry + chunk[:_CARRY]
-        unusual = unusual or _has_unusual(chunk) or _has_unusual(edge)
-        if not scan.width and (b"<c" in edge or b"<c" in chunk):
+        pending.append(chunk)
+        batched += len(chunk)
+        if batched < _CHUNK and chunk:
+            continue
+        # A batch of about 8 MB: one RE2 call and a few byte searches.
+        data = carry + b"".join(pending)
+        pending, batched = [], 0
+        unusual = unusual or _has_unusual(data)
+        if not scan.width and b"<c" in data:
             scan.width = 26
-        if b"<row" in edge or b"<row" in chunk[-65536:]:
-            _measure_rows(edge + chunk[_CARRY:][-65536:], scan)
-        carry = (carry + chunk)[-_CARRY:] if len(chunk) < _CARRY else chunk[-_CARRY:]
+        _measure_rows(data, scan)
+        carry = data[-_CARRY:]
     scan.xml_bytes = inflated
     if unusual or not scan.dense_ok:
         scan.cell_count, scan.last_row, scan.width = 0, 0, 0
@@ -259,15 +272,35 @@ def measure_extent(path: Path, scan: SheetScan, entity: str = "workbook", limit:
 def _has_unusual(data: bytes) -> bool:
     """Whether ``data`` holds a match of :data:`_UNUSUAL`: Arrow's RE2 (linear time, without
     the GIL) when usable, else ``re``. Both are given the same pattern; the tests compare them."""
-    from . import _arrow
-
-    if _arrow.pc is not None:
+    arrow = _re2()
+    if arrow is not None:
+        pa, pc = arrow
         try:
-            array = _arrow.pa.array([data], type=_arrow.pa.binary())
-            return bool(_arrow.pc.match_substring_regex(array, _UNUSUAL.decode())[0].as_py())
-        except (_arrow.pa.ArrowNotImplementedError, _arrow.pa.ArrowInvalid, TypeError):
-            pass  # an older pyarrow without binary regex kernels: the plain path
+            return bool(pc.match_substring_regex(pa.array([data], type=pa.binary()), _UNUSUAL_TEXT)[0].as_py())
+        except Exception:  # a pyarrow without this kernel for binary data: the plain path
+            pass
     return _UNUSUAL_RE.search(data) is not None
+
+
+def _re2() -> Any:
+    """(``pyarrow``, ``pyarrow.compute``) if pyarrow 7+ is installed, else None. Only these two
+    modules are imported (the pre-scan runs before anything else has loaded pyarrow; the full
+    guard in ``_arrow`` also loads its CSV writer and self-checks, 0.2 s more)."""
+    global _RE2
+    if _RE2 is False:
+        _RE2 = None
+        try:
+            import pyarrow
+            import pyarrow.compute
+
+            if int(pyarrow.__version__.split(".")[0]) >= 7:
+                _RE2 = (pyarrow, pyarrow.compute)
+        except (ImportError, ValueError):
+            pass
+    return _RE2
+
+
+_RE2: Any = False
 
 
 def _row_parts(path: Path, scan: SheetScan, limit: Optional[tuple[str, int]] = None) -> Iterator[bytes]:
@@ -337,6 +370,12 @@ def _sheets(archive: zipfile.ZipFile) -> tuple[list[str], list[str]]:
         names.append(node.get("name", ""))
         members.append(targets.get(node.get(_REL_ID), ""))
     return names, members
+
+
+def read_date_styles(path: Path) -> set[str]:
+    """:attr:`SheetScan.date_styles` of the workbook at ``path``."""
+    with zipfile.ZipFile(path) as archive:
+        return _date_styles(archive)
 
 
 def _date_styles(archive: zipfile.ZipFile) -> set[str]:
@@ -501,16 +540,20 @@ class SheetPrefetch:
     def _work(self, send: Callable[[str, Any], None]) -> None:
         from . import overlong
 
-        scan = scan_sheet(self.path, self.sheet, self.entity)
+        # The date styles (openpyxl's judgement: its import takes 0.1 s) come after the extent.
+        scan = scan_sheet(self.path, self.sheet, self.entity, date_styles=False)
         if overlong.ENABLED and overlong.sheet_is_searched(scan.declared_bytes, scan.compressed_bytes):
             # Text in this sheet may be cut first (see overlong): the extractor scans the copy.
+            scan.date_styles = read_date_styles(self.path)
             send("scan", (scan, False))
         elif scan.declared_bytes > MEASURE_FIRST_BYTES:
             measure_extent(self.path, scan, self.entity)
             send("scan", (replace(scan, corrections={}), True))  # (a thread must not share what it changes)
+            scan.date_styles = read_date_styles(self.path)
             literal_scan(self.path, scan)
-            send("literal", scan.corrections)
+            send("literal", (scan.corrections, scan.date_styles))
         else:
+            scan.date_styles = read_date_styles(self.path)
             literal_scan(self.path, scan, measure=True)
             send("scan", (scan, False))
 
@@ -530,7 +573,7 @@ class SheetPrefetch:
     def literal_into(self, scan: SheetScan) -> None:
         """Wait for the literal scan, if one runs here, and put its corrections into ``scan``."""
         if self._literal_follows:
-            corrections = self._source.take("literal")
+            corrections, scan.date_styles = self._source.take("literal")
             scan.corrections.update(corrections)
             scan.literal = True
             self._literal_follows = False
