@@ -154,6 +154,14 @@ def load_run(
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=ADVISORY_LOCK_KEY)
         ensure_schema(connection)
         _insert_run(connection, run, "running")
+        # The rejected rows first: after a million appointments and their indexes, the
+        # server's buffers are full of dirty pages and the same COPY takes 3x as long.
+        for data in prepared.values():
+            _send(
+                connection,
+                f"{SCHEMA}.etl_rejections (run_id, entity, source_file, row_number, record_id, reasons, raw)",
+                data.result(),
+            )
         if run.mode == "merge":
             from .merge import merge_tables  # merge.py builds on this module's COPY helpers
 
@@ -163,12 +171,6 @@ def load_run(
             _copy(connection, f"{SCHEMA}.doctors (id, name, specialty)", doctors[["id", "name", "specialty"]])
             columns = ["id", "patient_id", "doctor_id", "booking_date", "status"]
             _copy_into_truncated(connection, f"{SCHEMA}.appointments", columns, appointments[columns])
-        for data in prepared.values():
-            _send(
-                connection,
-                f"{SCHEMA}.etl_rejections (run_id, entity, source_file, row_number, record_id, reasons, raw)",
-                data.result(),
-            )
         prune_rejections(connection, keep_runs)
         if before_commit is not None:
             before_commit()
