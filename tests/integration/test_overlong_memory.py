@@ -41,22 +41,27 @@ def run_etl(cwd: Path, doctors_path: Path, appointments: Path, url: str) -> tupl
     return process.returncode, usage.ru_maxrss * 1024  # Linux: kilobytes
 
 
+def compare_runs(tmp_path: Path, db_config, control: tuple, hostile: tuple, entity: str) -> list:
+    """Run the CLI on the control and the hostile (doctors, appointments) pair; the hostile run
+    must succeed within HEADROOM of the control's peak memory. Returns its rejected rows of
+    ``entity``: (row_number, reasons, raw)."""
+    code, control_peak = run_etl(tmp_path / "control-run", *control, db_config.url())
+    assert code == 0, (tmp_path / "control-run" / "output.txt").read_text()
+    code, peak = run_etl(tmp_path / "hostile-run", *hostile, db_config.url())
+    assert code == 0, (tmp_path / "hostile-run" / "output.txt").read_text()
+    assert peak <= control_peak + HEADROOM, f"peak {peak / MIB:.0f} MiB vs {control_peak / MIB:.0f} MiB with short text"
+    run_id = json.loads((tmp_path / "hostile-run" / "reports" / "quality_report.json").read_text())["run_id"]
+    return fetch(db_config, "SELECT row_number, reasons, raw FROM healthtech.etl_rejections "
+                            "WHERE entity = :entity AND run_id = :run_id", entity=entity, run_id=run_id)
+
+
 def test_a_200_mib_shared_string_costs_no_memory_and_is_still_rejected(tmp_path, db_config):
     appointments = write_xlsx(tmp_path / "appointments.xlsx", APPOINTMENTS_HEADER, APPOINTMENT_ROWS)
     short = doctors(tmp_path / "short" / "doctors.xlsx", long=False)
     hostile = doctors(tmp_path / "long" / "doctors.xlsx", long=True)
     assert hostile.stat().st_size < 400_000
 
-    code, control = run_etl(tmp_path / "control-run", short, appointments, db_config.url())
-    assert code == 0, (tmp_path / "control-run" / "output.txt").read_text()
-    code, peak = run_etl(tmp_path / "hostile-run", hostile, appointments, db_config.url())
-    output = (tmp_path / "hostile-run" / "output.txt").read_text()
-    assert code == 0, output
-    assert peak <= control + HEADROOM, f"peak {peak / MIB:.0f} MiB vs {control / MIB:.0f} MiB for a short name"
-
-    run_id = json.loads((tmp_path / "hostile-run" / "reports" / "quality_report.json").read_text())["run_id"]
-    rejected = fetch(db_config, "SELECT row_number, reasons, raw FROM healthtech.etl_rejections "
-                                "WHERE entity = 'doctors' AND run_id = :run_id", run_id=run_id)
+    rejected = compare_runs(tmp_path, db_config, (short, appointments), (hostile, appointments), "doctors")
     assert [(row, reasons) for row, reasons, _ in rejected] == [(3, ["invalid_name"])]
     assert rejected[0][2]["name"] == "A" * 32_767
     log = (tmp_path / "hostile-run" / "logs" / "etl_pipeline.log").read_text()
@@ -81,14 +86,6 @@ def test_a_200_mib_inline_string_in_the_appointments_sheet_costs_no_memory(tmp_p
     hostile = appointments_with(tmp_path / "long" / "appointments.xlsx", long=True)
     assert hostile.stat().st_size < 400_000
 
-    code, control = run_etl(tmp_path / "control-run", doctors_path, short, db_config.url())
-    assert code == 0, (tmp_path / "control-run" / "output.txt").read_text()
-    code, peak = run_etl(tmp_path / "hostile-run", doctors_path, hostile, db_config.url())
-    output = (tmp_path / "hostile-run" / "output.txt").read_text()
-    assert code == 0, output
-    assert peak <= control + HEADROOM, f"peak {peak / MIB:.0f} MiB vs {control / MIB:.0f} MiB for a short status"
-    run_id = json.loads((tmp_path / "hostile-run" / "reports" / "quality_report.json").read_text())["run_id"]
-    rejected = fetch(db_config, "SELECT row_number, reasons, raw FROM healthtech.etl_rejections "
-                                "WHERE entity = 'appointments' AND run_id = :run_id", run_id=run_id)
+    rejected = compare_runs(tmp_path, db_config, (doctors_path, short), (doctors_path, hostile), "appointments")
     assert [(row, reasons) for row, reasons, _ in rejected] == [(3, ["invalid_status"])]
     assert rejected[0][2]["status"] == "c" * 32_767
