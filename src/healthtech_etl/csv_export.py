@@ -54,5 +54,8 @@ def write_frame_csv(path: Path, frame: "pd.DataFrame") -> Path:
     """Write a DataFrame as CSV, formula-like cells escaped."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    escape_frame(frame).to_csv(path, index=False, encoding="utf-8")
+    # Our own file object: pandas 1.4 (the Glue runtime), given a path, loses a write error
+    # (a full disk left an empty file and no error); flushing and closing this one raises it.
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        escape_frame(frame).to_csv(handle, index=False)
     return path
