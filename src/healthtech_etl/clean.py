@@ -20,12 +20,11 @@ import pandas as pd
 from . import reasons
 from ._arrow import pa as _pa  # optional C string kernels (None: the pure-Python path runs)
 from ._arrow import pc as _pc
+from .columns import APPOINTMENT_COLUMNS, DOCTOR_COLUMNS
 from .errors import ConfigError
 from .extract import SOURCE_ROW
 from .sheet_scan import NOT_A_VALUE
 
-DOCTOR_COLUMNS = ("doctor_id", "name", "specialty")
-APPOINTMENT_COLUMNS = ("booking_id", "patient_id", "doctor_id", "booking_date", "status")
 STATUSES = ("confirmed", "cancelled", "unknown")
 MIN_BOOKING_DATE = date(1900, 1, 1)
 DEFAULT_HORIZON_DAYS = 365

@@ -220,6 +220,16 @@ def _int_setting(value: Any, name: str, low: int, high: int) -> int:
     return number
 
 
+def pg8000_ssl_argument(config: DbConfig) -> Any:
+    """pg8000's ``ssl_context`` for ``config``: False (no TLS request at all) for a unix socket,
+    as libpq, and for ``disable``; None (TLS if the server offers it) for ``prefer``; else
+    the context of :meth:`DbConfig.ssl_context`. (pg8000's None is "prefer": left as the
+    default, it asked for TLS even on a unix socket, building a context each time, 30 ms.)"""
+    if config.unix_socket_dir or config.sslmode == "disable":
+        return False
+    return config.ssl_context()
+
+
 def connect(config: DbConfig) -> Any:
     """Open a ``pg8000.native.Connection`` (autocommit until ``START TRANSACTION``).
 
@@ -238,9 +248,7 @@ def connect(config: DbConfig) -> Any:
     else:
         kwargs["host"] = config.host
         kwargs["port"] = config.port
-        context = config.ssl_context()
-        if context is not None:
-            kwargs["ssl_context"] = context
+    kwargs["ssl_context"] = pg8000_ssl_argument(config)
     try:
         connection = pg8000.native.Connection(**kwargs)
     except Exception as exc:  # pg8000 raises several types (InterfaceError, OSError, ...)

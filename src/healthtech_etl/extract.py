@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 
 from . import overlong
+from .dense_read import HEADER_SEARCH_ROWS, ArrowRead, normalize_header, read_fastexcel
+from .dense_read import find_header as _find_header
 from .errors import ConfigError, InputFileError
 from .redact import safe_text
 from .sheet_scan import (
@@ -50,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 READERS = ("auto", "fastexcel", "calamine", "openpyxl")
 SOURCE_ROW = "source_row"
-HEADER_SEARCH_ROWS = 20
 # Control characters other than tab, newline and carriage return (whitespace).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -70,11 +71,6 @@ class SheetData:
     # Rows above the header (blank, or a title and an export date), skipped.
     skipped_header_rows: int = 0
     sheet: str = ""
-
-
-def normalize_header(name: Any) -> str:
-    """``' Booking  ID '`` -> ``'booking_id'``: case- and whitespace-insensitive matching."""
-    return re.sub(r"\s+", "_", str(name if name is not None else "").strip()).lower()
 
 
 def available_readers() -> list[str]:
@@ -118,8 +114,12 @@ def read_sheet(
     Raises :class:`InputFileError` for a missing, unreadable, oversized or empty file, a missing
     sheet, or no header row with every mandatory column in the first 20 rows. ``prefetched``:
     the pre-scan already started for this file and sheet (:class:`~.sheet_scan.SheetPrefetch`)."""
-    with overlong.Defuser(entity) as defuser:
-        return _read_sheet(path, mandatory_columns, sheet, reader, entity, max_sheet_bytes, prefetched, defuser)
+    try:
+        with overlong.Defuser(entity) as defuser:
+            return _read_sheet(path, mandatory_columns, sheet, reader, entity, max_sheet_bytes, prefetched, defuser)
+    finally:
+        if prefetched is not None:
+            prefetched.drop_read()  # an early read not taken: this read went another way
 
 
 def _read_sheet(path: Path, mandatory_columns: Sequence[str], sheet: Optional[str], reader: str, entity: str,
@@ -141,6 +141,7 @@ def _read_sheet(path: Path, mandatory_columns: Sequence[str], sheet: Optional[st
         scan = _scan_or_fail(prefetched.result, entity, path)
     else:
         scan = _scan_or_fail(lambda: scan_sheet(path, sheet, entity, max_sheet_bytes), entity, path)
+    original = path
     path = _scan_or_fail(lambda: defuser.defuse(path, scan.member), entity, path)  # maybe a copy (same name)
     # Measure the real extent before a dense reader allocates for it (see sheet_scan): a small
     # sheet in the literal scan's pass, a larger one in a pass of its own.
@@ -163,7 +164,18 @@ def _read_sheet(path: Path, mandatory_columns: Sequence[str], sheet: Optional[st
         if not (scan.full or scan.literal or prefetched is not None and prefetched.literal_runs()):
             literal = background.submit(literal_scan, path, scan)
         try:
-            sheet_rows = _ROW_READERS[reader](path, scan, mandatory_columns)
+            # fastexcel's read started early (see dense_read), taken only now the sheet is
+            # known to be safe for it and unchanged; else (or if it failed) it is read here.
+            early = (prefetched.dense_read(path, scan.sheet_name)
+                     if prefetched is not None and reader == "fastexcel" and scan.dense_ok and path is original
+                     else None)
+            if early is not None:
+                logger.info("%s file %s: fastexcel's read started early, beside the scans, taken", entity, path.name)
+                sheet_rows = _fastexcel_rows(early, scan)
+            else:
+                if prefetched is not None:
+                    prefetched.drop_read()
+                sheet_rows = _ROW_READERS[reader](path, scan, mandatory_columns)
         except InputFileError:
             raise
         except Exception as exc:
@@ -213,7 +225,9 @@ def _unexplained_traces(rows: "_SheetRows", scan: SheetScan, mandatory_columns: 
             traces = _trace_positions(column.distinct, column.arrow_distinct)
             if not len(traces):
                 continue
-            hits = np.flatnonzero(np.isin(column.codes, traces))
+            is_trace = np.zeros(len(column.distinct), dtype=bool)  # a lookup by code: no sort, unlike isin
+            is_trace[traces] = True
+            hits = np.flatnonzero(is_trace[column.codes])
         else:
             cells = np.asarray(column, dtype=object)
             distinct = pd.unique(cells)
@@ -276,22 +290,6 @@ class _SheetRows:
     columns: list[Any]  # one per mandatory column: list of cell text or _EncodedText
     first_rows: list[list[Optional[str]]]  # the first rows' cells as text (error messages)
     column_offset: int = 0  # reader position + offset = 0-based spreadsheet column
-
-
-def _find_header(
-    first_rows: list[list[Optional[str]]], mandatory_columns: Sequence[str]
-) -> tuple[int, list[Any], dict[str, int]]:
-    """The first of ``first_rows`` holding every mandatory column: (index + 1, cells,
-    positions); (0, [], {}) if none does."""
-    for index, cells in enumerate(first_rows[:HEADER_SEARCH_ROWS]):
-        positions: dict[str, int] = {}
-        for position, name in enumerate(cells):
-            key = normalize_header(name)
-            if key in mandatory_columns and key not in positions:
-                positions[key] = position
-        if len(positions) == len(mandatory_columns):
-            return index + 1, list(cells), positions
-    return 0, [], {}
 
 
 def _no_header(rows: "_SheetRows", scan: SheetScan, mandatory_columns: Sequence[str], entity: str,
@@ -430,32 +428,22 @@ def _recode(column: "_EncodedText", positions: np.ndarray, texts: list[Optional[
 
 
 def _read_fastexcel(path: Path, scan: SheetScan, mandatory_columns: Sequence[str]) -> _SheetRows:
-    import fastexcel
+    return _fastexcel_rows(read_fastexcel(path, scan.sheet_name, mandatory_columns), scan)
 
-    workbook = fastexcel.read_excel(str(path))
-    # dtypes="string" for every column: fastexcel must not infer types from a sample of rows.
-    # No header row and no skipped rows: row i of the table is spreadsheet row i + 1 (its
-    # columns start at the first one holding a value). eager: straight to one Arrow batch.
-    # Lazy, then to Arrow with the cells it could not render: error cells (which it reads as
-    # empty) are reported there. As fast as eager=True.
-    lazy = workbook.load_sheet(scan.sheet_name, header_row=None, skip_rows=0, dtypes="string")
-    table, errors = lazy.to_arrow_with_errors()
-    head = min(HEADER_SEARCH_ROWS, table.num_rows)
-    first_rows = [list(row) for row in zip(*(table.column(i)[:head].to_pylist() for i in range(table.num_columns)))]
-    header_row, header, positions = _find_header(first_rows, mandatory_columns)
-    if not header_row:
-        return _SheetRows(0, [], {}, [], first_rows)
-    wanted = [positions[name] for name in mandatory_columns]
-    # Arrow encodes outside the GIL: two columns at a time on a 2-core machine.
+
+def _fastexcel_rows(read: ArrowRead, scan: SheetScan) -> _SheetRows:
+    """fastexcel's Arrow read (here or in the early child: see dense_read) -> the columns."""
+    if not read.header_row:
+        return _SheetRows(0, [], {}, [], read.first_rows)
     with ThreadPoolExecutor(max_workers=2) as workers:
-        columns = list(workers.map(_arrow_text, [table.column(i)[header_row:] for i in wanted]))
+        columns = list(workers.map(_encoded_text, read.columns))
     # Its columns start at the sheet's first column holding a value: find that offset.
-    first_valued = next((i for i, cell in enumerate(header) if cell not in (None, "")), 0)
-    column = scan.first_valued_column(header_row)
+    first_valued = next((i for i, cell in enumerate(read.header) if cell not in (None, "")), 0)
+    column = scan.first_valued_column(read.header_row)
     offset = 0 if column is None else column - first_valued
-    if errors is not None:  # error cells: the literal scan renders them (t="e"); a check, cheap
-        logger.debug("fastexcel reported %d error cell(s)", len(errors.errors))
-    return _SheetRows(header_row, header, positions, columns, first_rows, column_offset=offset)
+    if read.error_cells:  # error cells: the literal scan renders them (t="e"); a check, cheap
+        logger.debug("fastexcel reported %d error cell(s)", read.error_cells)
+    return _SheetRows(read.header_row, read.header, read.positions, columns, read.first_rows, column_offset=offset)
 
 
 def _empty_cells(column: Any, rows: Optional[np.ndarray]) -> np.ndarray:
@@ -488,10 +476,8 @@ class _EncodedText:
         return self.distinct[self.codes]
 
 
-def _arrow_text(column: Any) -> _EncodedText:
-    import pyarrow.compute as pc
-
-    encoded = pc.dictionary_encode(column)  # empty cells: null codes
+def _encoded_text(encoded: Any) -> _EncodedText:
+    """An Arrow dictionary-encoded column (empty cells: null codes) -> :class:`_EncodedText`."""
     distinct = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object, copy=False)
     codes = encoded.indices
     nulls = codes.null_count

@@ -398,11 +398,11 @@ def log_rejections(rejected: dict[str, pd.DataFrame]) -> int:
     for entity, frame in rejected.items():
         if frame.empty:
             continue
-        ids = frame[clean.RECORD_ID].astype(object).where(frame[clean.RECORD_ID].notna(), "-").astype(str)
-        lines = (
-            f"rejected {entity} row=" + frame[SOURCE_ROW].astype(str) + " id=" + ids + " reasons=" + frame[clean.REASONS]
-        )
-        written += log_lines(rejections_logger, logging.WARNING, lines.tolist())
+        ids = frame[clean.RECORD_ID].astype(object).where(frame[clean.RECORD_ID].notna(), "-").tolist()
+        # One comprehension: pandas' element-wise string concatenation cost five passes.
+        lines = [f"rejected {entity} row={row} id={record} reasons={codes}"
+                 for row, record, codes in zip(frame[SOURCE_ROW].tolist(), ids, frame[clean.REASONS].tolist())]
+        written += log_lines(rejections_logger, logging.WARNING, lines)
     return written
 
 

@@ -32,15 +32,18 @@ import signal
 import sys
 import threading
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 from xml.etree import ElementTree
 
 from .errors import InputFileError
 from .inflate import member_chunks
+
+if TYPE_CHECKING:
+    from .dense_read import ArrowRead, SpeculativeRead
 
 # Cells that are present but not a value of any column's type (error cells, booleans, numbers
 # that are not exact): the reader's text gets this prefix, the cleaner rejects them as
@@ -527,7 +530,8 @@ class SheetPrefetch:
     waited for the GIL while the main thread imported libraries or converted cells). Elsewhere
     it runs in a daemon thread. Either way errors are raised where the results are taken."""
 
-    def __init__(self, path: Path, sheet: Optional[str], entity: str, fork: Optional[bool] = None) -> None:
+    def __init__(self, path: Path, sheet: Optional[str], entity: str, fork: Optional[bool] = None,
+                 read_columns: Optional[Sequence[str]] = None) -> None:
         self.path, self.sheet, self.entity = Path(path), sheet, entity
         self._scan: Optional[SheetScan] = None
         self._literal_follows = False
@@ -535,6 +539,12 @@ class SheetPrefetch:
             # Forking is safe only while no other thread could hold a lock the child needs
             # (the import lock, a logging handler's): the CLI starts this before any thread.
             fork = sys.platform.startswith("linux") and threading.active_count() == 1
+        # read_columns: fastexcel's read starts now too, in a child of its own (see dense_read).
+        self._read: Optional[SpeculativeRead] = None
+        if fork and read_columns is not None:
+            from . import dense_read
+
+            self._read = dense_read.SpeculativeRead(path, sheet, entity, read_columns)
         self._source = _ForkedWork(self._work) if fork else _ThreadWork(self._work)
 
     def _work(self, send: Callable[[str, Any], None]) -> None:
@@ -564,7 +574,22 @@ class SheetPrefetch:
         """The scan, its extent measured; raises what the scan raised."""
         if self._scan is None:
             self._scan, self._literal_follows = self._source.take("scan")
+            if not self._literal_follows:
+                self._source.stop()  # that was its last message
         return self._scan
+
+    def dense_read(self, path: Path, sheet_name: str) -> Optional["ArrowRead"]:
+        """fastexcel's read of ``sheet_name`` started early, if one was, succeeded and read
+        ``path`` (waits for it); else None. Call it only for a sheet found safe for a dense
+        reader (:attr:`SheetScan.dense_ok`)."""
+        read, self._read = self._read, None
+        return None if read is None else read.take(path, sheet_name)
+
+    def drop_read(self) -> None:
+        """Stop the early read, if any (a sheet read another way)."""
+        read, self._read = self._read, None
+        if read is not None:
+            read.drop()
 
     def literal_runs(self) -> bool:
         """Whether the literal scan runs here (after :meth:`result`)."""
@@ -573,7 +598,7 @@ class SheetPrefetch:
     def literal_into(self, scan: SheetScan) -> None:
         """Wait for the literal scan, if one runs here, and put its corrections into ``scan``."""
         if self._literal_follows:
-            corrections, scan.date_styles = self._source.take("literal")
+            corrections, scan.date_styles = self._source.take("literal", last=True)
             scan.corrections.update(corrections)
             scan.literal = True
             self._literal_follows = False
@@ -599,7 +624,10 @@ class _ThreadWork:
 
         threading.Thread(target=run, name="sheet-prefetch", daemon=True).start()
 
-    def take(self, kind: str) -> Any:
+    def stop(self) -> None:
+        """(The daemon thread ends by itself.)"""
+
+    def take(self, kind: str, last: bool = False) -> Any:
         with self._arrived:
             self._arrived.wait_for(lambda: kind in self._messages or "error" in self._messages)
             if kind in self._messages:
@@ -609,7 +637,10 @@ class _ThreadWork:
 
 class _ForkedWork:
     """``work(send)`` in a forked child; messages come back pickled through a pipe, in order.
-    The child is reaped after its last message, or killed when this process exits first."""
+    The child is reaped after its last message, or killed when this process exits first (or
+    is killed: the child gets SIGKILL when its parent dies, on Linux)."""
+
+    _open_pipes: "set[int]" = set()  # read ends of the children still running
 
     def __init__(self, work: Callable[[Callable[[str, Any], None]], None]) -> None:
         read_end, write_end = os.pipe()
@@ -617,7 +648,10 @@ class _ForkedWork:
         if self.pid == 0:  # the child: never returns
             code = 0
             try:
+                _die_with_parent()
                 os.close(read_end)
+                for other in _ForkedWork._open_pipes:  # another worker's: its end must close with the parent
+                    os.close(other)
                 with os.fdopen(write_end, "wb") as out:
                     def send(kind: str, value: Any) -> None:
                         pickle.dump((kind, value), out, protocol=pickle.HIGHEST_PROTOCOL)
@@ -634,10 +668,13 @@ class _ForkedWork:
                 os._exit(code)
         os.close(write_end)
         self._pipe = os.fdopen(read_end, "rb")
+        _ForkedWork._open_pipes.add(read_end)
         self._error: Optional[BaseException] = None
         atexit.register(self.stop)
 
-    def take(self, kind: str) -> Any:
+    def take(self, kind: str, last: bool = False) -> Any:
+        """The next message, which must be of ``kind``; ``last``: the child has no more to say
+        (it is reaped)."""
         if self._error is not None:
             raise self._error
         try:
@@ -650,8 +687,8 @@ class _ForkedWork:
             raise value
         if got != kind:  # messages come in the order the work sends them
             raise RuntimeError(f"pre-scan sent {got!r}, expected {kind!r}")
-        if kind == "literal" or got == "scan" and not value[1]:
-            self.stop()  # the last message
+        if last:
+            self.stop()
         return value
 
     def stop(self) -> None:
@@ -667,8 +704,24 @@ class _ForkedWork:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+        _ForkedWork._open_pipes.discard(self._pipe.fileno())
         self._pipe.close()
         atexit.unregister(self.stop)
+
+
+def _die_with_parent() -> None:
+    """Linux: this (forked) process is killed when its parent dies, whatever kills the parent."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call above
+        os._exit(1)
 
 
 def _picklable(exc: BaseException) -> BaseException:
@@ -680,14 +733,20 @@ def _picklable(exc: BaseException) -> BaseException:
         return InputFileError(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
 
 
-def start_prefetch(path: Path, sheet: Optional[str], entity: str, reader: str) -> Optional[SheetPrefetch]:
+def start_prefetch(path: Path, sheet: Optional[str], entity: str, reader: str,
+                   mandatory_columns: Optional[Sequence[str]] = None,
+                   fork: Optional[bool] = None) -> Optional[SheetPrefetch]:
     """A :class:`SheetPrefetch` of ``path`` when a dense reader will read it (``reader``
     fastexcel or calamine, or ``auto`` with one installed), else None: the Glue path reads
-    with openpyxl and keeps its one process. Looks the readers up without importing them."""
+    with openpyxl and keeps its one process. When that reader is fastexcel and
+    ``mandatory_columns`` are given, its read starts too (:class:`.dense_read.SpeculativeRead`).
+    ``fork``: see :class:`SheetPrefetch`. Looks the readers up without importing them."""
     from importlib.util import find_spec
 
     if reader == "openpyxl" or not Path(path).is_file():
         return None
-    if reader == "auto" and find_spec("fastexcel") is None and find_spec("python_calamine") is None:
+    fastexcel = find_spec("fastexcel") is not None and find_spec("pyarrow") is not None
+    if reader == "auto" and not fastexcel and find_spec("python_calamine") is None:
         return None
-    return SheetPrefetch(path, sheet, entity)
+    reads = mandatory_columns is not None and fastexcel and reader in ("auto", "fastexcel")
+    return SheetPrefetch(path, sheet, entity, fork=fork, read_columns=mandatory_columns if reads else None)

@@ -4,16 +4,17 @@ exactly."""
 
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import fetch, skipped_rows_table
+from helpers import cli_subprocess, fetch, skipped_rows_table
 from raw_xlsx import b, e, inline, n, s, write_raw_xlsx
 from raw_xlsx import date as date_cell
 
 from healthtech_etl.extract import available_readers
 
-READERS = [*available_readers(), "auto"]
+READERS = [*available_readers(), "auto", "auto (own process)"]
 VOLATILE = ("run_id", "generated_at", "timings_seconds")
 
 
@@ -43,8 +44,18 @@ def hostile_inputs(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def run_once(run_cli, db_config, tmp_path: Path, inputs: tuple[Path, Path], reader: str) -> dict:
-    code = run_cli("etl", "--doctors", str(inputs[0]), "--appointments", str(inputs[1]), "--as-of", "2025-11-01",
-                   "--horizon-days", "3000000", "--reader", reader)
+    args = ["etl", "--doctors", str(inputs[0]), "--appointments", str(inputs[1]), "--as-of", "2025-11-01",
+            "--horizon-days", "3000000"]
+    if reader == "auto (own process)":
+        # As a user runs it: a process of its own, where the appointments' fastexcel read
+        # starts early in a child (see dense_read) and the exit skips the teardown.
+        done = cli_subprocess(args, cwd=tmp_path, env={"DATABASE_URL": db_config.url()})
+        code = done.returncode
+        if "fastexcel" in available_readers() and sys.platform.startswith("linux"):
+            log = (tmp_path / "logs" / "etl_pipeline.log").read_text(encoding="utf-8")
+            assert "fastexcel's read started early" in log, log[-2000:]
+    else:
+        code = run_cli(*args, "--reader", reader)
     report = json.loads((tmp_path / "reports" / "quality_report.json").read_text(encoding="utf-8"))
     for key in VOLATILE:
         report.pop(key, None)

@@ -52,3 +52,54 @@ def test_a_missing_bundle_is_a_one_line_configuration_error(tmp_path):
         context("verify-full", str(missing))
 
     assert str(error.value) == f"cannot use the CA bundle {missing} (sslrootcert): No such file or directory"
+
+
+SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+
+
+def first_message(tmp_path, **settings):
+    """What ``connect`` sends first to a listener that then hangs up (the connect fails)."""
+    import socket
+    import threading
+
+    from healthtech_etl.db import connect
+    from healthtech_etl.errors import DatabaseError
+
+    if settings.get("unix_socket_dir"):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(tmp_path / ".s.PGSQL.5432"))
+        settings["port"] = 5432
+    else:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        settings.update(host="127.0.0.1", port=listener.getsockname()[1])
+    listener.listen(1)
+    received = []
+
+    def accept():
+        peer, _ = listener.accept()
+        received.append(peer.recv(8))
+        peer.close()
+
+    server = threading.Thread(target=accept)
+    server.start()
+    try:
+        with pytest.raises(DatabaseError):
+            connect(DbConfig(user="etl", password="x", database="clinic", connect_timeout=5, **settings))
+    finally:
+        server.join(5)
+        listener.close()
+    return received[0]
+
+
+@pytest.mark.parametrize("settings, asks_for_tls", [
+    ({"sslmode": "disable"}, False),  # libpq: never ask
+    ({"sslmode": "prefer"}, True),  # ask, go on in plain text if refused
+    ({"sslmode": "require"}, True),
+    ({"sslmode": "require", "unix_socket_dir": "."}, False),  # libpq: no TLS over a unix socket
+])
+def test_tls_is_asked_for_only_when_libpq_would(tmp_path, settings, asks_for_tls):
+    if settings.get("unix_socket_dir"):
+        settings["unix_socket_dir"] = str(tmp_path)
+
+    assert (first_message(tmp_path, **settings) == SSL_REQUEST) is asks_for_tls

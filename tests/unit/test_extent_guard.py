@@ -1,7 +1,8 @@
 """No workbook can make a dense reader (fastexcel, python-calamine) allocate for a stray far
 cell: the real extent is measured before they run, whatever the sheet declares and however its
 cells are written, on each of the three ways the measurement runs (in the literal scan for a
-small sheet, in a pass of its own for a large one, and in the CLI's early prefetch).
+small sheet, in a pass of its own for a large one, and in the CLI's early prefetch, also with
+fastexcel's read started early in a child: that child may abort, the read must not).
 
 A reader that did allocate would abort the whole process, so the dense reads run in a child
 process; the test compares what it printed with openpyxl's (streaming) read in this one."""
@@ -40,7 +41,9 @@ for combo in sys.argv[2:]:
     records.clear()
     # "literal": a small sheet, measured in the literal scan; else a "large" one, in a pass of its own.
     extract.MEASURE_FIRST_BYTES = sheet_scan.MEASURE_FIRST_BYTES = small if how == "literal" else 0
-    prefetched = sheet_scan.SheetPrefetch(path, None, "doctors") if how == "prefetch" else None
+    # "early": fastexcel's read also starts in a child of its own (the CLI's fast path, dense_read).
+    columns = ("doctor_id", "name", "specialty") if how == "early" else None
+    prefetched = sheet_scan.SheetPrefetch(path, None, "doctors", read_columns=columns) if how in ("prefetch", "early") else None
     data = extract.read_sheet(path, ("doctor_id", "name", "specialty"), reader=reader, entity="doctors",
                               prefetched=prefetched)
     frame = data.frame.astype(object).where(data.frame.notna(), None)
@@ -97,6 +100,7 @@ def test_a_stray_far_cell_never_reaches_a_dense_reader(tmp_path, variant):
     expected = read_sheet(path, DOCTORS, reader="openpyxl", entity="doctors").frame
     expected = expected.astype(object).where(expected.notna(), None).values.tolist()
     combos = [f"{reader}:{how}" for reader in DENSE for how in ("literal", "measure", "prefetch")]
+    combos += ["fastexcel:early"] if "fastexcel" in DENSE and sys.platform.startswith("linux") else []
     results = dense_reads(path, combos)
     assert [result["combo"] for result in results] == combos
     for result in results:

@@ -3,6 +3,7 @@ chosen here) are read by every installed reader and by ``auto``, then cleaned; t
 row numbers, counts, errors, valid rows and rejections must be identical. Fixed hostile cases
 first, then Hypothesis-drawn mixes of the same kinds of cells and layouts."""
 
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Any, Optional
@@ -16,9 +17,12 @@ from raw_xlsx import date as date_cell
 from healthtech_etl import clean, extract
 from healthtech_etl.errors import EtlError
 from healthtech_etl.extract import available_readers, read_sheet
-from healthtech_etl.sheet_scan import NOT_A_VALUE
+from healthtech_etl.sheet_scan import NOT_A_VALUE, SheetPrefetch
 
-READERS = [*available_readers(), "auto"]
+# "fastexcel-early": fastexcel's read started in a forked child before the scans (the CLI's
+# fast path, see dense_read), taken when the sheet is safe for it.
+EARLY = ["fastexcel-early"] if "fastexcel" in available_readers() and sys.platform.startswith("linux") else []
+READERS = [*available_readers(), "auto", *EARLY]
 DOCTORS = clean.DOCTOR_COLUMNS
 APPOINTMENTS = clean.APPOINTMENT_COLUMNS
 AS_OF = date(2025, 11, 1)
@@ -36,8 +40,11 @@ HOSTILE_CELLS = [
 
 def outcome(path: Path, columns: tuple, reader: str) -> Any:
     """Everything a reader's result determines, or the error it raised."""
+    prefetched = None
+    if reader == "fastexcel-early":
+        reader, prefetched = "fastexcel", SheetPrefetch(path, None, "sheet", fork=True, read_columns=columns)
     try:
-        sheet = read_sheet(path, columns, reader=reader, entity="sheet")
+        sheet = read_sheet(path, columns, reader=reader, entity="sheet", prefetched=prefetched)
     except EtlError as exc:
         return (type(exc).__name__, str(exc).replace(f"with {reader}", "with <reader>"))
     frame = sheet.frame
