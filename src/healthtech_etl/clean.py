@@ -584,15 +584,52 @@ def clean_appointments(
     day_first: bool = False,
     horizon_days: int = DEFAULT_HORIZON_DAYS,
     encoded: Optional[dict[str, tuple[np.ndarray, np.ndarray]]] = None,
+    judged: Optional["Judged"] = None,
 ) -> CleanResult:
     """Appointments sheet (cell text + source_row) -> valid appointments and rejections.
     ``booking_date`` of the valid rows: int64 microseconds since 1970-01-01 (:func:`to_micros`).
 
     ``known_doctor_ids``: ids of the doctors being loaded (referential integrity).
-    ``encoded``: :attr:`SheetData.encoded` of the same read, if any (a speed-up only)."""
+    ``encoded``: :attr:`SheetData.encoded` of the same read, if any (a speed-up only).
+    ``judged``: :func:`judge_distinct` of the first distinct values of ``encoded``'s columns,
+    made elsewhere (the early read's child, see dense_read): a speed-up only, its values
+    are those this function would compute."""
     validate_window(as_of, horizon_days)
     with _small_pages():
-        return _clean_appointments(raw, known_doctor_ids, as_of, day_first, horizon_days, encoded)
+        return _clean_appointments(raw, known_doctor_ids, as_of, day_first, horizon_days, encoded, judged)
+
+
+# column -> (how many distinct values, judge_distinct's results for them), and the day_first
+# they were judged with.
+Judged = tuple[bool, dict[str, tuple[int, dict[str, np.ndarray]]]]
+
+
+def judge_distinct(column: str, distinct: pd.Series, day_first: bool = False) -> dict[str, np.ndarray]:
+    """The judgement of each distinct value of an appointments column (one array per
+    property, one entry per value). Value by value: the judgement of a list's first values is
+    the first part of the whole list's (what lets another process judge them ahead)."""
+    if column in ("booking_id", "patient_id", "doctor_id"):
+        return _parse_distinct_ids(distinct)
+    if column == "booking_date":
+        frame = _date_parser(day_first)(distinct)
+        return {name: frame[name].to_numpy() for name in frame.columns}
+    if column == "status":
+        hygiene = scrub(distinct)
+        status = _parse_distinct_statuses(hygiene["text"])["status"].to_numpy()
+        return {"status": status, **{key: np.asarray(hygiene[key]) for key in ("not_value", "too_long", "scrubbed")}}
+    raise ValueError(f"no judgement for column {column!r}")
+
+
+def _judgement(column: str, distinct: pd.Series, day_first: bool, judged: Optional[Judged]) -> dict[str, np.ndarray]:
+    """:func:`judge_distinct` of ``distinct``, taking what ``judged`` already holds of it."""
+    done = judged[1].get(column) if judged is not None and judged[0] == day_first else None
+    if done is None or done[0] > len(distinct):
+        return judge_distinct(column, distinct, day_first)
+    count, results = done
+    if count == len(distinct):
+        return results
+    rest = judge_distinct(column, distinct.iloc[count:].reset_index(drop=True), day_first)
+    return {name: np.concatenate([results[name], np.asarray(rest[name])]) for name in results}
 
 
 @contextmanager
@@ -620,6 +657,7 @@ def _clean_appointments(
     day_first: bool,
     horizon_days: int,
     encoded: Optional[dict[str, tuple[np.ndarray, np.ndarray]]],
+    judged: Optional[Judged] = None,
 ) -> CleanResult:
     size = len(raw)
     found = _Reasons(size)
@@ -629,13 +667,13 @@ def _clean_appointments(
     parsed_ids = {}
     for column in ("booking_id", "patient_id", "doctor_id"):
         codes, distinct = factorized[column]
-        parsed = _map_columns(codes, _parse_distinct_ids(distinct))
+        parsed = _map_columns(codes, _judgement(column, distinct, day_first, judged))
         found.add(reasons.missing(column), parsed["missing"].to_numpy())
         found.add(reasons.invalid(column), parsed["invalid"].to_numpy())
         parsed_ids[column] = parsed
 
     codes, distinct = factorized["booking_date"]
-    dates = _map_columns(codes, _date_parser(day_first)(distinct))
+    dates = _map_columns(codes, _judgement("booking_date", distinct, day_first, judged))
     found.add(reasons.MISSING_BOOKING_DATE, dates["missing"].to_numpy())
     found.add(reasons.INVALID_BOOKING_DATE, dates["invalid"].to_numpy())
     days = dates["days"].to_numpy()
@@ -659,10 +697,10 @@ def _clean_appointments(
     _reject_repeated_ids(found, booking_values, reasons.DUPLICATE_BOOKING_ID)
 
     codes, distinct = factorized["status"]
-    status_hygiene = scrub(distinct)
+    status_hygiene = _judgement("status", distinct, day_first, judged)
     status_bad = (status_hygiene["not_value"] | status_hygiene["too_long"])[codes]
     found.add(reasons.invalid("status"), status_bad)
-    statuses = _map_columns(codes, _parse_distinct_statuses(status_hygiene["text"]))["status"].to_numpy()
+    statuses = status_hygiene["status"][codes]
     keep = ~found.any()
     valid = pd.DataFrame(
         {

@@ -173,7 +173,7 @@ def _main(argv: Optional[list[str]]) -> int:
 
         # The appointments sheet's pre-scan runs while the libraries below load (see SheetPrefetch).
         prefetched = start_prefetch(args.appointments, args.appointments_sheet, "appointments", args.reader,
-                                    APPOINTMENT_COLUMNS)
+                                    APPOINTMENT_COLUMNS, judge_day_first=args.day_first)
 
     from .pipeline import RunProgress
 

@@ -11,10 +11,13 @@ and it is killed as soon as its result is not needed. Both ways run the same fun
 (:func:`read_fastexcel`): the speculation changes when the work is done, never what it gives.
 """
 
+import importlib
 import re
-from collections.abc import Sequence
+import sys
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -59,6 +62,9 @@ class ArrowRead:
     first_rows: list[list[Optional[str]]]
     columns: list[Any]
     error_cells: int = 0
+    # Set where an early read is taken: waits for the child's judgement of the columns'
+    # distinct values (clean.Judged), or None.
+    judged: Optional[Callable[[], Any]] = field(default=None, compare=False, repr=False)
 
 
 def read_fastexcel(path: Path, sheet_name: str, mandatory_columns: Sequence[str]) -> ArrowRead:
@@ -66,13 +72,21 @@ def read_fastexcel(path: Path, sheet_name: str, mandatory_columns: Sequence[str]
     spreadsheet row i + 1 (no header row, no skipped rows; its columns start at the first one
     holding a value). Raises what fastexcel raises."""
     import fastexcel
-    import pyarrow.compute as pc
 
+    # pyarrow (0.2 s to import, in the early child) loads beside the parse, which releases the GIL.
+    arrow = None
+    if "pyarrow.compute" not in sys.modules:
+        arrow = threading.Thread(target=importlib.import_module, args=("pyarrow.compute",), daemon=True)
+        arrow.start()
     workbook = fastexcel.read_excel(str(path))
     # dtypes="string" for every column: fastexcel must not infer types from a sample of rows.
     # Lazy, then to Arrow with the cells it could not render (error cells, which it reads as
     # empty; the literal scan renders them). As fast as eager=True.
     lazy = workbook.load_sheet(sheet_name, header_row=None, skip_rows=0, dtypes="string")
+    if arrow is not None:
+        arrow.join()
+    import pyarrow.compute as pc
+
     table, errors = lazy.to_arrow_with_errors()
     head = min(HEADER_SEARCH_ROWS, table.num_rows)
     first_rows = [list(row) for row in zip(*(table.column(i)[:head].to_pylist() for i in range(table.num_columns)))]
@@ -92,12 +106,18 @@ class SpeculativeRead:
     (see the module docstring). :meth:`take` gives its result once the caller knows the sheet
     is safe for a dense reader; :meth:`drop` kills it. Any failure of the child (an error, a
     crash, its memory cap) gives None: the caller then reads the usual way, which raises what
-    there is to raise. Linux only, and only while the process has a single thread."""
+    there is to raise. Linux only, and only while the process has a single thread.
 
-    def __init__(self, path: Path, sheet: Optional[str], entity: str, mandatory_columns: Sequence[str]) -> None:
+    ``judge_day_first``: after its read the child also judges the distinct values of the
+    appointments columns (:func:`.clean.judge_distinct`, with that ``day_first``), beside
+    the extractor's work on the read in this process; the read's ``judged`` gives them."""
+
+    def __init__(self, path: Path, sheet: Optional[str], entity: str, mandatory_columns: Sequence[str],
+                 judge_day_first: Optional[bool] = None) -> None:
         from .sheet_scan import _ForkedWork
 
         self.path, self.sheet = Path(path), sheet
+        self._judging = judge_day_first is not None
 
         def work(send: Any) -> None:
             from . import overlong
@@ -108,7 +128,16 @@ class SpeculativeRead:
                 send("read", None)  # its text may be cut first: the extractor reads the copy
                 return
             _cap_memory(scan.declared_bytes)
-            send("read", read_fastexcel(self.path, scan.sheet_name, mandatory_columns))
+            cleaner = None
+            if judge_day_first is not None:  # pandas loads beside the parse too
+                cleaner = threading.Thread(target=importlib.import_module, args=("healthtech_etl.clean",),
+                                           daemon=True)
+                cleaner.start()
+            read = read_fastexcel(self.path, scan.sheet_name, mandatory_columns)
+            send("read", read)
+            if cleaner is not None and read.header_row:
+                cleaner.join()
+                send("judged", _judge(read, mandatory_columns, bool(judge_day_first)))
 
         self._work = _ForkedWork(work)
 
@@ -118,18 +147,44 @@ class SpeculativeRead:
             self.drop()
             return None
         try:
-            read = self._work.take("read", last=True)
+            read = self._work.take("read")
         except Exception:  # the usual read raises it again, or reads what the child could not
+            read = None
+        if read is None or read.sheet_name != sheet_name:
+            self.drop()
+            return None
+        if self._judging and read.header_row:
+            read.judged = self._judged  # the child lives on until then (or is killed at exit)
+        else:
+            self.drop()
+        return read
+
+    def _judged(self) -> Any:
+        """The child's judgement (:data:`.clean.Judged`), or None if it failed."""
+        try:
+            return self._work.take("judged", last=True)
+        except Exception:  # the cleaner judges the values itself
             return None
         finally:
             self.drop()
-        if read is None or read.sheet_name != sheet_name:
-            return None
-        return read
 
     def drop(self) -> None:
         """Stop the child (idempotent)."""
         self._work.stop()
+
+
+def _judge(read: ArrowRead, mandatory_columns: Sequence[str], day_first: bool) -> Any:
+    """:func:`.clean.judge_distinct` of every distinct value of each column read, as the
+    cleaner sees them (``extract._encoded_text``: the same objects, in dictionary order)."""
+    import pandas as pd
+
+    from . import clean
+
+    judged = {}
+    for name, column in zip(mandatory_columns, read.columns):
+        values = column.dictionary.to_numpy(zero_copy_only=False).astype(object, copy=False)
+        judged[name] = (len(values), clean.judge_distinct(name, pd.Series(values, dtype=object), day_first))
+    return day_first, judged
 
 
 def _cap_memory(xml_bytes: int) -> None:

@@ -71,6 +71,8 @@ class SheetData:
     # Rows above the header (blank, or a title and an export date), skipped.
     skipped_header_rows: int = 0
     sheet: str = ""
+    # The early read's judgement of the distinct values (waits for it; see dense_read), or None.
+    judged: Optional[Callable[[], Any]] = field(default=None, compare=False, repr=False)
 
 
 def available_readers() -> list[str]:
@@ -142,6 +144,7 @@ def _read_sheet(path: Path, mandatory_columns: Sequence[str], sheet: Optional[st
     else:
         scan = _scan_or_fail(lambda: scan_sheet(path, sheet, entity, max_sheet_bytes), entity, path)
     original = path
+    judged = None
     path = _scan_or_fail(lambda: defuser.defuse(path, scan.member), entity, path)  # maybe a copy (same name)
     # Measure the real extent before a dense reader allocates for it (see sheet_scan): a small
     # sheet in the literal scan's pass, a larger one in a pass of its own.
@@ -172,6 +175,7 @@ def _read_sheet(path: Path, mandatory_columns: Sequence[str], sheet: Optional[st
             if early is not None:
                 logger.info("%s file %s: fastexcel's read started early, beside the scans, taken", entity, path.name)
                 sheet_rows = _fastexcel_rows(early, scan)
+                judged = early.judged
             else:
                 if prefetched is not None:
                     prefetched.drop_read()
@@ -199,7 +203,9 @@ def _read_sheet(path: Path, mandatory_columns: Sequence[str], sheet: Optional[st
             raise InputFileError(
                 f"cannot read {entity} file {path.name}: {type(exc).__name__}: {_first_line(exc)}"
             ) from exc
-    return _select_columns(sheet_rows, scan, mandatory_columns, reader, entity, path)
+    data = _select_columns(sheet_rows, scan, mandatory_columns, reader, entity, path)
+    data.judged = judged
+    return data
 
 
 # Renderings that may come from a cell some reader gets wrong (see sheet_scan): 16+ digits

@@ -168,6 +168,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
         day_first=settings.day_first,
         horizon_days=settings.horizon_days,
         encoded=appointments_sheet.encoded,
+        judged=appointments_sheet.judged() if appointments_sheet.judged is not None else None,
     )
     timings["clean"] = time.perf_counter() - clock
     progress.done(len(doctors_sheet.frame) + len(appointments_sheet.frame))

@@ -531,7 +531,7 @@ class SheetPrefetch:
     it runs in a daemon thread. Either way errors are raised where the results are taken."""
 
     def __init__(self, path: Path, sheet: Optional[str], entity: str, fork: Optional[bool] = None,
-                 read_columns: Optional[Sequence[str]] = None) -> None:
+                 read_columns: Optional[Sequence[str]] = None, judge_day_first: Optional[bool] = None) -> None:
         self.path, self.sheet, self.entity = Path(path), sheet, entity
         self._scan: Optional[SheetScan] = None
         self._literal_follows = False
@@ -539,12 +539,13 @@ class SheetPrefetch:
             # Forking is safe only while no other thread could hold a lock the child needs
             # (the import lock, a logging handler's): the CLI starts this before any thread.
             fork = sys.platform.startswith("linux") and threading.active_count() == 1
-        # read_columns: fastexcel's read starts now too, in a child of its own (see dense_read).
+        # read_columns: fastexcel's read starts now too, in a child of its own (see dense_read),
+        # which then judges the distinct values too if judge_day_first is given.
         self._read: Optional[SpeculativeRead] = None
         if fork and read_columns is not None:
             from . import dense_read
 
-            self._read = dense_read.SpeculativeRead(path, sheet, entity, read_columns)
+            self._read = dense_read.SpeculativeRead(path, sheet, entity, read_columns, judge_day_first)
         self._source = _ForkedWork(self._work) if fork else _ThreadWork(self._work)
 
     def _work(self, send: Callable[[str, Any], None]) -> None:
@@ -734,13 +735,14 @@ def _picklable(exc: BaseException) -> BaseException:
 
 
 def start_prefetch(path: Path, sheet: Optional[str], entity: str, reader: str,
-                   mandatory_columns: Optional[Sequence[str]] = None,
-                   fork: Optional[bool] = None) -> Optional[SheetPrefetch]:
+                   mandatory_columns: Optional[Sequence[str]] = None, fork: Optional[bool] = None,
+                   judge_day_first: Optional[bool] = None) -> Optional[SheetPrefetch]:
     """A :class:`SheetPrefetch` of ``path`` when a dense reader will read it (``reader``
     fastexcel or calamine, or ``auto`` with one installed), else None: the Glue path reads
     with openpyxl and keeps its one process. When that reader is fastexcel and
     ``mandatory_columns`` are given, its read starts too (:class:`.dense_read.SpeculativeRead`).
-    ``fork``: see :class:`SheetPrefetch`. Looks the readers up without importing them."""
+    ``fork``, ``judge_day_first``: see :class:`SheetPrefetch`. Looks the readers up without
+    importing them."""
     from importlib.util import find_spec
 
     if reader == "openpyxl" or not Path(path).is_file():
@@ -749,4 +751,5 @@ def start_prefetch(path: Path, sheet: Optional[str], entity: str, reader: str,
     if reader == "auto" and not fastexcel and find_spec("python_calamine") is None:
         return None
     reads = mandatory_columns is not None and fastexcel and reader in ("auto", "fastexcel")
-    return SheetPrefetch(path, sheet, entity, fork=fork, read_columns=mandatory_columns if reads else None)
+    return SheetPrefetch(path, sheet, entity, fork=fork, read_columns=mandatory_columns if reads else None,
+                         judge_day_first=judge_day_first)

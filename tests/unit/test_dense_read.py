@@ -207,3 +207,49 @@ def test_the_memory_cap_is_set_in_the_child_only(tmp_path):
         expected = min(expected, before[1])
     assert capped == expected
     assert resource.getrlimit(resource.RLIMIT_AS) == before
+
+
+def test_the_child_judges_the_distinct_values_the_cleaner_sees(tmp_path):
+    """With judge_day_first the child also judges each column's distinct values after its read
+    (clean.judge_distinct), in the order the cleaner sees them: cleaning with that judgement
+    gives what cleaning without it gives."""
+    import numpy as np
+    import pandas as pd
+
+    path = workbook(tmp_path, rows=300)
+    prefetched = early(path, judge_day_first=True)
+    pid = prefetched._read._work.pid
+    taken = read_sheet(path, APPOINTMENTS, reader="fastexcel", entity="appointments", prefetched=prefetched)
+    judged = taken.judged()
+    assert gone(pid)
+    assert judged is not None and judged[0] is True
+    for column, (count, results) in judged[1].items():
+        distinct = taken.encoded[column][1]
+        expected = clean.judge_distinct(column, pd.Series(distinct[:count], dtype=object), True)
+        assert {k: np.asarray(v).tolist() for k, v in results.items()} == \
+            {k: np.asarray(v).tolist() for k, v in expected.items()}, column
+    known = np.array([1])
+    args = (taken.frame, known, __import__("datetime").date(2025, 11, 1))
+    with_it = clean.clean_appointments(*args, day_first=True, encoded=taken.encoded, judged=judged)
+    without = clean.clean_appointments(*args, day_first=True)
+    assert with_it.valid.values.tolist() == without.valid.values.tolist()
+    assert with_it.rejected.astype(str).values.tolist() == without.rejected.astype(str).values.tolist()
+    assert with_it.stats == without.stats
+
+
+def test_a_failed_judgement_is_none_and_the_child_is_gone(tmp_path, monkeypatch):
+    path = workbook(tmp_path)
+    parent = os.getpid()
+    real = clean.judge_distinct
+
+    def in_the_child_only(*args):
+        if os.getpid() != parent:
+            raise MemoryError("no room")
+        return real(*args)
+
+    monkeypatch.setattr(clean, "judge_distinct", in_the_child_only)
+    prefetched = early(path, judge_day_first=False)
+    pid = prefetched._read._work.pid
+    taken = read_sheet(path, APPOINTMENTS, reader="fastexcel", entity="appointments", prefetched=prefetched)
+    assert taken.judged is not None and taken.judged() is None
+    assert gone(pid)
