@@ -166,3 +166,47 @@ def test_the_fast_pass_uses_re2_when_arrow_is_usable(monkeypatch):
     real = arrow[1].match_substring_regex
     monkeypatch.setattr(arrow[1], "match_substring_regex", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     assert sheet_scan._has_unusual(b'<row r="1"><c r="AA1">') and calls
+
+
+# --- the one-pass extent and literal scan (beside the early read): RE2 slices vs plain searches --
+
+cell_pieces = st.sampled_from([
+    '<c r="A{r}"><v>-5</v></c>', '<c r="B{r}" s="1"><v>0.25</v></c>', '<c r="C{r}"><v>1E+20</v></c>',
+    '<c r="D{r}"><v>1.5E-7</v></c>', '<c r="E{r}" t="e"><v>#N/A</v></c>', '<c r="A{r}" t="b"><v>1</v></c>',
+    '<c r="B{r}" t="d"><v>2025-10-21</v></c>', '<c r="C{r}"><v>104</v></c>', '<c r="D{r}" t="s"><v>0</v></c>',
+    '<c r="AA{r}"><v>1</v></c>', '<c t="n" r="A{r}"><v>-1</v></c>', "<c><v>7</v></c>",
+    '<c r="E{r}" t="inlineStr"><is><t>E+ t="e" &lt;v&gt;-</t></is></c>', '<c r="A{r}"/>',
+])
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(cell_pieces, max_size=6), min_size=1, max_size=60), st.sampled_from([1, 7, 64, 4096]))
+def test_literal_cells_are_the_same_with_re2_slices_and_plain_searches(rows, slice_size):
+    part = "".join(f'<row r="{r}">' + "".join(c.format(r=r) for c in cells) + "</row>"
+                   for r, cells in enumerate(rows, start=1)).encode()
+    results = []
+    for arrow in (True, False):
+        scan = sheet_scan.SheetScan(sheet_names=["s"], sheet_name="s", date_styles={"1"})
+        saved, saved_slice = sheet_scan._RE2, sheet_scan._SLICE
+        sheet_scan._RE2, sheet_scan._SLICE = (False if arrow else None), slice_size
+        try:
+            if arrow and sheet_scan._re2() is None:
+                return  # no pyarrow 7+: the plain path is the only one
+            unusual = sheet_scan._literal_cells(part, scan, unusual=True)
+        finally:
+            sheet_scan._RE2, sheet_scan._SLICE = saved, saved_slice
+        results.append((unusual, scan.corrections))
+    assert results[0] == results[1]
+    assert results[1][0] == (sheet_scan._UNUSUAL_RE.search(part) is not None)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_one_pass_measures_and_renders_as_the_two_passes(tmp_path, variant):
+    path = rewrite_sheet(base(tmp_path, stray=variant != "cells without references"), VARIANTS[variant])
+    two = sheet_scan.scan_sheet(path, None, "doctors")
+    sheet_scan.measure_extent(path, two)
+    sheet_scan.literal_scan(path, two)
+    one = sheet_scan.extent_and_literal_scan(path, sheet_scan.scan_sheet(path, None, "doctors"), "doctors")
+    assert (one.dense_ok, one.last_row, one.width, one.cell_count, one.corrections) == \
+        (two.dense_ok, two.last_row, two.width, two.cell_count, two.corrections)
+    assert one.measured and one.literal and not one.dense_ok
