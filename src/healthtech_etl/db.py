@@ -263,7 +263,9 @@ def connect(config: DbConfig) -> Any:
         raw_socket.settimeout(None)
     try:
         # One statement must not hang a run forever; the load itself is bounded by its size.
-        connection.run("SET statement_timeout = '30min'")
+        # No NOTICEs ("relation already exists, skipping", one per DDL statement of every
+        # run): each is a message to read, and a GIL hand-over while writer threads run.
+        connection.run("SET statement_timeout = '30min'; SET client_min_messages = warning")
     except Exception as exc:
         close_quietly(connection)
         raise DatabaseError(f"PostgreSQL at {config.describe()} dropped the connection: {_short(exc)}") from exc
