@@ -183,7 +183,8 @@ def _judge(read: ArrowRead, mandatory_columns: Sequence[str], day_first: bool) -
     judged = {}
     for name, column in zip(mandatory_columns, read.columns):
         values = column.dictionary.to_numpy(zero_copy_only=False).astype(object, copy=False)
-        judged[name] = (len(values), clean.judge_distinct(name, pd.Series(values, dtype=object), day_first))
+        judged[name] = (len(values), clean.judge_distinct(name, pd.Series(values, dtype=object), day_first,
+                                                          column.dictionary))
     return day_first, judged
 
 

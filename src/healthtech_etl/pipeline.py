@@ -140,6 +140,10 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     clock = time.perf_counter()
     logger.info("run %s started (as of %s, mode %s)", run_id, settings.as_of.isoformat(), settings.mode)
 
+    # The inputs' digests for the report and the ledger, beside the read (hashlib works
+    # without the GIL; this thread mostly waits for the early read anyway).
+    digests = InBackground(lambda: {entity: sha256_of(source.path)
+                                    for entity, source in (("doctors", doctors), ("appointments", appointments))})
     # Extract: any problem here is critical and happens before the database is touched.
     progress.start("read", f"{doctors.display_name}, {appointments.display_name}")
     doctors_sheet = read_sheet(doctors.path, clean.DOCTOR_COLUMNS, doctors.sheet, settings.reader, "doctors")
@@ -176,7 +180,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     report = build_report(
         run_id, settings, {"doctors": doctors_sheet, "appointments": appointments_sheet},
         {"doctors": doctors_clean, "appointments": appointments_clean},
-        {"doctors": doctors, "appointments": appointments},
+        {"doctors": doctors, "appointments": appointments}, digests.result(),
     )
     report["metrics"]["referential_integrity"].update(integrity_basis(doctors_clean.valid["id"], loaded_doctors))
     rejected = {"doctors": doctors_clean.rejected, "appointments": appointments_clean.rejected}
@@ -285,8 +289,11 @@ def build_report(
     sheets: dict[str, SheetData],
     results: dict[str, clean.CleanResult],
     inputs: dict[str, InputFile],
+    digests: Optional[dict[str, str]] = None,
 ) -> dict[str, Any]:
-    """The content of ``quality_report.json`` (load status filled in later)."""
+    """The content of ``quality_report.json`` (load status filled in later). ``digests``:
+    entity -> the input's SHA-256, if already computed."""
+    digests = digests or {}
     metrics = compute_metrics(results["appointments"])
     return {
         "run_id": run_id,
@@ -312,7 +319,7 @@ def build_report(
         "inputs": {
             entity: {
                 "file": source.display_name,
-                "sha256": sha256_of(source.path),
+                "sha256": digests[entity] if entity in digests else sha256_of(source.path),
                 "reader": sheets[entity].reader,
                 "ignored_columns": sheets[entity].extra_columns,
             }

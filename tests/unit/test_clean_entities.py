@@ -113,3 +113,22 @@ def test_stats_for_metrics():
     assert stats["dates_parsed"] == 3
     assert result.unknown_statuses == {"x": 1}
     assert reason_counts(result)["unknown_doctor"] == 2
+
+
+# --- exact duplicates from the reader's codes agree with pandas' duplicated (the reference) -----
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from healthtech_etl import clean as clean_module  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 4).flatmap(lambda width: st.lists(
+    st.lists(st.one_of(st.none(), st.sampled_from(["1", "2", "3", "x"])), min_size=width, max_size=width),
+    min_size=0, max_size=40)))
+def test_duplicates_from_codes_are_pandas_duplicates(rows):
+    columns = tuple(f"c{index}" for index in range(len(rows[0]) if rows else 1))
+    raw = pd.DataFrame(rows, columns=list(columns), dtype=object)
+    codes = [clean_module._factorize(raw[column])[0] for column in columns]
+    assert clean_module._duplicate_codes(codes).tolist() == clean_module._exact_duplicates(raw, columns).tolist()

@@ -7,6 +7,7 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -74,3 +75,17 @@ def test_a_judgement_with_another_day_first_is_not_used():
              for column, (_, distinct) in encoded.items()}
     result = clean.clean_appointments(raw, np.array([1]), AS_OF, day_first=True, encoded=encoded, judged=(False, wrong))
     assert clean.micros_to_datetime64(result.valid["booking_date"].to_numpy())[0] == np.datetime64("2025-04-03")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(texts, min_size=1, max_size=30))
+def test_ids_judged_from_their_arrow_array_are_the_same(cells):
+    pyarrow = pytest.importorskip("pyarrow")
+    distinct = pd.Series(pd.unique(pd.Series(cells, dtype=object)), dtype=object)
+    try:
+        arrow = pyarrow.array(distinct.to_numpy(dtype=object), type=pyarrow.string(), from_pandas=True)
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, UnicodeEncodeError):
+        return
+    plain = clean.judge_distinct("booking_id", distinct)
+    given_arrow = clean.judge_distinct("booking_id", distinct, arrow=arrow)
+    assert {k: np.asarray(v).tolist() for k, v in given_arrow.items()} == {k: np.asarray(v).tolist() for k, v in plain.items()}
