@@ -7,6 +7,7 @@ Secrets Manager JSON document - never from code or job arguments - and are never
 
 import logging
 import os
+import re
 import ssl
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
@@ -221,13 +222,23 @@ def _int_setting(value: Any, name: str, low: int, high: int) -> int:
 
 
 def pg8000_ssl_argument(config: DbConfig) -> Any:
-    """pg8000's ``ssl_context`` for ``config``: False (no TLS request at all) for a unix socket,
-    as libpq, and for ``disable``; None (TLS if the server offers it) for ``prefer``; else
-    the context of :meth:`DbConfig.ssl_context`. (pg8000's None is "prefer": left as the
-    default, it asked for TLS even on a unix socket, building a context each time, 30 ms.)"""
+    """pg8000's ``ssl_context`` for ``config``: no TLS request at all for a unix socket (as
+    libpq) and for ``disable``; for ``prefer``, TLS if the server offers it; else the context of
+    :meth:`DbConfig.ssl_context`. pg8000 changed the meaning of None in 1.31: since then None
+    asks for TLS and goes on in plain text if refused, and False asks nothing (left as None it
+    asked even on a unix socket, building a context each time, 30 ms); before, None asked
+    nothing and any other value required TLS, so ``prefer`` is plain text there (the AWS Glue
+    runtime's pg8000 1.29)."""
+    import pg8000
+
+    none_prefers = _version_tuple(getattr(pg8000, "__version__", "0")) >= (1, 31)
     if config.unix_socket_dir or config.sslmode == "disable":
-        return False
-    return config.ssl_context()
+        return False if none_prefers else None
+    return config.ssl_context()  # None for prefer
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
 
 
 def connect(config: DbConfig) -> Any:
