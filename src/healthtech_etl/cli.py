@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 from . import __version__, history_commands, progress
-from .columns import APPOINTMENT_COLUMNS
 from .db import DEFAULT_KEEP_RUNS, DbConfig, embedded_pgdata, read_dotenv, resolve_config
 from .errors import EXIT_CODES, ConfigError, EtlError, InputFileError, Interrupted, ReportError
 from .html_report import HTML_FILE
@@ -31,7 +30,6 @@ from .redact import redact
 
 if TYPE_CHECKING:  # pipeline imports pandas: only when a run needs it
     from .pipeline import EtlSettings, RunProgress
-    from .sheet_scan import SheetPrefetch
 
 logger = logging.getLogger("healthtech_etl.cli")
 
@@ -93,8 +91,6 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     etl.add_argument("--day-first", action="store_true", help="read ambiguous dates as DD/MM/YYYY")
     etl.add_argument("--fail-on", choices=FAIL_ON_CHOICES, default="never",
                      help="exit 5 before loading when quality reaches this level (default: never)")
-    etl.add_argument("--reader", choices=("auto", "fastexcel", "calamine", "openpyxl"), default="auto",
-                     help="xlsx reader (default: the fastest installed)")
     etl.add_argument("--keep-runs", type=int, default=env.get("KEEP_RUNS", str(DEFAULT_KEEP_RUNS)),
                      help="keep the etl_rejections rows and etl_run_reports snapshots of this many most recent runs "
                      f"(env KEEP_RUNS, default {DEFAULT_KEEP_RUNS})")
@@ -167,14 +163,6 @@ def _main(argv: Optional[list[str]]) -> int:
         return _sample(args)
     if args.command == "db":
         return _db(args, env, from_dotenv)
-    prefetched = None
-    if args.command in ("etl", "run"):
-        from .sheet_scan import start_prefetch
-
-        # The appointments sheet's pre-scan runs while the libraries below load (see SheetPrefetch).
-        prefetched = start_prefetch(args.appointments, args.appointments_sheet, "appointments", args.reader,
-                                    APPOINTMENT_COLUMNS, judge_day_first=args.day_first)
-
     from .pipeline import RunProgress
 
     run_state = RunProgress()
@@ -200,7 +188,7 @@ def _main(argv: Optional[list[str]]) -> int:
         logger.info("database: %s", db_config.describe())
         exit_code = 0
         if settings is not None:
-            exit_code = _etl(args, settings, db_config, run_state, prefetched)
+            exit_code = _etl(args, settings, db_config, run_state)
         if args.command in ("queries", "run"):
             after_load = run_state.run.run_id if run_state.committed and run_state.run else None
             _queries(args, db_config, after_load=after_load)
@@ -271,7 +259,6 @@ def _settings(args: argparse.Namespace) -> "EtlSettings":
         day_first=args.day_first,
         horizon_days=args.horizon_days,
         fail_on=args.fail_on,
-        reader=args.reader,
         keep_runs=args.keep_runs,
         mode=args.mode,
     )
@@ -279,8 +266,7 @@ def _settings(args: argparse.Namespace) -> "EtlSettings":
     return settings
 
 
-def _etl(args: argparse.Namespace, settings: "EtlSettings", db_config: DbConfig, run_state: "RunProgress",
-         prefetched: "Optional[SheetPrefetch]" = None) -> int:
+def _etl(args: argparse.Namespace, settings: "EtlSettings", db_config: DbConfig, run_state: "RunProgress") -> int:
     from .pipeline import InputFile, run_etl
 
     result = run_etl(
@@ -289,7 +275,6 @@ def _etl(args: argparse.Namespace, settings: "EtlSettings", db_config: DbConfig,
         db_config,
         settings,
         run_state,
-        prefetched,
     )
     if not args.quiet:
         print("\n".join(summary_lines(result.report)))
@@ -367,28 +352,8 @@ def _db(args: argparse.Namespace, env: dict[str, str], from_dotenv: set[str]) ->
 
 
 def entry() -> NoReturn:
-    """The ``healthtech-etl`` command: :func:`main`, then :func:`leave`."""
-    leave(main())
-
-
-def leave(code: int) -> NoReturn:
-    """Exit with ``code`` without the interpreter's teardown, which frees a run's millions of
-    objects one by one (0.15 s at a million rows) when nothing is left to do. Exit handlers run
-    first (the embedded server's last user stops it, pre-scan children are reaped), logs and
-    output are flushed. With a non-daemon thread still running, the usual exit waits for it."""
-    import atexit
-    import threading
-
-    if any(not thread.daemon for thread in threading.enumerate() if thread is not threading.main_thread()):
-        sys.exit(code)
-    atexit._run_exitfuncs()
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe: what was written is all there is
-            pass
-    os._exit(code)
+    """The ``healthtech-etl`` command."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

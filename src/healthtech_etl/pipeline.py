@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from . import backlog, clean, progress
+from .cells import CONTROL_CHARACTERS
 from .db import DbConfig, close_quietly, connect
 from .errors import ConfigError, DatabaseError, QualityGateError
-from .extract import SOURCE_ROW, SheetData, read_sheet
+from .read import SheetData, read_sheet
 from .load import DEFAULT_KEEP_RUNS, LOAD_MODES, RunRecord, load_run, record_failed_run
 from .logs import REJECTIONS_LOGGER, log_lines
 from .merge import loaded_doctor_ids
@@ -35,7 +36,7 @@ from .quality import (
     tripped_metrics,
 )
 from .run_report import FAILED, GATE, LOADED, aggregate_in_background, write_run_html
-from .sheet_scan import SheetPrefetch
+from .schema import APPOINTMENT_COLUMNS, DOCTOR_COLUMNS, ENTITY, REASONS, RECORD_ID, SOURCE_ROW
 
 logger = logging.getLogger(__name__)
 rejections_logger = logging.getLogger(REJECTIONS_LOGGER)
@@ -65,7 +66,6 @@ class EtlSettings:
     day_first: bool = False
     horizon_days: int = clean.DEFAULT_HORIZON_DAYS
     fail_on: str = "never"
-    reader: str = "auto"
     mode: str = "replace"  # replace: the file is the whole truth; merge: upsert by id, keep history
     keep_runs: int = DEFAULT_KEEP_RUNS
 
@@ -126,152 +126,166 @@ def sha256_of(path: Path) -> str:
 
 
 def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, settings: EtlSettings,
-            run_state: Optional[RunProgress] = None, prefetched: Optional[SheetPrefetch] = None) -> RunResult:
+            run_state: Optional[RunProgress] = None) -> RunResult:
     """Run the whole pipeline once; returns the result or raises a CriticalError.
 
     Once the load has committed, the run is a success: a report that cannot be written then
-    gives ``exit_code`` 6 and a ``warning``, never an exception. ``prefetched``: the
-    appointments sheet's pre-scan, started early (see :func:`.sheet_scan.start_prefetch`)."""
+    gives ``exit_code`` 6 and a ``warning``, never an exception."""
     run_state = run_state if run_state is not None else RunProgress()
     settings.validate()
-    run_id = uuid.uuid4().hex
-    started_at = datetime.now(timezone.utc)
+    run_id, started_at = uuid.uuid4().hex, datetime.now(timezone.utc)
     timings: dict[str, float] = {}
-    clock = time.perf_counter()
     logger.info("run %s started (as of %s, mode %s)", run_id, settings.as_of.isoformat(), settings.mode)
-
-    # The inputs' digests for the report and the ledger, beside the read (hashlib works
-    # without the GIL; this thread mostly waits for the early read anyway).
-    digests = InBackground(lambda: {entity: sha256_of(source.path)
-                                    for entity, source in (("doctors", doctors), ("appointments", appointments))})
-    # Extract: any problem here is critical and happens before the database is touched.
-    progress.start("read", f"{doctors.display_name}, {appointments.display_name}")
-    doctors_sheet = read_sheet(doctors.path, clean.DOCTOR_COLUMNS, doctors.sheet, settings.reader, "doctors")
-    appointments_sheet = read_sheet(
-        appointments.path, clean.APPOINTMENT_COLUMNS, appointments.sheet, settings.reader, "appointments",
-        prefetched=prefetched,
-    )
-    timings["read"] = time.perf_counter() - clock
-    progress.done(len(doctors_sheet.frame) + len(appointments_sheet.frame))
-    # Fail fast on an unreachable database before spending time on cleaning.
-    close_quietly(connect(db_config))
+    inputs = {"doctors": doctors, "appointments": appointments}
+    # The inputs' digests for the report and the ledger, beside the read (hashlib works without the GIL).
+    digests = InBackground(lambda: {entity: sha256_of(source.path) for entity, source in inputs.items()})
+    sheets = _extract(inputs, timings)  # any problem here is critical, before the database is touched
+    close_quietly(connect(db_config))  # fail fast on an unreachable database, before cleaning
     backlog.replay(db_config, settings.log_dir)  # failed runs the server could not be told about
     # Merge: an appointment of a doctor loaded by an earlier run is valid too.
     loaded_doctors = loaded_doctor_ids(db_config) if settings.mode == "merge" else None
-
-    clock = time.perf_counter()
-    progress.start("clean")
-    doctors_clean = clean.clean_doctors(doctors_sheet.frame)
-    known_doctors = doctors_clean.valid["id"].to_numpy()
-    if loaded_doctors is not None:
-        known_doctors = np.union1d(known_doctors, loaded_doctors)
-    appointments_clean = clean.clean_appointments(
-        appointments_sheet.frame,
-        known_doctors,
-        as_of=settings.as_of,
-        day_first=settings.day_first,
-        horizon_days=settings.horizon_days,
-        encoded=appointments_sheet.encoded,
-        judged=appointments_sheet.judged() if appointments_sheet.judged is not None else None,
-    )
-    timings["clean"] = time.perf_counter() - clock
-    progress.done(len(doctors_sheet.frame) + len(appointments_sheet.frame))
-
-    report = build_report(
-        run_id, settings, {"doctors": doctors_sheet, "appointments": appointments_sheet},
-        {"doctors": doctors_clean, "appointments": appointments_clean},
-        {"doctors": doctors, "appointments": appointments}, digests.result(),
-    )
-    report["metrics"]["referential_integrity"].update(integrity_basis(doctors_clean.valid["id"], loaded_doctors))
-    rejected = {"doctors": doctors_clean.rejected, "appointments": appointments_clean.rejected}
-    source_files = {"doctors": doctors.display_name, "appointments": appointments.display_name}
+    results = _transform(sheets, settings, loaded_doctors, timings)
+    report = build_report(run_id, settings, sheets, results, inputs, digests.result())
+    report["metrics"]["referential_integrity"].update(integrity_basis(results["doctors"].valid["id"], loaded_doctors))
+    rejected = {entity: result.rejected for entity, result in results.items()}
+    source_files = {entity: source.display_name for entity, source in inputs.items()}
     try:  # before the load: a report that cannot be written stops the run with nothing changed
-        report_path, rejections_path, rejections_written = write_outputs(
-            settings.report_dir, report, rejected, source_files)
+        report_path, rejections_path, written = write_outputs(settings.report_dir, report, rejected, source_files)
     except OSError as exc:
         raise ConfigError(f"cannot write the reports in {settings.report_dir}: {describe_os_error(exc)}; "
                           "nothing loaded") from exc
-
-    def rejections_ready() -> None:
-        """The rejected rows' CSV is written (it is, beside the load, until COMMIT waits here)."""
-        try:
-            rejections_written.result()
-        except OSError as exc:
-            raise ConfigError(f"cannot write the reports in {settings.report_dir}: {describe_os_error(exc)}; "
-                              "nothing loaded") from exc
+    outputs = _Outputs(report, report_path, rejections_path, rejected, written, settings.report_dir)
     run_state.report, run_state.report_path = report, report_path
     log_rejections(rejected)
     for line in summary_lines(report):
         logger.info(line, extra={"summary": True})  # the CLI prints it: -v must not repeat it
-
     if gate_tripped(report["status"], settings.fail_on):
-        rejections_ready()
+        outputs.rejections_ready()
         write_run_html(settings.report_dir, report, rejected, db_config, GATE, rejections_path)
         raise QualityGateError(
             f"data quality is {report['status']} and --fail-on={settings.fail_on}: "
             f"{'; '.join(tripped_metrics(report['metrics'], settings.fail_on))}: nothing loaded (see {report_path})"
         )
-
-    clock = time.perf_counter()
-    progress.start("load", total=len(doctors_clean.valid) + len(appointments_clean.valid))
-    aggregates = aggregate_in_background(doctors_clean.valid, appointments_clean.valid)  # for the HTML report
     run = RunRecord(
-        run_id=run_id,
-        started_at=started_at,
-        doctors_file=doctors.display_name,
-        doctors_sha256=report["inputs"]["doctors"]["sha256"],
+        run_id=run_id, started_at=started_at,
+        doctors_file=doctors.display_name, doctors_sha256=report["inputs"]["doctors"]["sha256"],
         appointments_file=appointments.display_name,
         appointments_sha256=report["inputs"]["appointments"]["sha256"],
-        counts=report["counts"],
-        metrics=report["metrics"],
-        mode=settings.mode,
+        counts=report["counts"], metrics=report["metrics"], mode=settings.mode,
     )
     run_state.run = run
-    changes = None
+    aggregates = aggregate_in_background(results["doctors"].valid, results["appointments"].valid)  # for the page
+    changes = _load(db_config, run, results, outputs, settings, timings)
+    run_state.committed = True
+    return _finish(run, report, changes, outputs, settings, db_config, timings, aggregates)
+
+
+@dataclass
+class _Outputs:
+    """The run's report files: the JSON written, the rejected rows' CSV being written."""
+
+    report: dict[str, Any]
+    report_path: Path
+    rejections_path: Path
+    rejected: dict[str, pd.DataFrame]
+    written: "InBackground"
+    report_dir: Path
+
+    def rejections_ready(self) -> None:
+        """The rejected rows' CSV is written (it is, beside the load, until COMMIT waits here)."""
+        try:
+            self.written.result()
+        except OSError as exc:
+            raise ConfigError(f"cannot write the reports in {self.report_dir}: {describe_os_error(exc)}; "
+                              "nothing loaded") from exc
+
+
+def _extract(inputs: dict[str, InputFile], timings: dict[str, float]) -> dict[str, SheetData]:
+    clock = time.perf_counter()
+    progress.start("read", ", ".join(source.display_name for source in inputs.values()))
+    columns = {"doctors": DOCTOR_COLUMNS, "appointments": APPOINTMENT_COLUMNS}
+    sheets = {entity: read_sheet(source.path, columns[entity], source.sheet, entity)
+              for entity, source in inputs.items()}
+    timings["read"] = time.perf_counter() - clock
+    progress.done(sum(len(sheet.frame) for sheet in sheets.values()))
+    return sheets
+
+
+def _transform(sheets: dict[str, SheetData], settings: EtlSettings, loaded_doctors: Optional[np.ndarray],
+               timings: dict[str, float]) -> dict[str, clean.CleanResult]:
+    clock = time.perf_counter()
+    progress.start("clean")
+    doctors = clean.clean_doctors(sheets["doctors"].frame, sheets["doctors"].unreadable)
+    known_doctors = doctors.valid["id"].to_numpy()
+    if loaded_doctors is not None:
+        known_doctors = np.union1d(known_doctors, loaded_doctors)
+    appointments = clean.clean_appointments(
+        sheets["appointments"].frame, known_doctors, as_of=settings.as_of, day_first=settings.day_first,
+        horizon_days=settings.horizon_days, unreadable=sheets["appointments"].unreadable,
+    )
+    timings["clean"] = time.perf_counter() - clock
+    progress.done(sum(len(sheet.frame) for sheet in sheets.values()))
+    return {"doctors": doctors, "appointments": appointments}
+
+
+def _load(db_config: DbConfig, run: RunRecord, results: dict[str, clean.CleanResult], outputs: _Outputs,
+          settings: EtlSettings, timings: dict[str, float]) -> Optional[dict[str, Any]]:
+    """The load; a failure is recorded in the ledger (or the backlog) and the report says so."""
+    clock = time.perf_counter()
+    rows = len(results["doctors"].valid) + len(results["appointments"].valid)
+    progress.start("load", total=rows)
+    source_files = {"doctors": run.doctors_file, "appointments": run.appointments_file}
     try:
-        changes = load_run(db_config, run, doctors_clean.valid, appointments_clean.valid, rejected, source_files,
-                           keep_runs=settings.keep_runs, before_commit=rejections_ready)
+        changes = load_run(db_config, run, results["doctors"].valid, results["appointments"].valid, outputs.rejected,
+                           source_files, keep_runs=settings.keep_runs, before_commit=outputs.rejections_ready)
     except DatabaseError as exc:
-        rejections_written.wait()  # its own failure, if any, says less than this one
+        outputs.written.wait()  # its own failure, if any, says less than this one
         ledger = record_failed_run(db_config, run, str(exc))
-        if ledger == "succeeded":
-            # The connection died after the server committed (the ledger says so): a success.
-            logger.warning("run %s: %s - but the ledger shows the load committed", run_id, exc,
+        if ledger == "succeeded":  # the connection died after the server committed: a success
+            logger.warning("run %s: %s - but the ledger shows the load committed", run.run_id, exc,
                            extra={"console": False})
+            changes = None
         else:
-            report["load_status"] = "failed"
+            outputs.report["load_status"] = "failed"
             try:
-                _write_json(report_path, report)
+                _write_json(outputs.report_path, outputs.report)
             except OSError as write_error:
-                logger.warning("could not update %s: %s", report_path, describe_os_error(write_error),
+                logger.warning("could not update %s: %s", outputs.report_path, describe_os_error(write_error),
                                extra={"console": False})
-            write_run_html(settings.report_dir, report, rejected, db_config, FAILED, rejections_path)
+            write_run_html(settings.report_dir, outputs.report, outputs.rejected, db_config, FAILED,
+                           outputs.rejections_path)
             if ledger is None:
                 later = ("the next run that reaches it records it as failed"
                          if backlog.remember(settings.log_dir, run, str(exc)) else "it is not recorded")
-                raise DatabaseError(f"{exc} (run {run_id} not in etl_runs: PostgreSQL unreachable; {later})") from exc
+                raise DatabaseError(f"{exc} (run {run.run_id} not in etl_runs: PostgreSQL unreachable; "
+                                    f"{later})") from exc
             raise
-    run_state.committed = True
     timings["load"] = time.perf_counter() - clock
-    progress.done(len(doctors_clean.valid) + len(appointments_clean.valid))
+    progress.done(rows)
+    return changes
+
+
+def _finish(run: RunRecord, report: dict[str, Any], changes: Optional[dict[str, Any]], outputs: _Outputs,
+            settings: EtlSettings, db_config: DbConfig, timings: dict[str, float], aggregates: Any) -> RunResult:
+    """After COMMIT: the report says so; a report that cannot be written is exit 6, not an error."""
     report["load_status"] = "succeeded"
     if changes is not None:
         report["merge"] = changes
     report["timings_seconds"] = {key: round(value, 3) for key, value in timings.items()}
-    result = RunResult(run_id, report, report_path, rejections_path, timings)
-    logger.info("run %s loaded %s doctors and %s appointments", run_id,
+    result = RunResult(run.run_id, report, outputs.report_path, outputs.rejections_path, timings)
+    logger.info("run %s loaded %s doctors and %s appointments", run.run_id,
                 report["counts"]["doctors"]["loaded"], report["counts"]["appointments"]["loaded"])
     try:
-        _write_json(report_path, report)
+        _write_json(outputs.report_path, report)
     except OSError as exc:
-        _remove_stale(report_path)
+        _remove_stale(outputs.report_path)
         result.exit_code = 6
-        result.warning = (f"run {run_id} succeeded (data loaded and committed), but its report was not published: "
-                          f"cannot write {report_path}: {describe_os_error(exc)}")
+        result.warning = (f"run {run.run_id} succeeded (data loaded and committed), but its report was not "
+                          f"published: cannot write {outputs.report_path}: {describe_os_error(exc)}")
         logger.warning("%s", result.warning, extra={"console": False})
     else:  # (the page would fail for the same reason: the warning above says it all)
-        write_run_html(settings.report_dir, report, rejected, db_config, LOADED, rejections_path, aggregates,
-                       keep_runs=settings.keep_runs)
+        write_run_html(settings.report_dir, report, outputs.rejected, db_config, LOADED, outputs.rejections_path,
+                       aggregates, keep_runs=settings.keep_runs)
     return result
 
 
@@ -310,7 +324,8 @@ def build_report(
                 "rejected": len(result.rejected),
                 "blank_rows_skipped": sheets[entity].blank_rows,
                 "rows_above_header_skipped": sheets[entity].skipped_header_rows,
-                "control_characters_removed": int(result.stats.get(clean.CONTROL_CHARACTERS, 0)),
+                "control_characters_removed": int(result.stats.get(CONTROL_CHARACTERS, 0)),
+                "unreadable_rows": len(sheets[entity].unreadable),
             }
             for entity, result in results.items()
         },
@@ -364,7 +379,7 @@ def write_outputs(
     for entity, frame in rejected.items():
         frames.append(frame.assign(source_file=source_files[entity]))
     combined = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
-    leading = [clean.ENTITY, "source_file", SOURCE_ROW, clean.RECORD_ID, clean.REASONS]
+    leading = [ENTITY, "source_file", SOURCE_ROW, RECORD_ID, REASONS]
     combined = combined[leading + [c for c in combined.columns if c not in leading]]
     combined = combined.rename(columns={SOURCE_ROW: "row_number"})
     rejections_path = report_dir / REJECTIONS_FILE
@@ -406,10 +421,10 @@ def log_rejections(rejected: dict[str, pd.DataFrame]) -> int:
     for entity, frame in rejected.items():
         if frame.empty:
             continue
-        ids = frame[clean.RECORD_ID].astype(object).where(frame[clean.RECORD_ID].notna(), "-").tolist()
+        ids = frame[RECORD_ID].astype(object).where(frame[RECORD_ID].notna(), "-").tolist()
         # One comprehension: pandas' element-wise string concatenation cost five passes.
         lines = [f"rejected {entity} row={row} id={record} reasons={codes}"
-                 for row, record, codes in zip(frame[SOURCE_ROW].tolist(), ids, frame[clean.REASONS].tolist())]
+                 for row, record, codes in zip(frame[SOURCE_ROW].tolist(), ids, frame[REASONS].tolist())]
         written += log_lines(rejections_logger, logging.WARNING, lines)
     return written
 

@@ -19,7 +19,7 @@ import pandas as pd
 from .aggregates import frame_aggregates
 from .clean import ENTITY, REASONS, RECORD_ID
 from .db import DbConfig, _short
-from .extract import SOURCE_ROW
+from .schema import SOURCE_ROW
 from .html_report import HTML_FILE, REJECTED_ROWS_SHOWN, ReportPage, write_html
 from .load import DEFAULT_KEEP_RUNS
 

@@ -61,9 +61,9 @@ def test_etl_loads_exactly_the_valid_rows(run_cli, sample_inputs, db_config, tmp
         "acceptance_rate": (43.75, "critical"),  # 7/16 appointment rows loaded
     }
     assert report["counts"]["doctors"] == {"read": 5, "loaded": 3, "rejected": 2, "blank_rows_skipped": 0,
-        "rows_above_header_skipped": 0, "control_characters_removed": 0}
+        "rows_above_header_skipped": 0, "control_characters_removed": 0, "unreadable_rows": 0}
     assert report["counts"]["appointments"] == {"read": 16, "loaded": 7, "rejected": 9, "blank_rows_skipped": 0,
-        "rows_above_header_skipped": 0, "control_characters_removed": 0}
+        "rows_above_header_skipped": 0, "control_characters_removed": 0, "unreadable_rows": 0}
     assert report["rejections"]["invalid_doctor_id"] == 2
     assert report["unknown_status_values"] == {"pending": 1}
     assert report["load_status"] == "succeeded"

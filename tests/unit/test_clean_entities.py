@@ -3,8 +3,9 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from healthtech_etl.clean import clean_appointments, clean_doctors, micros_to_datetime64, reason_counts
-from healthtech_etl.extract import cell_text
+from healthtech_etl.clean import clean_appointments, clean_doctors, reason_counts
+from healthtech_etl.dates import micros_to_datetime64
+from healthtech_etl.cells import cell_text
 
 AS_OF = dt.date(2025, 11, 1)
 
@@ -121,14 +122,15 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from healthtech_etl import clean as clean_module  # noqa: E402
+from healthtech_etl.cells import column_codes  # noqa: E402
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 4).flatmap(lambda width: st.lists(
-    st.lists(st.one_of(st.none(), st.sampled_from(["1", "2", "3", "x"])), min_size=width, max_size=width),
+    st.lists(st.one_of(st.none(), st.sampled_from(["1", "2", "3", "x", 1.0, 2.5])), min_size=width, max_size=width),
     min_size=0, max_size=40)))
 def test_duplicates_from_codes_are_pandas_duplicates(rows):
     columns = tuple(f"c{index}" for index in range(len(rows[0]) if rows else 1))
     raw = pd.DataFrame(rows, columns=list(columns), dtype=object)
-    codes = [clean_module._factorize(raw[column])[0] for column in columns]
-    assert clean_module._duplicate_codes(codes).tolist() == clean_module._exact_duplicates(raw, columns).tolist()
+    codes = [column_codes(raw[column]).codes for column in columns]
+    assert clean_module._duplicate_codes(codes).tolist() == raw.duplicated(subset=list(columns), keep="first").tolist()

@@ -1,0 +1,175 @@
+"""What a cell read by python-calamine is worth as text: the one place that decides.
+
+calamine hands over typed cells (:mod:`.read`). The cleaning rules judge text, so each
+*distinct* cell value of a column is rendered here once (README "Data rules"):
+
+- text: as written, ``_xHHHH_`` escapes decoded as Excel shows them (calamine 0.4 leaves them);
+- a number: an integral one below 2**53 as its digits (``104.0`` -> ``"104"``), others as
+  Python's ``repr`` (``"12.5"``); an integral one at or above 2**53 is *not a value* (a double
+  cannot hold such an integer exactly, so any id or date read from it would be a guess);
+- a date cell: ``YYYY-MM-DD HH:MM:SS[.ffffff]`` (calamine's date handling, 1904 system included);
+- a boolean, a time of day or a duration: *not a value* (``invalid_<col>``);
+- empty, an Excel error cell (calamine returns both as empty): None (``missing_<col>``).
+
+*Not a value* is the text with :data:`NOT_A_VALUE` in front: every rule rejects it, and it is
+shown without the mark in rejections.
+"""
+
+import datetime as dt
+import re
+import warnings
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pandas as pd
+
+NOT_A_VALUE = "\uffff"
+EXACT_INTEGER_LIMIT = 2**53
+# Longest cell Excel itself can hold: anything longer did not come from Excel and is rejected.
+MAX_CELL_CHARS = 32_767
+CONTROL_CHARACTERS = "control_characters_removed"
+# Removed from text before it is judged: C0 controls but tab, newline and carriage return (which
+# count as whitespace), DEL, lone surrogates (not encodable) and the non-characters U+FFFE/U+FFFF.
+_CONTROL_PATTERN = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]"
+_CONTROL = re.compile(_CONTROL_PATTERN)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff\ufffe\uffff]")
+_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+
+
+def cell_text(value: Any) -> Optional[str]:
+    """One cell's text (see the module docstring)."""
+    kind = value.__class__
+    if value is None:
+        return None
+    if kind is str:
+        return (_ESCAPE.sub(_unescape, value) if "_x" in value else value) or None
+    if kind is float or kind is int:
+        if value != value:
+            return None
+        if float(value).is_integer():
+            return str(int(value)) if abs(value) < EXACT_INTEGER_LIMIT else NOT_A_VALUE + repr(value)
+        return repr(value)
+    if kind is bool:
+        return NOT_A_VALUE + ("TRUE" if value else "FALSE")
+    if kind is dt.datetime:
+        text = f"{value.year:04d}-{value:%m-%d %H:%M:%S}"
+        return f"{text}.{value.microsecond:06d}" if value.microsecond else text
+    if kind is dt.date:
+        return f"{value.year:04d}-{value:%m-%d} 00:00:00"
+    return NOT_A_VALUE + str(value)  # a time of day, a duration
+
+
+def _unescape(match: "re.Match[str]") -> str:
+    return chr(int(match.group(1), 16))
+
+
+def texts(values: np.ndarray) -> np.ndarray:
+    """:func:`cell_text` of each of ``values`` (object array); whole numbers converted in bulk."""
+    out = np.empty(len(values), dtype=object)
+    number = numbers(values)
+    plain = (np.abs(number) < EXACT_INTEGER_LIMIT) & (number == np.floor(number))
+    out[plain] = list(map(str, number[plain].astype("int64").tolist()))
+    rest = np.flatnonzero(~plain)
+    out[rest] = [cell_text(value) for value in values[rest].tolist()]
+    return out
+
+
+def numbers(values: np.ndarray) -> np.ndarray:
+    """Each value as float64 where it is a number cell, NaN elsewhere."""
+    floats = np.fromiter((value.__class__ is float for value in values), dtype=bool, count=len(values))
+    number = np.full(len(values), np.nan)
+    number[floats] = values[floats].astype("float64")
+    return number
+
+
+def factorize_quietly(values: Any) -> tuple[np.ndarray, Any]:
+    """``pd.factorize`` (missing values get code -1) without pandas 1.4/1.5's "Index constructor
+    will not infer numeric dtypes" warning for an all-empty object column."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will not infer numeric dtypes.*", category=FutureWarning)
+        return pd.factorize(values)
+
+
+class Grouped:
+    """A column's cells grouped by value: ``uniques[codes]`` are its cells (None, empty, last).
+    Per unique value: ``number`` (float64, NaN where not a number cell) and ``distinct``, its
+    text (rendered on first use: the number rules never need it)."""
+
+    def __init__(self, codes: np.ndarray, uniques: np.ndarray) -> None:
+        self.codes, self.uniques = codes, uniques
+        self.number = numbers(uniques)
+        self._text: Optional[pd.Series] = None
+
+    @property
+    def distinct(self) -> pd.Series:
+        if self._text is None:
+            self._text = pd.Series(texts(self.uniques), dtype=object)
+        return self._text
+
+
+def column_codes(cells: pd.Series) -> Grouped:
+    """Group ``cells`` (calamine cells) by value: equal cells (same value, same type) share a
+    code. Booleans are kept apart from 1.0 and 0.0, which hash alike."""
+    values = cells.to_numpy(dtype=object)
+    codes, uniques = factorize_quietly(values)
+    uniques = np.asarray(uniques, dtype=object)
+    if any(value.__class__ is bool for value in uniques):
+        values = np.array([cell_text(value) if value.__class__ is bool else value for value in values], dtype=object)
+        codes, uniques = factorize_quietly(values)
+        uniques = np.asarray(uniques, dtype=object)
+    if (codes < 0).any():  # empty cells: a value of their own, the last
+        codes = np.where(codes < 0, len(uniques), codes)
+        uniques = np.append(uniques, None)
+    return Grouped(codes, uniques)
+
+
+def map_distinct(cells: pd.Series, parse: Callable[["Grouped"], Any]) -> pd.DataFrame:
+    """Apply a vectorised ``parse`` to the distinct values of ``cells`` only, then map back."""
+    grouped = column_codes(cells)
+    return pd.DataFrame({name: np.asarray(values)[grouped.codes] for name, values in dict(parse(grouped)).items()})
+
+
+def scrub(values: pd.Series) -> dict[str, Any]:
+    """Text hygiene of distinct texts, before anything judges them.
+
+    Returns ``text`` (control characters removed, see :data:`_CONTROL_PATTERN`),
+    ``not_value`` (:data:`NOT_A_VALUE` first), ``too_long`` (over :data:`MAX_CELL_CHARS`
+    characters) and ``scrubbed`` (a character was removed). Only flagged values are touched."""
+    size = len(values)
+    flagged = flag_unusual(values)
+    not_value, too_long, scrubbed = (np.zeros(size, dtype=bool) for _ in range(3))
+    if not flagged.any():
+        return {"text": values, "not_value": not_value, "too_long": too_long, "scrubbed": scrubbed}
+    text = values.to_numpy(dtype=object).copy()
+    for position in np.flatnonzero(flagged):
+        value = text[position]
+        if value.startswith(NOT_A_VALUE):
+            not_value[position] = True
+        elif len(value) > MAX_CELL_CHARS:
+            too_long[position] = True
+        else:
+            text[position] = _CONTROL.sub("", value)
+            scrubbed[position] = text[position] != value
+    return {"text": pd.Series(text, index=values.index, dtype=object), "not_value": not_value,
+            "too_long": too_long, "scrubbed": scrubbed}
+
+
+def flag_unusual(values: pd.Series) -> np.ndarray:
+    """Texts holding a control character, :data:`NOT_A_VALUE` or over the length limit."""
+    if not len(values):
+        return np.zeros(0, dtype=bool)
+    text = values.astype(object)
+    hit = text.str.contains(_CONTROL_PATTERN, regex=True, na=False).to_numpy(dtype=bool)
+    return hit | (text.str.len() > MAX_CELL_CHARS).fillna(False).to_numpy(dtype=bool)
+
+
+def raw_cells(cells: pd.Series) -> pd.Series:
+    """Cells as shown in rejections: their text without the :data:`NOT_A_VALUE` mark (a boolean
+    shows as ``TRUE``), without NUL, lone surrogates or non-characters (PostgreSQL text and
+    jsonb refuse NUL), at most :data:`MAX_CELL_CHARS` characters."""
+    values = texts(cells.to_numpy(dtype=object))
+    text = pd.Series(values, index=cells.index, dtype=object)
+    for position in np.flatnonzero(flag_unusual(text)):
+        value = values[position]
+        values[position] = _UNSTORABLE.sub("", value[1:] if value.startswith(NOT_A_VALUE) else value)[:MAX_CELL_CHARS]
+    return pd.Series(values, index=cells.index, dtype=object)

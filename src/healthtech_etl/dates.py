@@ -1,0 +1,181 @@
+"""Booking dates: parsed exactly, never through a bounded datetime type.
+
+Accepted: date cells (rendered ``YYYY-MM-DD HH:MM:SS`` by :mod:`.cells`), Excel serial numbers,
+``MM/DD/YYYY``, ``M/D/YYYY``, ``MM-DD-YYYY`` (day first when asked), ``YYYY-MM-DD``,
+``YYYY/MM/DD``, each with an optional ``HH:MM[:SS]``, and ISO ``YYYY-MM-DDTHH:MM:SS``. Dates are
+carried as int64 days and microseconds since 1970-01-01: any year up to 9999 stays exact.
+"""
+
+from datetime import date
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .cells import map_distinct, scrub
+from .errors import ConfigError
+
+MIN_BOOKING_DATE = date(1900, 1, 1)
+DEFAULT_HORIZON_DAYS = 365
+# ASCII digits only, as for ids. YYYY-MM-DD, YYYY/MM/DD (same separator twice), optional
+# " HH:MM[:SS[.ffffff]]" or ISO "T".
+_YMD_PATTERN = (
+    r"^(?P<y>[0-9]{4})(?P<sep>[-/])(?P<m>[0-9]{1,2})(?P=sep)(?P<d>[0-9]{1,2})"
+    r"(?:[ T](?P<hh>[0-9]{1,2}):(?P<mi>[0-9]{2})(?::(?P<ss>[0-9]{2})(?:\.(?P<us>[0-9]{1,6}))?)?)?$"
+)
+# MM/DD/YYYY, M/D/YYYY, MM-DD-YYYY (or day first), optional " HH:MM[:SS]".
+_MDY_PATTERN = (
+    r"^(?P<a>[0-9]{1,2})(?P<sep>[-/])(?P<b>[0-9]{1,2})(?P=sep)(?P<y>[0-9]{4})"
+    r"(?: (?P<hh>[0-9]{1,2}):(?P<mi>[0-9]{2})(?::(?P<ss>[0-9]{2}))?)?$"
+)
+_SERIAL_PATTERN = r"^[0-9]{1,7}(?:\.[0-9]+)?$"
+_EXCEL_EPOCH_DAYS = -25569  # 1899-12-30 as days since 1970-01-01
+_MICROS_PER_SECOND = 1_000_000
+_SECONDS_PER_DAY = 86_400
+MAX_BOOKING_DATE = date(9999, 12, 31)
+MAX_HORIZON_DAYS = (MAX_BOOKING_DATE - date(1, 1, 1)).days  # 3,652,058: from any date to past the last
+
+def validate_window(as_of: date, horizon_days: int) -> None:
+    """Raise :class:`ConfigError` unless ``horizon_days`` is a whole number from 0 to
+    :data:`MAX_HORIZON_DAYS` (the window's end is then computed in int64 days, never
+    overflowing, and clipped to :data:`MAX_BOOKING_DATE`)."""
+    if isinstance(horizon_days, bool) or not isinstance(horizon_days, (int, np.integer)):
+        raise ConfigError(f"the booking date horizon must be a whole number of days (got {horizon_days!r})")
+    if not isinstance(as_of, date):
+        raise ConfigError(f"--as-of must be a date (got {as_of!r})")
+    if not 0 <= horizon_days <= MAX_HORIZON_DAYS:
+        raise ConfigError(
+            f"the booking date horizon must be 0 to {MAX_HORIZON_DAYS:,} days (any window past "
+            f"{MAX_BOOKING_DATE.isoformat()} is the same window); got {horizon_days}"
+        )
+
+
+def days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of a proleptic Gregorian date, in int64 (no year limit)."""
+    year = year.astype("int64") - (month <= 2)
+    era = np.floor_divide(year, 400)
+    year_of_era = year - era * 400
+    month_index = (month.astype("int64") + 9) % 12
+    day_of_year = (153 * month_index + 2) // 5 + day.astype("int64") - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+def _days_in_month(year: np.ndarray, month: np.ndarray) -> np.ndarray:
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    lengths = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype="int64")
+    return lengths[np.clip(month, 0, 12)] + ((month == 2) & leap)
+
+
+def parse_booking_dates(cells: pd.Series, day_first: bool = False) -> pd.DataFrame:
+    """Parse booking dates (see the module docstring). Returns ``days`` (int64 days since 1970-01-01), ``seconds`` (int64 seconds into the day),
+    ``micros``, and bool ``missing`` / ``invalid`` / ``parsed``."""
+    parse = _date_parser(day_first)
+    return map_distinct(cells, lambda grouped: parse(grouped.distinct))
+
+
+def _date_parser(day_first: bool) -> Callable[[pd.Series], pd.DataFrame]:
+    """The per-distinct-value parser behind :func:`parse_booking_dates`."""
+
+    def parse(distinct: pd.Series) -> pd.DataFrame:
+        hygiene = scrub(distinct)
+        bad = hygiene["not_value"] | hygiene["too_long"]
+        text = hygiene["text"].str.strip()
+        missing = (hygiene["text"].isna() | (text == "")).to_numpy(dtype=bool) & ~bad
+        fields, pending = _calendar_fields(text, day_first)
+        calendar_ok = fields["matched"] & (fields["month"] >= 1) & (fields["month"] <= 12) & (fields["day"] >= 1)
+        calendar_ok &= (fields["day"] <= _days_in_month(fields["year"], fields["month"])) & fields["time_ok"]
+        days = np.zeros(len(text), dtype="int64")
+        days[calendar_ok] = days_from_civil(*(fields[key][calendar_ok] for key in ("year", "month", "day")))
+        seconds = fields["seconds"]
+        serial_ok = _serials(text, pending, days, seconds)
+        parsed = (calendar_ok | serial_ok) & ~bad
+        return pd.DataFrame({
+            "days": np.where(parsed, days, 0),
+            "seconds": np.where(parsed, seconds, 0),
+            "micros": np.where(calendar_ok & parsed, fields["micros"], 0),
+            "missing": missing,
+            "invalid": ~parsed & ~missing,
+            "parsed": parsed,
+            "scrubbed": hygiene["scrubbed"],
+        })
+
+    return parse
+
+
+def _calendar_fields(text: pd.Series, day_first: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Year, month, day, seconds and microseconds of the texts a calendar pattern matches (each
+    pattern tried on what no earlier one matched); and the positions none matched."""
+    size = len(text)
+    fields = {key: np.zeros(size, dtype="int64") for key in ("year", "month", "day", "seconds", "micros")}
+    fields["matched"] = np.zeros(size, dtype=bool)
+    fields["time_ok"] = np.ones(size, dtype=bool)
+    pending = np.arange(size)
+    for pattern, first, second in (
+        (_YMD_PATTERN, "m", "d"), (_MDY_PATTERN, "b" if day_first else "a", "a" if day_first else "b")
+    ):
+        if not len(pending):
+            break
+        parts = text.iloc[pending].str.extract(pattern)
+        found = parts["y"].notna().to_numpy()
+        if not found.any():
+            continue
+        hit, parts = pending[found], parts[found]
+        fields["year"][hit] = parts["y"].astype("int64")
+        fields["month"][hit] = parts[first].astype("int64")
+        fields["day"][hit] = parts[second].astype("int64")
+        hours, minutes, secs = (pd.to_numeric(parts[key], errors="coerce").fillna(0).to_numpy()
+                                for key in ("hh", "mi", "ss"))
+        fields["seconds"][hit] = (hours * 3600 + minutes * 60 + secs).astype("int64")
+        fields["time_ok"][hit] = (hours < 24) & (minutes < 60) & (secs < 60)
+        if "us" in parts:
+            fraction = parts["us"].fillna("").str.ljust(6, "0")
+            fields["micros"][hit] = pd.to_numeric(fraction, errors="coerce").fillna(0).to_numpy().astype("int64")
+        fields["matched"][hit] = True
+        pending = pending[~found]
+    return fields, pending
+
+
+def _serials(text: pd.Series, pending: np.ndarray, days: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """Excel serial numbers among ``pending``: their days and seconds written into ``days`` and
+    ``seconds``; returns where one was read."""
+    is_serial = np.zeros(len(text), dtype=bool)
+    if len(pending):
+        is_serial[pending] = text.iloc[pending].str.match(_SERIAL_PATTERN, na=False).to_numpy(dtype=bool)
+    serial_ok = np.zeros(len(text), dtype=bool)
+    if not is_serial.any():
+        return serial_ok
+    serial = pd.to_numeric(text[is_serial], errors="coerce").to_numpy(dtype="float64")
+    whole = np.floor(serial).astype("int64")
+    # Excel's 1900 system counts the non-existent 1900-02-29 as serial 60.
+    good = (whole >= 1) & (whole != 60)
+    offset = np.where(whole < 60, _EXCEL_EPOCH_DAYS + 1, _EXCEL_EPOCH_DAYS)
+    positions = np.flatnonzero(is_serial)
+    serial_ok[positions[good]] = True
+    days[positions] = np.where(good, whole + offset, 0)
+    day_seconds = np.round((serial - whole) * _SECONDS_PER_DAY).astype("int64")
+    seconds[positions] = np.where(good, np.minimum(day_seconds, _SECONDS_PER_DAY - 1), 0)
+    return serial_ok
+
+
+def window(as_of: date, horizon_days: int) -> tuple[int, int]:
+    """The first and last day (days since 1970-01-01) a booking date may fall on."""
+    low = days_from_civil(*(np.array([part]) for part in (MIN_BOOKING_DATE.year, 1, 1)))[0]
+    high = days_from_civil(np.array([as_of.year]), np.array([as_of.month]), np.array([as_of.day]))[0]
+    # validate_window bounds horizon_days: no overflow; the last date the rules admit is 9999-12-31.
+    return int(low), int(min(high + int(horizon_days), days_from_civil(np.array([9999]), np.array([12]),
+                                                                        np.array([31]))[0]))
+
+
+def to_micros(days: np.ndarray, seconds: np.ndarray, micros: np.ndarray) -> np.ndarray:
+    """Microseconds since 1970-01-01 (int64), exact for every date up to 9999-12-31: never
+    through ``datetime64[ns]``, which ends in 2262. This is how ``booking_date`` is carried
+    to the database (see :mod:`healthtech_etl.copy_data`)."""
+    days = np.asarray(days, dtype="int64")
+    return (days * _SECONDS_PER_DAY + np.asarray(seconds, dtype="int64")) * _MICROS_PER_SECOND \
+        + np.asarray(micros, dtype="int64")
+
+
+def micros_to_datetime64(values: np.ndarray) -> np.ndarray:
+    """``datetime64[us]`` of :func:`to_micros` values (numpy's, any year up to 9999)."""
+    return np.asarray(values, dtype="int64").astype("datetime64[us]")
