@@ -5,26 +5,33 @@ values that repeat (patient ids, dates, statuses) are judged once per *distinct*
 mapped back, which is what keeps a 1M-row export fast. Runs on pandas 1.4+ (AWS Glue) and 2.x.
 """
 
-import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
 from . import schema
-from .cells import CONTROL_CHARACTERS, EXACT_INTEGER_LIMIT, Grouped, column_codes, map_distinct, raw_cells, scrub
+from .cells import (
+    CONTROL_CHARACTERS,
+    EXACT_INTEGER_LIMIT,
+    Grouped,
+    column_codes,
+    map_distinct,
+    raw_cells,
+    scrub,
+)
 from .dates import (  # noqa: F401 - the booking-date rules are part of this module's interface
     DEFAULT_HORIZON_DAYS,
     MAX_HORIZON_DAYS,
+    _date_parser,
     parse_booking_dates,
     to_micros,
     validate_window,
     window,
 )
-from .dates import _date_parser
 from .schema import APPOINTMENT_COLUMNS, DOCTOR_COLUMNS, ENTITY, REASONS, RECORD_ID, SOURCE_ROW
 
 STATUSES = ("confirmed", "cancelled", "unknown")

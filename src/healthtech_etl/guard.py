@@ -10,13 +10,13 @@ refused with :class:`InputFileError` (exit 3) and one line. README "Data rules" 
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
 from typing import Callable, Optional
 
-from .errors import InputFileError
+from .errors import ConfigError, InputFileError
 
 MAX_ROWS, MAX_COLUMNS = 1_048_576, 16_384  # Excel's own limits
 PIECE = 8 << 20
@@ -38,6 +38,16 @@ class Limits:
     strings: int = 8_000_000  # shared strings (calamine holds every one)
     part_bytes: int = 64 << 20  # xl/workbook.xml, its relationships, xl/styles.xml
     grid_cells: int = 1 << 22  # a sheet's grid may span this many cells, or one per 8 bytes of XML
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Limits":
+        """The defaults, the sheet's cap from ``ETL_MAX_SHEET_XML_BYTES`` if set."""
+        value = env.get("ETL_MAX_SHEET_XML_BYTES", "").strip()
+        if not value:
+            return cls()
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"ETL_MAX_SHEET_XML_BYTES must be a whole number of bytes (got {value!r})")
+        return cls(sheet_bytes=int(value))
 
 
 @dataclass
@@ -165,7 +175,8 @@ class _Parts:
             for raw in self._inflated(info):
                 total += len(raw)
                 if total > limit:
-                    raise InputFileError(f"{self.where}: {info.filename} inflates past {limit:,} bytes (a zip bomb?)")
+                    raise InputFileError(f"{self.where}: {info.filename} inflates past {limit:,} bytes (a zip bomb? "
+                                         "the sheet's cap: ETL_MAX_SHEET_XML_BYTES)")
                 piece = carry + raw
                 cut = piece.rfind(b"<")
                 if cut < 0 or len(piece) - cut > PIECE:  # calamine would buffer it whole

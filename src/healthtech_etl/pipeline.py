@@ -22,7 +22,6 @@ from . import backlog, clean, progress
 from .cells import CONTROL_CHARACTERS
 from .db import DbConfig, close_quietly, connect
 from .errors import ConfigError, DatabaseError, QualityGateError
-from .read import SheetData, read_sheet
 from .load import DEFAULT_KEEP_RUNS, LOAD_MODES, RunRecord, load_run, record_failed_run
 from .logs import REJECTIONS_LOGGER, log_lines
 from .merge import loaded_doctor_ids
@@ -35,6 +34,7 @@ from .quality import (
     summary_lines,
     tripped_metrics,
 )
+from .read import SheetData, read_sheet
 from .run_report import FAILED, GATE, LOADED, aggregate_in_background, write_run_html
 from .schema import APPOINTMENT_COLUMNS, DOCTOR_COLUMNS, ENTITY, REASONS, RECORD_ID, SOURCE_ROW
 

@@ -9,6 +9,7 @@ the sheet's own.
 """
 
 import logging
+import os
 import re
 import tempfile
 from collections.abc import Sequence
@@ -49,8 +50,9 @@ class SheetData:
 def calamine() -> Any:
     """The python_calamine module, checked to be the release whose semantics we document."""
     try:
-        import python_calamine
         from importlib.metadata import version
+
+        import python_calamine
     except ImportError as exc:
         raise ConfigError("python-calamine is not installed: pip install 'python-calamine==0.4.0' "
                           "(or the package with its runtime extra: pip install 'healthtech-etl[runtime]')") from exc
@@ -67,7 +69,7 @@ def normalize_header(name: Any) -> str:
 
 
 def read_sheet(path: Path, mandatory_columns: Sequence[str], sheet: Optional[str] = None,
-               entity: str = "workbook", limits: guard.Limits = guard.Limits()) -> SheetData:
+               entity: str = "workbook", limits: Optional[guard.Limits] = None) -> SheetData:
     """Read ``sheet`` (None: the first one) of ``path`` keeping ``mandatory_columns``. Raises
     :class:`InputFileError` (exit 3) for a missing, unreadable, oversized or empty file, a
     missing sheet, or no header row holding every mandatory column in the first 20 rows."""
@@ -75,7 +77,7 @@ def read_sheet(path: Path, mandatory_columns: Sequence[str], sheet: Optional[str
     if not path.is_file():
         raise InputFileError(f"{entity} file not found: {path}")
     reader = calamine()
-    scan = guard.check_workbook(path, sheet, entity, limits)
+    scan = guard.check_workbook(path, sheet, entity, limits or guard.Limits.from_env(os.environ))
     with tempfile.TemporaryDirectory(prefix="healthtech-read-") as folder:
         if not scan.in_order:
             logger.warning("%s file %s: rows are written out of order in sheet %r; read in row order",

@@ -19,9 +19,9 @@ import pandas as pd
 from .aggregates import frame_aggregates
 from .clean import ENTITY, REASONS, RECORD_ID
 from .db import DbConfig, _short
-from .schema import SOURCE_ROW
 from .html_report import HTML_FILE, REJECTED_ROWS_SHOWN, ReportPage, write_html
 from .load import DEFAULT_KEEP_RUNS
+from .schema import SOURCE_ROW
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from healthtech_etl.dates import days_from_civil, micros_to_datetime64, parse_booking_dates, to_micros
 from healthtech_etl.cells import cell_text
+from healthtech_etl.dates import days_from_civil, micros_to_datetime64, parse_booking_dates, to_micros
 
 EPOCH = dt.date(1970, 1, 1)
 

@@ -3,9 +3,9 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from healthtech_etl.cells import cell_text
 from healthtech_etl.clean import clean_appointments, clean_doctors, reason_counts
 from healthtech_etl.dates import micros_to_datetime64
-from healthtech_etl.cells import cell_text
 
 AS_OF = dt.date(2025, 11, 1)
 

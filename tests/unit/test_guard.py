@@ -170,3 +170,16 @@ def write_zip_lying(path: Path, members: dict, liar: str, deflated: bytes, decla
         local += b"PK\x03\x04" + fields + struct.pack("<HH", len(name), 0) + name + body
     end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, len(entries), len(entries), len(central), len(local), 0)
     path.write_bytes(bytes(local + central + end))
+
+
+def test_the_sheet_cap_comes_from_the_environment(tmp_path, monkeypatch):
+    path = workbook(tmp_path)
+    monkeypatch.setenv("ETL_MAX_SHEET_XML_BYTES", "100")
+    from healthtech_etl.errors import ConfigError
+    from healthtech_etl.read import read_sheet
+
+    with pytest.raises(InputFileError, match="inflates past 100 bytes .*ETL_MAX_SHEET_XML_BYTES"):
+        read_sheet(path, COLUMNS)
+    monkeypatch.setenv("ETL_MAX_SHEET_XML_BYTES", "2G")
+    with pytest.raises(ConfigError, match="ETL_MAX_SHEET_XML_BYTES must be a whole number"):
+        read_sheet(path, COLUMNS)
