@@ -76,7 +76,7 @@ def texts(values: np.ndarray) -> np.ndarray:
 
 def numbers(values: np.ndarray) -> np.ndarray:
     """Each value as float64 where it is a number cell, NaN elsewhere."""
-    floats = np.fromiter((value.__class__ is float for value in values), dtype=bool, count=len(values))
+    floats = np.fromiter(map(float.__instancecheck__, values), dtype=bool, count=len(values))
     number = np.full(len(values), np.nan)
     number[floats] = values[floats].astype("float64")
     return number
@@ -109,14 +109,15 @@ class Grouped:
 
 def column_codes(cells: pd.Series) -> Grouped:
     """Group ``cells`` (calamine cells) by value: equal cells (same value, same type) share a
-    code. Booleans are kept apart from 1.0 and 0.0, which hash alike."""
+    code. Numbers are grouped as float64 (fast, and apart from booleans, which hash like 1.0)."""
     values = cells.to_numpy(dtype=object)
-    codes, uniques = factorize_quietly(values)
-    uniques = np.asarray(uniques, dtype=object)
-    if any(value.__class__ is bool for value in uniques):
-        values = np.array([cell_text(value) if value.__class__ is bool else value for value in values], dtype=object)
-        codes, uniques = factorize_quietly(values)
-        uniques = np.asarray(uniques, dtype=object)
+    floats = np.fromiter(map(float.__instancecheck__, values), dtype=bool, count=len(values))
+    number_codes, number_uniques = pd.factorize(values[floats].astype("float64"))
+    other_codes, other_uniques = factorize_quietly(values[~floats])
+    codes = np.empty(len(values), dtype="int64")
+    codes[floats] = number_codes
+    codes[~floats] = np.where(other_codes < 0, -1, other_codes + len(number_uniques))
+    uniques = np.concatenate([np.asarray(number_uniques, dtype=object), np.asarray(other_uniques, dtype=object)])
     if (codes < 0).any():  # empty cells: a value of their own, the last
         codes = np.where(codes < 0, len(uniques), codes)
         uniques = np.append(uniques, None)

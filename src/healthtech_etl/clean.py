@@ -5,6 +5,7 @@ values that repeat (patient ids, dates, statuses) are judged once per *distinct*
 mapped back, which is what keeps a 1M-row export fast. Runs on pandas 1.4+ (AWS Glue) and 2.x.
 """
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,6 +23,7 @@ from .cells import (
     map_distinct,
     raw_cells,
     scrub,
+    texts,
 )
 from .dates import (  # noqa: F401 - the booking-date rules are part of this module's interface
     DEFAULT_HORIZON_DAYS,
@@ -38,7 +40,7 @@ STATUSES = ("confirmed", "cancelled", "unknown")
 UNREADABLE_ROW = "unreadable_row"
 
 # ASCII digits only: other Unicode digits ('١٢٣', '１２３') are never read as an id.
-_ID_PATTERN = r"^\+?0*([0-9]{1,18})(?:\.0*)?$"
+_ID = re.compile(r"^\+?0*([0-9]{1,18})(?:\.0*)?$")
 
 
 @dataclass
@@ -66,7 +68,7 @@ def parse_ids(cells: pd.Series) -> pd.DataFrame:
 
 def _parse_distinct_ids(grouped: Grouped) -> dict[str, np.ndarray]:
     """A number cell is an id when it is a whole number from 1 to 2**53 - 1; a text cell when
-    it holds one (:data:`_ID_PATTERN`; the common ``"104"`` read without a regex)."""
+    it holds one (:data:`_ID`; the common ``"104"`` read without a regex)."""
     number = grouped.number
     size = len(number)
     is_number = ~np.isnan(number)
@@ -77,13 +79,12 @@ def _parse_distinct_ids(grouped: Grouped) -> dict[str, np.ndarray]:
     missing, scrubbed = np.zeros(size, dtype=bool), np.zeros(size, dtype=bool)
     rest = np.flatnonzero(~is_number)
     if len(rest):
-        texts = grouped.uniques[rest]
         plain = np.fromiter(
             (int(text) if text.__class__ is str and text.isdigit() and text.isascii() and len(text) < 19
-             and text[0] != "0" else -1 for text in texts), "int64", len(rest))
+             and text[0] != "0" else -1 for text in grouped.uniques[rest]), "int64", len(rest))
         values[rest] = np.maximum(plain, 0)
         rest = rest[plain < 0]
-        hygiene = scrub(grouped.distinct.iloc[rest])
+        hygiene = scrub(pd.Series(texts(grouped.uniques[rest]), dtype=object))
         other = _parse_id_text(hygiene["text"])
         bad = hygiene["not_value"] | hygiene["too_long"]
         values[rest] = np.where(bad, 0, other["value"])
@@ -94,13 +95,15 @@ def _parse_distinct_ids(grouped: Grouped) -> dict[str, np.ndarray]:
 
 
 def _parse_id_text(distinct: pd.Series) -> dict[str, np.ndarray]:
-    stripped = distinct.str.strip()
-    missing = (distinct.isna() | (stripped == "")).to_numpy(dtype=bool)
-    digits = stripped.str.extract(_ID_PATTERN, expand=False)
-    found = digits.notna().to_numpy(dtype=bool)
-    values = np.zeros(len(distinct), dtype="int64")
-    # At most 18 ASCII digits: exact in int64 (never through float, which rounds above 2**53).
-    values[found] = digits[found].astype("int64").to_numpy()
+    size = len(distinct)
+    values = np.zeros(size, dtype="int64")
+    missing = np.zeros(size, dtype=bool)
+    for index, text in enumerate(distinct.tolist()):
+        text = text.strip() if text is not None else ""
+        found = _ID.match(text)
+        # At most 18 ASCII digits: exact in int64 (never through float, which rounds above 2**53).
+        values[index] = int(found.group(1)) if found else 0
+        missing[index] = not text
     valid = (values > 0) & ~missing
     return {"value": np.where(valid, values, 0), "missing": missing, "invalid": ~valid & ~missing}
 

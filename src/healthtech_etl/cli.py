@@ -241,6 +241,11 @@ def _explain_interrupt(progress: "RunProgress", db_config: Optional[DbConfig], s
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
+    from .guard import Limits
+    from .read import calamine
+
+    calamine()  # the reader and its release, before a server starts
+    Limits.from_env(os.environ)
     for entity, path in (("doctors", args.doctors), ("appointments", args.appointments)):
         if not Path(path).exists():
             raise InputFileError(f"{entity} file not found: {path}")

@@ -6,6 +6,7 @@ Accepted: date cells (rendered ``YYYY-MM-DD HH:MM:SS`` by :mod:`.cells`), Excel 
 carried as int64 days and microseconds since 1970-01-01: any year up to 9999 stays exact.
 """
 
+import re
 from datetime import date
 from typing import Callable
 
@@ -29,6 +30,7 @@ _MDY_PATTERN = (
     r"(?: (?P<hh>[0-9]{1,2}):(?P<mi>[0-9]{2})(?::(?P<ss>[0-9]{2}))?)?$"
 )
 _SERIAL_PATTERN = r"^[0-9]{1,7}(?:\.[0-9]+)?$"
+_YMD, _MDY = re.compile(_YMD_PATTERN), re.compile(_MDY_PATTERN)
 _EXCEL_EPOCH_DAYS = -25569  # 1899-12-30 as days since 1970-01-01
 _MICROS_PER_SECOND = 1_000_000
 _SECONDS_PER_DAY = 86_400
@@ -104,36 +106,27 @@ def _date_parser(day_first: bool) -> Callable[[pd.Series], pd.DataFrame]:
 
 
 def _calendar_fields(text: pd.Series, day_first: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Year, month, day, seconds and microseconds of the texts a calendar pattern matches (each
-    pattern tried on what no earlier one matched); and the positions none matched."""
+    """Year, month, day, seconds and microseconds of the texts a calendar pattern matches
+    (:data:`_YMD_PATTERN` first); and the positions none matched."""
     size = len(text)
     fields = {key: np.zeros(size, dtype="int64") for key in ("year", "month", "day", "seconds", "micros")}
     fields["matched"] = np.zeros(size, dtype=bool)
     fields["time_ok"] = np.ones(size, dtype=bool)
-    pending = np.arange(size)
-    for pattern, first, second in (
-        (_YMD_PATTERN, "m", "d"), (_MDY_PATTERN, "b" if day_first else "a", "a" if day_first else "b")
-    ):
-        if not len(pending):
-            break
-        parts = text.iloc[pending].str.extract(pattern)
-        found = parts["y"].notna().to_numpy()
-        if not found.any():
+    first, second = ("b", "a") if day_first else ("a", "b")
+    for index, value in enumerate(text.tolist()):
+        found = _YMD.match(value) if value.__class__ is str else None
+        month, day = ("m", "d") if found else (first, second)
+        found = found or (_MDY.match(value) if value.__class__ is str else None)
+        if found is None:
             continue
-        hit, parts = pending[found], parts[found]
-        fields["year"][hit] = parts["y"].astype("int64")
-        fields["month"][hit] = parts[first].astype("int64")
-        fields["day"][hit] = parts[second].astype("int64")
-        hours, minutes, secs = (pd.to_numeric(parts[key], errors="coerce").fillna(0).to_numpy()
-                                for key in ("hh", "mi", "ss"))
-        fields["seconds"][hit] = (hours * 3600 + minutes * 60 + secs).astype("int64")
-        fields["time_ok"][hit] = (hours < 24) & (minutes < 60) & (secs < 60)
-        if "us" in parts:
-            fraction = parts["us"].fillna("").str.ljust(6, "0")
-            fields["micros"][hit] = pd.to_numeric(fraction, errors="coerce").fillna(0).to_numpy().astype("int64")
-        fields["matched"][hit] = True
-        pending = pending[~found]
-    return fields, pending
+        hours, minutes, secs = (int(found[key] or 0) for key in ("hh", "mi", "ss"))
+        fields["year"][index], fields["month"][index], fields["day"][index] = (
+            int(found["y"]), int(found[month]), int(found[day]))
+        fields["seconds"][index] = hours * 3600 + minutes * 60 + secs
+        fields["time_ok"][index] = hours < 24 and minutes < 60 and secs < 60
+        fields["micros"][index] = int((found.groupdict().get("us") or "").ljust(6, "0"))
+        fields["matched"][index] = True
+    return fields, np.flatnonzero(~fields["matched"])
 
 
 def _serials(text: pd.Series, pending: np.ndarray, days: np.ndarray, seconds: np.ndarray) -> np.ndarray:

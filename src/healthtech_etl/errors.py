@@ -3,7 +3,7 @@
 Critical problems are exceptions: they abort the run (before the database is touched when
 possible, otherwise by rolling the transaction back) and map to a documented exit code.
 Row-level problems are *not* exceptions: a bad row is rejected with reason codes
-(see :mod:`healthtech_etl.reasons`) and the run goes on.
+(see :mod:`healthtech_etl.schema`) and the run goes on.
 """
 
 
