@@ -34,10 +34,7 @@ from .dates import (  # noqa: F401 - the booking-date rules are part of this mod
     validate_window,
     window,
 )
-from .schema import APPOINTMENT_COLUMNS, DOCTOR_COLUMNS, ENTITY, REASONS, RECORD_ID, SOURCE_ROW
-
-STATUSES = ("confirmed", "cancelled", "unknown")
-UNREADABLE_ROW = "unreadable_row"
+from .schema import APPOINTMENT_COLUMNS, DOCTOR_COLUMNS, ENTITY, REASONS, RECORD_ID, SOURCE_ROW, STATUSES  # noqa: F401
 
 # ASCII digits only: other Unicode digits ('١٢٣', '１２３') are never read as an id.
 _ID = re.compile(r"^\+?0*([0-9]{1,18})(?:\.0*)?$")
@@ -231,7 +228,7 @@ def _rejected_frame(raw: pd.DataFrame, columns: tuple[str, ...], entity: str, fo
 def _unreadable(raw: pd.DataFrame, found: _Reasons, unreadable: Optional[list[int]]) -> np.ndarray:
     """Rows calamine could not hand over (see read._rows): ``unreadable_row`` and nothing else."""
     mask = np.isin(raw[SOURCE_ROW].to_numpy(), np.asarray(unreadable or [], dtype="int64"))
-    found.add(UNREADABLE_ROW, mask)
+    found.add(schema.UNREADABLE_ROW, mask)
     return mask
 
 

@@ -1,281 +1,79 @@
-"""Where the database is and how to connect to it (pg8000, TCP or unix socket, optional TLS).
+"""Connecting to PostgreSQL (pg8000, TCP or unix socket, optional TLS) and closing for sure.
 
-Credentials only ever come from the environment, a ``.env`` file, a ``DATABASE_URL`` or a
-Secrets Manager JSON document - never from code or job arguments - and are never logged:
-:meth:`DbConfig.describe` is the only text about a connection that reaches a log or an error.
+The settings (where, who, which TLS) are :class:`~healthtech_etl.db_config.DbConfig`'s; the
+embedded server a local run starts is :mod:`healthtech_etl.embedded`'s. Both are re-exported
+here, with :func:`start_embedded` and :func:`resolve_config`, the database a local run uses.
 """
 
 import logging
-import os
 import re
+import socket
 import ssl
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from .errors import ConfigError, DatabaseError
-from .redact import redact
+from .db_config import (
+    DEFAULT_KEEP_RUNS,
+    DEFAULT_PGDATA,
+    SSL_MODES,
+    DbConfig,
+    _short,
+    embedded_pgdata,
+    load_dotenv,
+    read_dotenv,
+)
+from .embedded import start_server
+from .errors import DatabaseError
+
+__all__ = [
+    "DEFAULT_KEEP_RUNS", "DEFAULT_PGDATA", "SSL_MODES", "DbConfig", "_short", "close_quietly", "connect",
+    "embedded_pgdata", "load_dotenv", "read_dotenv", "resolve_config", "rollback_quietly",
+    "start_embedded",
+]
 
 logger = logging.getLogger(__name__)
 
-SSL_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
-DEFAULT_PGDATA = ".pgdata"
-# Runs whose rejected rows (and report snapshots) the database keeps: --keep-runs / KEEP_RUNS.
-DEFAULT_KEEP_RUNS = 30
-
-
-@dataclass(frozen=True)
-class DbConfig:
-    """Connection parameters. ``unix_socket_dir`` wins over ``host`` when set."""
-
-    database: str = "postgres"
-    user: str = "postgres"
-    password: Optional[str] = None
-    host: Optional[str] = "localhost"
-    port: int = 5432
-    unix_socket_dir: Optional[str] = None
-    sslmode: str = "prefer"
-    sslrootcert: Optional[str] = None
-    connect_timeout: int = 10
-    source: str = "settings"
-
-    @classmethod
-    def from_url(cls, url: str, source: str = "DATABASE_URL") -> "DbConfig":
-        """Parse a libpq URI: ``postgresql://user:pw@host:5432/db?sslmode=require`` or
-        ``postgresql://user@/db?host=/var/run/postgresql`` (unix socket directory).
-
-        The credentials are everything between ``://`` and the last ``@``, so an unencoded
-        password holding ``/`` or ``@`` is still read as a password, never as a host or path.
-        Errors never quote the URL (it may hold the password)."""
-        scheme, sep, rest = url.partition("://")
-        if not sep or scheme not in ("postgres", "postgresql"):
-            shown = scheme if sep else "none"
-            raise ConfigError(f"{source} must start with postgresql:// (got scheme {shown!r})")
-        userinfo, at, location = rest.rpartition("@")
-        if not at:
-            userinfo, location = "", rest
-        user_text, colon, password_text = userinfo.partition(":")
-        try:
-            parts = urlsplit(f"{scheme}://{location}")
-            query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-            host = unquote(parts.hostname) if parts.hostname else None
-            url_port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"{source} is not a valid URL (host or port unreadable)") from exc
-        socket_dir = None
-        query_host = query.get("host")
-        if query_host:
-            if query_host.startswith("/"):
-                socket_dir = query_host
-            else:
-                host = query_host
-        port = _int_setting(query.get("port") or url_port or 5432, f"{source} port", 1, 65535)
-        if host is None and socket_dir is None:
-            host = "localhost"
-        config = cls(
-            database=unquote(parts.path.lstrip("/")) or query.get("dbname") or "postgres",
-            user=unquote(user_text) if user_text else query.get("user", "postgres"),
-            password=unquote(password_text) if colon and password_text else query.get("password"),
-            host=host,
-            port=port,
-            unix_socket_dir=socket_dir,
-            sslmode=query.get("sslmode", "prefer"),
-            sslrootcert=query.get("sslrootcert"),
-            connect_timeout=_int_setting(query.get("connect_timeout", 10), f"{source} connect_timeout", 1, 3600),
-            source=source,
-        )
-        config.validate()
-        return config
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], from_dotenv: Collection[str] = ()) -> Optional["DbConfig"]:
-        """``DATABASE_URL`` first, then ``DB_HOST``/``DB_PORT``/``DB_NAME``/``DB_USER``/
-        ``DB_PASSWORD`` (+ ``DB_SSLMODE``, ``DB_SSLROOTCERT``); None when neither is set.
-
-        ``from_dotenv``: the keys that came from ``.env`` (named in ``source`` and so in errors)."""
-        url = env.get("DATABASE_URL", "").strip()
-        if url:
-            return cls.from_url(url, source="DATABASE_URL in .env" if "DATABASE_URL" in from_dotenv else "DATABASE_URL")
-        if not env.get("DB_HOST", "").strip():
-            return None
-        keys = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_SSLMODE")
-        in_dotenv = any(key in from_dotenv for key in keys if env.get(key))
-        source = "DB_HOST/DB_PORT/DB_NAME/DB_USER" + (" in .env" if in_dotenv else "")
-        try:
-            port = _int_setting(env.get("DB_PORT") or 5432, "DB_PORT", 1, 65535)
-        except ConfigError as exc:
-            raise ConfigError(f"{exc} (from {source})") from exc
-        host = env["DB_HOST"].strip()
-        config = cls(
-            database=env.get("DB_NAME") or "postgres",
-            user=env.get("DB_USER") or "postgres",
-            password=env.get("DB_PASSWORD") or None,
-            host=None if host.startswith("/") else host,
-            unix_socket_dir=host if host.startswith("/") else None,
-            port=port,
-            sslmode=env.get("DB_SSLMODE") or "prefer",
-            sslrootcert=env.get("DB_SSLROOTCERT") or None,
-            source=source,
-        )
-        config.validate()
-        return config
-
-    @classmethod
-    def from_secret(
-        cls, secret: Mapping[str, Any], sslmode: str = "require", sslrootcert: Optional[str] = None
-    ) -> "DbConfig":
-        """Build from the JSON document RDS generates in Secrets Manager
-        (``username``, ``password``, ``host``, ``port``, ``dbname``, ``engine``)."""
-        missing = [key for key in ("username", "password", "host") if not secret.get(key)]
-        if missing:
-            raise ConfigError(f"database secret lacks {', '.join(missing)}")
-        engine = secret.get("engine", "postgres")
-        if engine not in ("postgres", "postgresql", "aurora-postgresql"):
-            raise ConfigError(f"database secret is for engine {engine!r}, not PostgreSQL")
-        host = str(secret["host"])
-        config = cls(
-            database=str(secret.get("dbname") or "postgres"),
-            user=str(secret["username"]),
-            password=str(secret["password"]),
-            # A host starting with "/" is a unix socket directory (local stand-ins for RDS).
-            host=None if host.startswith("/") else host,
-            unix_socket_dir=host if host.startswith("/") else None,
-            port=_int_setting(secret.get("port") or 5432, "database secret port", 1, 65535),
-            sslmode=sslmode,
-            sslrootcert=sslrootcert,
-            source="Secrets Manager",
-        )
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        if self.sslmode not in SSL_MODES:
-            raise ConfigError(f"sslmode must be one of {', '.join(SSL_MODES)} (got {self.sslmode!r})")
-        if self.sslmode in ("verify-ca", "verify-full") and not self.sslrootcert:
-            raise ConfigError(f"sslmode={self.sslmode} needs a CA bundle (sslrootcert)")
-
-    def url(self) -> str:
-        """A libpq URI for child processes' ``DATABASE_URL``. Contains the password: never log it."""
-        auth = quote(self.user, safe="") + (f":{quote(self.password, safe='')}" if self.password else "")
-        query = {"sslmode": self.sslmode}
-        if self.sslrootcert:
-            query["sslrootcert"] = self.sslrootcert
-        if self.unix_socket_dir:
-            query["host"] = self.unix_socket_dir
-            query["port"] = str(self.port)  # names the socket file (.s.PGSQL.<port>)
-            netloc = f"{auth}@"
-        else:
-            netloc = f"{auth}@{self.host}:{self.port}"
-        return f"postgresql://{netloc}/{quote(self.database, safe='')}?{urlencode(query)}"
-
-    def with_database(self, database: str) -> "DbConfig":
-        return replace(self, database=database)
-
-    def describe(self) -> str:
-        """Where we connect, without the password: safe for logs and error messages."""
-        where = f"unix socket {self.unix_socket_dir}" if self.unix_socket_dir else f"{self.host}:{self.port}"
-        return f"{self.user}@{where}/{self.database} (from {self.source})"
-
-    @property
-    def from_dotenv(self) -> bool:
-        return self.source.endswith(" in .env")
-
-
-    def ssl_context(self) -> Optional[ssl.SSLContext]:
-        """The TLS settings for pg8000, as libpq's ``sslmode`` means them.
-
-        ``require``: encrypted, the server not authenticated - unless a CA bundle is given,
-        which makes it ``verify-ca`` (libpq does the same); ``verify-ca``: the server's chain
-        must lead to a CA of ``sslrootcert``; ``verify-full``: that, and its certificate must
-        name the host we connect to. None for a unix socket and ``disable``/``prefer``.
-        Raises :class:`ConfigError` for a CA bundle that cannot be read."""
-        if self.unix_socket_dir or self.sslmode in ("disable", "prefer"):
-            return None
-        if self.sslmode == "require" and not self.sslrootcert:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            return context
-        try:
-            # Only this bundle is trusted (not the system store), as libpq's sslrootcert.
-            context = ssl.create_default_context(cafile=self.sslrootcert)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
-            raise ConfigError(f"cannot use the CA bundle {self.sslrootcert} (sslrootcert): {reason}") from None
-        context.check_hostname = self.sslmode == "verify-full"
-        context.verify_mode = ssl.CERT_REQUIRED
-        return context
-
-
-
-def _int_setting(value: Any, name: str, low: int, high: int) -> int:
-    """An integer setting in [low, high], or a ConfigError naming the setting (not its value)."""
-    try:
-        number = int(str(value).strip())
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a whole number") from exc
-    if not low <= number <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}")
-    return number
-
-
-def pg8000_ssl_argument(config: DbConfig) -> Any:
-    """pg8000's ``ssl_context`` for ``config``: no TLS request at all for a unix socket (as
-    libpq) and for ``disable``; for ``prefer``, TLS if the server offers it; else the context of
-    :meth:`DbConfig.ssl_context`. pg8000 changed the meaning of None in 1.31: since then None
-    asks for TLS and goes on in plain text if refused, and False asks nothing (left as None it
-    asked even on a unix socket, building a context each time, 30 ms); before, None asked
-    nothing and any other value required TLS, so ``prefer`` is plain text there (the AWS Glue
-    runtime's pg8000 1.29)."""
-    import pg8000
-
-    none_prefers = _version_tuple(getattr(pg8000, "__version__", "0")) >= (1, 31)
-    if config.unix_socket_dir or config.sslmode == "disable":
-        return False if none_prefers else None
-    return config.ssl_context()  # None for prefer
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
+# The SSLRequest message: length 8, request code 80877103.
+SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
 
 
 def connect(config: DbConfig) -> Any:
     """Open a ``pg8000.native.Connection`` (autocommit until ``START TRANSACTION``).
 
-    Raises :class:`DatabaseError` with one clear line naming what was tried."""
+    ``connect_timeout`` bounds connecting (TCP, TLS, start-up and authentication), never a
+    statement: a load that waits for the lock, or rebuilds indexes, longer than it must not
+    fail; statements are bounded by ``statement_timeout`` instead. Raises
+    :class:`DatabaseError` with one clear line naming what was tried."""
     import pg8000.native
 
     kwargs: dict[str, Any] = {
         "user": config.user,
         "password": config.password,
         "database": config.database,
-        "timeout": config.connect_timeout,
         "application_name": "healthtech-etl",
     }
-    if config.unix_socket_dir:
-        kwargs["unix_sock"] = str(Path(config.unix_socket_dir) / f".s.PGSQL.{config.port}")
-    else:
-        kwargs["host"] = config.host
-        kwargs["port"] = config.port
-    kwargs["ssl_context"] = pg8000_ssl_argument(config)
+    own_socket = None
+    tls = _tls_context(config)  # first: an unusable CA bundle is a configuration error (exit 2)
     try:
+        if _takes_a_socket():
+            own_socket = _open_socket(config, tls)
+            kwargs.update(sock=own_socket, ssl_context=_no_tls_argument())
+        else:
+            kwargs.update(_legacy_arguments(config))
         connection = pg8000.native.Connection(**kwargs)
     except Exception as exc:  # pg8000 raises several types (InterfaceError, OSError, ...)
+        if own_socket is not None:
+            own_socket.close()
         hint = " - these settings came from .env: fix it, or remove it to use the embedded PostgreSQL" \
             if config.from_dotenv else ""
         raise DatabaseError(f"cannot connect to PostgreSQL at {config.describe()}: {_short(exc)}{hint}") from exc
-    # pg8000 keeps ``timeout`` on the socket for every later read: a lock wait behind another
-    # run, or an index rebuild or upsert longer than connect_timeout, would fail as a "network
-    # error". It bounds the connect only; statements are bounded by statement_timeout below.
-    raw_socket = getattr(connection, "_usock", None)
-    if raw_socket is not None:
-        raw_socket.settimeout(None)
+    if own_socket is not None:
+        own_socket.settimeout(None)
     try:
         # One statement must not hang a run forever; the load itself is bounded by its size.
         # No NOTICEs ("relation already exists, skipping", one per DDL statement of every
-        # run): each is a message to read, and a GIL hand-over while writer threads run.
+        # run): each is a message to read.
         connection.run("SET statement_timeout = '30min'; SET client_min_messages = warning")
     except Exception as exc:
         close_quietly(connection)
@@ -284,37 +82,111 @@ def connect(config: DbConfig) -> Any:
 
 
 def close_quietly(connection: Optional[Any]) -> None:
-    """Close a connection; an error while closing (a dead socket) never hides the real one."""
+    """Close a connection; an error while closing (a dead socket) never hides the real one.
+
+    (After an interrupt in the middle of a statement, the exception's traceback may still hold
+    pg8000's socket file: the server keeps that session until the process ends. A load's
+    session is ended by :func:`healthtech_etl.load.record_failed_run`.)"""
     if connection is None:
         return
-    # pg8000 < 1.30 closes the socket but not its buffered file: while an exception's traceback
-    # still references that file, the server keeps the session (and its locks) open. Close both.
-    stream = getattr(connection, "_sock", None)
     try:
         connection.close()
     except Exception as exc:  # the server is gone: nothing left to release
         logger.debug("closing the connection failed: %s", type(exc).__name__)
-    if stream is not None:
+
+
+def rollback_quietly(connection: Optional[Any]) -> None:
+    """ROLLBACK after a failure; a broken connection is left alone (the server rolls back when
+    the session ends), so the original error is the one raised."""
+    try:
+        if connection is not None:
+            connection.run("ROLLBACK")
+    except Exception as exc:
+        logger.debug("rollback failed: %s", type(exc).__name__)
+
+
+def _open_socket(config: DbConfig, tls: Optional[ssl.SSLContext]) -> socket.socket:
+    """A socket to the server, with ``connect_timeout`` on it until the connection is made; TLS
+    (``tls``: see :func:`_tls_context`) negotiated as libpq does."""
+    if config.unix_socket_dir:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            stream.close()
-        except Exception as exc:  # already closed or broken: the socket is gone either way
-            logger.debug("closing the socket file failed: %s", type(exc).__name__)
+            sock.settimeout(config.connect_timeout)
+            sock.connect(str(Path(config.unix_socket_dir) / f".s.PGSQL.{config.port}"))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    sock = socket.create_connection((config.host, config.port), config.connect_timeout)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return sock if tls is None else _negotiate_tls(sock, config, tls)
+    except BaseException:
+        sock.close()
+        raise
 
 
-def _short(exc: BaseException) -> str:
-    """First line of an exception, without any echo of connection parameters."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc.args[0] if exc.args else None, dict):  # pg8000 server error dict
-        fields = exc.args[0]
-        text = f"{fields.get('C', '')} {fields.get('M', '')}".strip()
-    return redact(text)[:300]
+def _tls_context(config: DbConfig) -> Optional[ssl.SSLContext]:
+    """The TLS a connection asks for: none over a unix socket (as libpq) or with ``disable``;
+    for ``prefer``, encryption without authentication (libpq's prefer); else ``sslmode``'s."""
+    if config.unix_socket_dir or config.sslmode == "disable":
+        return None
+    context = config.ssl_context()
+    if context is None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # nothing to verify: no CA store to load
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _negotiate_tls(sock: socket.socket, config: DbConfig, tls: ssl.SSLContext) -> socket.socket:
+    """Ask for TLS; ``prefer`` goes on in plain text if the server refuses."""
+    sock.sendall(SSL_REQUEST)
+    answer = sock.recv(1)
+    if answer == b"S":
+        return tls.wrap_socket(sock, server_hostname=config.host)
+    if answer == b"N" and config.sslmode == "prefer":
+        return sock
+    raise ConnectionError("the server refuses TLS" if answer == b"N" else "no answer to the TLS request")
+
+
+def _legacy_arguments(config: DbConfig) -> dict[str, Any]:
+    """pg8000 < 1.30 (AWS Glue's 1.29) opens the socket itself and keeps its ``timeout`` for every
+    later read, so none is given there; an unreachable server is found by a TCP probe bounded by
+    ``connect_timeout``. TLS: none over a unix socket or with ``disable``; ``prefer`` is plain text (pg8000 1.29
+    reads None as "no TLS" and anything else as "TLS required")."""
+    if config.unix_socket_dir:
+        return {"unix_sock": str(Path(config.unix_socket_dir) / f".s.PGSQL.{config.port}"), "timeout": None}
+    # An unreachable server still fails within connect_timeout: a TCP probe of our own first.
+    socket.create_connection((config.host, config.port), config.connect_timeout).close()
+    tls = None if config.sslmode == "disable" else config.ssl_context()
+    return {"host": config.host, "port": config.port, "timeout": None, "ssl_context": tls}
+
+
+def _pg8000_version() -> tuple[int, ...]:
+    import pg8000
+
+    return _version_tuple(getattr(pg8000, "__version__", "0"))
+
+
+def _takes_a_socket() -> bool:
+    """pg8000 1.30 added ``sock``: a socket of ours, whose timeout we control."""
+    return _pg8000_version() >= (1, 30)
+
+
+def _no_tls_argument() -> Optional[bool]:
+    """pg8000's ``ssl_context`` for "no TLS request": None before 1.31, False since (1.31 made
+    None mean "prefer")."""
+    return False if _pg8000_version() >= (1, 31) else None
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
 
 
 def start_embedded(pgdata: Path) -> DbConfig:
     """Start (or reuse) the embedded PostgreSQL kept in ``pgdata`` and return its config
     (see :mod:`healthtech_etl.embedded`). It stops when the last process using it exits."""
-    from .embedded import start_server
-
     return start_server(Path(pgdata))
 
 
@@ -325,46 +197,3 @@ def resolve_config(env: Mapping[str, str], pgdata: Optional[Path] = None,
     if config is not None:
         return config
     return start_embedded(embedded_pgdata(env, pgdata))
-
-
-def embedded_pgdata(env: Mapping[str, str], pgdata: Optional[Path] = None) -> Path:
-    """Where the embedded server keeps its data (``PGDATA_DIR``, default ``.pgdata``)."""
-    return Path(pgdata or env.get("PGDATA_DIR") or DEFAULT_PGDATA)
-
-
-def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
-    """The ``KEY=value`` lines of a ``.env`` file ({} if there is none).
-
-    A tiny parser on purpose: python-dotenv is not in the Glue runtime. An unreadable or
-    non-UTF-8 file is a ConfigError (exit 2), never a traceback."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        if path.exists():
-            raise ConfigError(f"{path} is not a regular file")
-        return values
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from exc
-    for raw_line in text.splitlines():
-        line = raw_line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key = key.strip()
-        if key.startswith("export "):
-            key = key[len("export "):].strip()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
-    return values
-
-
-def load_dotenv(path: Path = Path(".env"), environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
-    """Merge ``KEY=value`` lines of a ``.env`` file under the real environment (which wins)."""
-    merged = read_dotenv(path)
-    merged.update(os.environ if environ is None else environ)
-    return merged

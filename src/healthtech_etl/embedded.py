@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .db import DbConfig, _short
+from .db_config import DbConfig, _short
 from .errors import DatabaseError
 
 HANDLE_FILE = ".handle_pids.json"

@@ -11,11 +11,12 @@ from datetime import date, datetime, timezone
 from typing import Any, Optional
 
 from .aggregates import TOP_DOCTORS, from_doctor_counts, per_day_rows
-from .db import DbConfig, _short, connect
+from .db import DEFAULT_KEEP_RUNS, DbConfig, _short, close_quietly, connect, rollback_quietly
 from .errors import ConfigError, DatabaseError
 from .html_report import REJECTED_ROWS_SHOWN, ReportPage
-from .load import DEFAULT_KEEP_RUNS, prune_old_runs
+from .load import prune_old_runs
 from .quality import overall_status
+from .schema import ETL_RUN_REPORTS, ETL_RUNS, REJECTION_COLUMNS, create_statements, sql
 
 logger = logging.getLogger(__name__)
 
@@ -27,17 +28,39 @@ SNAPSHOT_PRUNED_NOTE = (
     "columns and timings are not known."
 )
 
-REPORTS_DDL = """CREATE TABLE IF NOT EXISTS healthtech.etl_run_reports (
-    run_id text PRIMARY KEY REFERENCES healthtech.etl_runs (run_id) ON DELETE CASCADE,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    report jsonb NOT NULL,
-    aggregates jsonb
-)"""
+# etl_run_reports, created by the first load that stores a snapshot (schema.py declares it).
+REPORTS_DDL = ";\n".join(create_statements(ETL_RUN_REPORTS))
 
-_RUN_COLUMNS = ("run_id", "started_at", "finished_at", "status", "doctors_file", "doctors_sha256",
-                "appointments_file", "appointments_sha256", "counts", "metrics", "error")
-_RUN_SELECT = ("SELECT run_id, started_at, finished_at, status, doctors_file, doctors_sha256, appointments_file,"
-               " appointments_sha256, counts, metrics, error FROM healthtech.etl_runs")
+# A ledger row: every column of etl_runs; a rejected row: every column of etl_rejections but its id.
+_RUN_SELECT = sql("SELECT {columns} FROM {etl_runs}", columns=", ".join(ETL_RUNS.names))
+_REJECTED_SELECT = sql(
+    "SELECT {columns} FROM {etl_rejections} WHERE run_id = :run_id"
+    " AND (CAST(:reason AS text) IS NULL OR :reason = ANY (reasons)) ORDER BY entity DESC, row_number, id",
+    columns=", ".join(REJECTION_COLUMNS),
+)
+_REJECTED_COUNT = sql("SELECT count(*) FROM {etl_rejections} WHERE run_id = :run_id")
+_REJECTED_BY_REASON = sql("SELECT code, count(*) FROM {etl_rejections}, unnest(reasons) AS code"
+                          " WHERE run_id = :run_id GROUP BY code ORDER BY count(*) DESC, code")
+_PER_DAY = sql("SELECT CAST(booking_date AS date), status, count(*) FROM {appointments} GROUP BY 1, 2 ORDER BY 1, 2")
+_PER_DOCTOR = sql(
+    "SELECT d.id, d.name, d.specialty, coalesce(a.confirmed, 0), coalesce(a.total, 0)"
+    " FROM {doctors} d LEFT JOIN (SELECT doctor_id, count(*) FILTER (WHERE status = 'confirmed')"
+    " AS confirmed, count(*) AS total FROM {appointments} GROUP BY doctor_id) a ON a.doctor_id = d.id"
+)
+_LATEST_SUCCEEDED = sql("SELECT run_id FROM {etl_runs} WHERE status = 'succeeded'"
+                        " ORDER BY finished_at DESC NULLS LAST, started_at DESC LIMIT 1")
+_STORE_SNAPSHOT = sql(
+    "INSERT INTO {etl_run_reports} (run_id, report, aggregates)"
+    " VALUES (:run_id, CAST(:report AS jsonb), CAST(:aggregates AS jsonb))"
+    " ON CONFLICT (run_id) DO UPDATE SET report = excluded.report, aggregates = excluded.aggregates,"
+    " created_at = now()"
+)
+# Whether a later run - in the pruning order - still has its snapshot.
+_LATER_SNAPSHOT = sql(
+    "SELECT EXISTS (SELECT 1 FROM {etl_run_reports} r JOIN {etl_runs} u USING (run_id)"
+    " WHERE (u.started_at, u.run_id) > (SELECT started_at, run_id FROM {etl_runs} WHERE run_id = :run_id))"
+)
+_SNAPSHOT = sql("SELECT report, aggregates FROM {etl_run_reports} WHERE run_id = :run_id")
 
 
 # --- the ledger --------------------------------------------------------------------------------
@@ -45,7 +68,7 @@ _RUN_SELECT = ("SELECT run_id, started_at, finished_at, status, doctors_file, do
 
 def has_history(connection: Any) -> bool:
     """True once a run has created the ledger table."""
-    rows = connection.run("SELECT to_regclass(:name) IS NOT NULL", name="healthtech.etl_runs")
+    rows = connection.run("SELECT to_regclass(:name) IS NOT NULL", name=ETL_RUNS.qualified)
     return bool(rows[0][0])
 
 
@@ -79,7 +102,7 @@ def get_run(connection: Any, run_id: Optional[str]) -> dict[str, Any]:
 
 
 def _run_dict(row: list[Any]) -> dict[str, Any]:
-    run = dict(zip(_RUN_COLUMNS, row))
+    run = dict(zip(ETL_RUNS.names, row))
     counts = run["counts"] or {}
     metrics = run["metrics"] or {}
     appointments = counts.get("appointments") or {}
@@ -123,25 +146,18 @@ def trend_runs(connection: Any, until: Optional[datetime] = None, limit: int = T
 def rejected_rows(connection: Any, run_id: str, reason: Optional[str] = None,
                   limit: Optional[int] = None) -> list[dict[str, Any]]:
     """Rejected rows of a run (doctors first, then by row number), optionally of one reason."""
-    sql = ("SELECT run_id, entity, source_file, row_number, record_id, reasons, raw FROM healthtech.etl_rejections"
-           " WHERE run_id = :run_id AND (CAST(:reason AS text) IS NULL OR :reason = ANY (reasons))"
-           " ORDER BY entity DESC, row_number, id")
+    statement = _REJECTED_SELECT
     params: dict[str, Any] = {"run_id": run_id, "reason": reason}
     if limit is not None:
-        sql += " LIMIT :limit"
+        statement += " LIMIT :limit"
         params["limit"] = limit
-    columns = ("run_id", "entity", "source_file", "row_number", "record_id", "reasons", "raw")
-    return [dict(zip(columns, row)) for row in connection.run(sql, **params)]
+    return [dict(zip(REJECTION_COLUMNS, row)) for row in connection.run(statement, **params)]
 
 
 def rejection_totals(connection: Any, run_id: str) -> tuple[int, dict[str, int]]:
     """(rejected rows, {reason code: rows}) of a run."""
-    total = connection.run("SELECT count(*) FROM healthtech.etl_rejections WHERE run_id = :run_id", run_id=run_id)
-    by_reason = connection.run(
-        "SELECT code, count(*) FROM healthtech.etl_rejections, unnest(reasons) AS code"
-        " WHERE run_id = :run_id GROUP BY code ORDER BY count(*) DESC, code",
-        run_id=run_id,
-    )
+    total = connection.run(_REJECTED_COUNT, run_id=run_id)
+    by_reason = connection.run(_REJECTED_BY_REASON, run_id=run_id)
     return int(total[0][0]), {code: int(count) for code, count in by_reason}
 
 
@@ -152,15 +168,8 @@ def appointment_aggregates(connection: Any, top_doctors: int = TOP_DOCTORS) -> d
     """Per day by status, confirmed per doctor (top ``top_doctors``) and the confirmation ratio
     per specialty of the appointments in the tables now: two GROUP BY scans in the server.
     (The reference for :func:`healthtech_etl.aggregates.frame_aggregates`.)"""
-    by_day = connection.run(
-        "SELECT CAST(booking_date AS date), status, count(*) FROM healthtech.appointments"
-        " GROUP BY 1, 2 ORDER BY 1, 2"
-    )
-    doctors = connection.run(
-        "SELECT d.id, d.name, d.specialty, coalesce(a.confirmed, 0), coalesce(a.total, 0)"
-        " FROM healthtech.doctors d LEFT JOIN (SELECT doctor_id, count(*) FILTER (WHERE status = 'confirmed')"
-        " AS confirmed, count(*) AS total FROM healthtech.appointments GROUP BY doctor_id) a ON a.doctor_id = d.id"
-    )
+    by_day = connection.run(_PER_DAY)
+    doctors = connection.run(_PER_DOCTOR)
     return {
         "per_day": per_day_rows((row[0].isoformat() for row in by_day), (row[1] for row in by_day),
                                 (row[2] for row in by_day)),
@@ -169,10 +178,7 @@ def appointment_aggregates(connection: Any, top_doctors: int = TOP_DOCTORS) -> d
 
 
 def latest_succeeded_run(connection: Any) -> Optional[str]:
-    rows = connection.run(
-        "SELECT run_id FROM healthtech.etl_runs WHERE status = 'succeeded'"
-        " ORDER BY finished_at DESC NULLS LAST, started_at DESC LIMIT 1"
-    )
+    rows = connection.run(_LATEST_SUCCEEDED)
     return rows[0][0] if rows else None
 
 
@@ -198,20 +204,17 @@ def save_run_snapshot(config: DbConfig, report: dict[str, Any], aggregates: Opti
         connection.run("COMMIT")
         return trend_runs(connection)
     except Exception:
-        _rollback(connection)
+        rollback_quietly(connection)
         raise
     finally:
-        connection.close()
+        close_quietly(connection)
 
 
 def store_snapshot(connection: Any, report: dict[str, Any], aggregates: Optional[dict[str, Any]]) -> None:
     import json
 
     connection.run(
-        "INSERT INTO healthtech.etl_run_reports (run_id, report, aggregates)"
-        " VALUES (:run_id, CAST(:report AS jsonb), CAST(:aggregates AS jsonb))"
-        " ON CONFLICT (run_id) DO UPDATE SET report = excluded.report, aggregates = excluded.aggregates,"
-        " created_at = now()",
+        _STORE_SNAPSHOT,
         run_id=report["run_id"],
         report=json.dumps(report, default=str),
         aggregates=None if aggregates is None else json.dumps(aggregates),
@@ -224,7 +227,7 @@ def prune_snapshots(connection: Any, keep_runs: int) -> None:
     rolled back to a savepoint and logged, the run's own snapshot stays, the next run prunes."""
     connection.run("SAVEPOINT prune_snapshots")
     try:
-        prune_old_runs(connection, "healthtech.etl_run_reports", keep_runs)
+        prune_old_runs(connection, ETL_RUN_REPORTS.qualified, keep_runs)
     except Exception as exc:
         connection.run("ROLLBACK TO SAVEPOINT prune_snapshots")
         logger.warning("older report snapshots not pruned (the next run tries again): %s", _short(exc))
@@ -234,7 +237,7 @@ def prune_snapshots(connection: Any, keep_runs: int) -> None:
 
 def has_snapshots(connection: Any) -> bool:
     """True once a run has created ``etl_run_reports``."""
-    return bool(connection.run("SELECT to_regclass(:name) IS NOT NULL", name="healthtech.etl_run_reports")[0][0])
+    return bool(connection.run("SELECT to_regclass(:name) IS NOT NULL", name=ETL_RUN_REPORTS.qualified)[0][0])
 
 
 def snapshot_pruned(connection: Any, run: dict[str, Any]) -> bool:
@@ -243,20 +246,14 @@ def snapshot_pruned(connection: Any, run: dict[str, Any]) -> bool:
     snapshot could not be stored after its load reads as pruned too: rare, and logged then.)"""
     if run["status"] != "succeeded" or not has_snapshots(connection):
         return False
-    rows = connection.run(
-        "SELECT EXISTS (SELECT 1 FROM healthtech.etl_run_reports r JOIN healthtech.etl_runs u USING (run_id)"
-        " WHERE (u.started_at, u.run_id) > (SELECT started_at, run_id FROM healthtech.etl_runs"
-        " WHERE run_id = :run_id))",
-        run_id=run["run_id"],
-    )
+    rows = connection.run(_LATER_SNAPSHOT, run_id=run["run_id"])
     return bool(rows[0][0])
 
 
 def get_snapshot(connection: Any, run_id: str) -> Optional[tuple[dict[str, Any], Optional[dict[str, Any]]]]:
     if not has_snapshots(connection):
         return None
-    rows = connection.run("SELECT report, aggregates FROM healthtech.etl_run_reports WHERE run_id = :run_id",
-                          run_id=run_id)
+    rows = connection.run(_SNAPSHOT, run_id=run_id)
     return (rows[0][0], rows[0][1]) if rows else None
 
 
@@ -309,7 +306,7 @@ def page_for_run(config: DbConfig, run_id: Optional[str]) -> ReportPage:
             loaded_note=loaded_note,
         )
     finally:
-        connection.close()
+        close_quietly(connection)
 
 
 def report_from_ledger(run: dict[str, Any], by_reason: dict[str, int]) -> dict[str, Any]:
@@ -360,11 +357,4 @@ def read_trends_quietly(config: DbConfig) -> list[dict[str, Any]]:
         logger.warning("HTML report: run history not read: %s", _short(exc))
         return []
     finally:
-        connection.close()
-
-
-def _rollback(connection: Any) -> None:
-    try:
-        connection.run("ROLLBACK")
-    except Exception:  # the connection may be gone; the original error matters
-        pass
+        close_quietly(connection)

@@ -3,7 +3,7 @@
 ``load.load_run`` calls :func:`merge_tables` inside its transaction, under its advisory lock,
 instead of TRUNCATE + COPY. Set-based, whatever the size:
 
-1. the rows are copied (binary ``COPY``, load.py's helpers) into temporary tables;
+1. the rows are copied (binary ``COPY``, bulk.py) into temporary tables shaped like the tables;
 2. ``INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE (row differs)`` upserts doctors and then
    appointments: new ids are inserted, changed rows updated, unchanged rows not written at all,
    ids absent from the file kept;
@@ -14,6 +14,10 @@ History across a replace: replace runs write no history, so the first merge afte
 first brings the history in line with the replaced contents, as of that replace (its
 ``finished_at`` and ``run_id``): open versions that no longer match the table are closed, and
 every appointment without an open version gets one. A merge after a merge skips this step.
+
+The statements are derived from the declaration (schema.py): the columns of ``doctors`` and
+``appointments``, their key, and ``appointment_history``, whose columns are an appointment's
+(``booking_id`` for its ``id``) followed by the version's span and run.
 """
 
 import json
@@ -23,80 +27,83 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from .db import DbConfig, _short, connect
+from . import bulk
+from .db import DbConfig, _short, close_quietly, connect
 from .errors import DatabaseError
-from .load import _REBUILD_MIN_ROWS, SCHEMA, _copy, _drop_indexes, column_types
+from .schema import APPOINTMENT_HISTORY, APPOINTMENTS, DOCTORS, Column, Table, sql, staging_table
 
 logger = logging.getLogger(__name__)
 
-DOCTOR_COLUMNS = ("id", "name", "specialty")
-APPOINTMENT_COLUMNS = ("id", "patient_id", "doctor_id", "booking_date", "status")
+# Temporary tables live in the session's own schema and vanish at COMMIT or ROLLBACK.
+STAGED = {DOCTORS.name: "merge_doctors", APPOINTMENTS.name: "merge_appointments"}
+_WRITTEN = "merge_written"  # the appointments the upsert wrote, and whether it inserted them
+_STAGE_WRITTEN = staging_table(APPOINTMENTS, _WRITTEN, extra=(Column("inserted", "boolean", null=True),))
 
-# The statements, written out in full (no identifiers assembled at run time). Temporary tables
-# live in the session's own schema and vanish at COMMIT or ROLLBACK.
-_STAGE_DOCTORS = "CREATE TEMPORARY TABLE merge_doctors (id bigint, name text, specialty text) ON COMMIT DROP"
-_STAGE_APPOINTMENTS = """CREATE TEMPORARY TABLE merge_appointments
-    (id bigint, patient_id bigint, doctor_id bigint, booking_date timestamp, status text) ON COMMIT DROP"""
-_WRITTEN_APPOINTMENTS = """CREATE TEMPORARY TABLE merge_written
-    (id bigint, patient_id bigint, doctor_id bigint, booking_date timestamp, status text, inserted boolean)
-    ON COMMIT DROP"""
+# An appointment's columns and its version's, in the same order (booking_id <- id).
+_VERSIONED = APPOINTMENTS.names
+_VERSION = APPOINTMENT_HISTORY.names[:len(_VERSIONED)]
+_FRAGMENTS = {
+    "written": _WRITTEN,
+    "history_columns": ", ".join(APPOINTMENT_HISTORY.names),
+    "appointment_columns": ", ".join(_VERSIONED),
+    "returned": ", ".join(f"t.{name}" for name in _VERSIONED),
+    "booking": _VERSION[0],
+    "same_version": " AND ".join(f"a.{a} = h.{h}" for a, h in zip(_VERSIONED, _VERSION)),
+}
+
+
+def _upsert(table: Table) -> str:
+    """Insert the staged rows of ``table``; update those whose values differ; leave the rest
+    (the upsert of a ``WITH written AS (...)``, whose RETURNING follows)."""
+    values = [name for name in table.names if name not in table.key]
+    return sql(
+        "INSERT INTO {table} AS t ({columns}) SELECT {columns} FROM {staged}"
+        " ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE ({old}) IS DISTINCT FROM ({new})",
+        table=table.qualified, columns=", ".join(table.names), staged=STAGED[table.name], key=", ".join(table.key),
+        updates=", ".join(f"{name} = excluded.{name}" for name in values),
+        old=", ".join(f"t.{name}" for name in values), new=", ".join(f"excluded.{name}" for name in values),
+    )
+
+
 # xmax = 0 on a row RETURNING gives back means the upsert inserted it (an update sets xmax).
-_UPSERT_DOCTORS = """WITH written AS (
-        INSERT INTO healthtech.doctors AS t (id, name, specialty)
-        SELECT id, name, specialty FROM merge_doctors
-        ON CONFLICT (id) DO UPDATE SET name = excluded.name, specialty = excluded.specialty
-        WHERE (t.name, t.specialty) IS DISTINCT FROM (excluded.name, excluded.specialty)
-        RETURNING t.xmax = 0 AS inserted)
-    SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"""
+_UPSERT_DOCTORS = sql("""WITH written AS ({upsert} RETURNING t.xmax = 0 AS inserted)
+    SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written""",
+                      upsert=_upsert(DOCTORS))
 # Unchanged rows are neither written nor returned; the written ones are kept for the history.
-_UPSERT_APPOINTMENTS = """WITH written AS (
-        INSERT INTO healthtech.appointments AS t (id, patient_id, doctor_id, booking_date, status)
-        SELECT id, patient_id, doctor_id, booking_date, status FROM merge_appointments
-        ON CONFLICT (id) DO UPDATE SET patient_id = excluded.patient_id, doctor_id = excluded.doctor_id,
-            booking_date = excluded.booking_date, status = excluded.status
-        WHERE (t.patient_id, t.doctor_id, t.booking_date, t.status)
-              IS DISTINCT FROM (excluded.patient_id, excluded.doctor_id, excluded.booking_date, excluded.status)
-        RETURNING t.id, t.patient_id, t.doctor_id, t.booking_date, t.status, t.xmax = 0)
-    INSERT INTO merge_written SELECT * FROM written"""
-_WRITTEN_COUNTS = "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merge_written"
+_UPSERT_APPOINTMENTS = sql("""WITH written AS ({upsert} RETURNING {returned}, t.xmax = 0)
+    INSERT INTO {written} SELECT * FROM written""", upsert=_upsert(APPOINTMENTS), **_FRAGMENTS)
+_WRITTEN_COUNTS = sql("SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM {written}",
+                      **_FRAGMENTS)
 # Only updated rows have an open version to close (a new id has none: a version left open for
 # an id the table lacks would make the insert below fail on appointment_history_open_idx).
-_CLOSE_WRITTEN = """WITH closed AS (
-        UPDATE healthtech.appointment_history h SET valid_to = CAST(:at AS timestamptz)
-        FROM merge_written w WHERE NOT w.inserted AND h.booking_id = w.id AND h.valid_to IS NULL
+_CLOSE_WRITTEN = sql("""WITH closed AS (
+        UPDATE {appointment_history} h SET valid_to = CAST(:at AS timestamptz)
+        FROM {written} w WHERE NOT w.inserted AND h.{booking} = w.id AND h.valid_to IS NULL
         RETURNING 1)
-    SELECT count(*) FROM closed"""
-_OPEN_WRITTEN = """WITH opened AS (
-        INSERT INTO healthtech.appointment_history
-            (booking_id, patient_id, doctor_id, booking_date, status, valid_from, valid_to, run_id)
-        SELECT id, patient_id, doctor_id, booking_date, status, CAST(:at AS timestamptz), NULL, :run_id
-        FROM merge_written
+    SELECT count(*) FROM closed""", **_FRAGMENTS)
+_OPEN_WRITTEN = sql("""WITH opened AS (
+        INSERT INTO {appointment_history} ({history_columns})
+        SELECT {appointment_columns}, CAST(:at AS timestamptz), NULL, :run_id FROM {written}
         RETURNING 1)
-    SELECT count(*) FROM opened"""
-_LAST_LOAD = """SELECT run_id, mode, finished_at FROM healthtech.etl_runs
-    WHERE status = 'succeeded' AND run_id <> :run_id ORDER BY finished_at DESC NULLS LAST LIMIT 1"""
+    SELECT count(*) FROM opened""", **_FRAGMENTS)
+_LAST_LOAD = sql("""SELECT run_id, mode, finished_at FROM {etl_runs}
+    WHERE status = 'succeeded' AND run_id <> :run_id ORDER BY finished_at DESC NULLS LAST LIMIT 1""")
 # After a replace: close the open versions the table no longer holds, open one for every
 # appointment without one.
-_CLOSE_REPLACED = """WITH closed AS (
-        UPDATE healthtech.appointment_history h SET valid_to = greatest(h.valid_from, CAST(:at AS timestamptz))
-        WHERE h.valid_to IS NULL AND NOT EXISTS (
-            SELECT 1 FROM healthtech.appointments a
-            WHERE a.id = h.booking_id AND a.patient_id = h.patient_id AND a.doctor_id = h.doctor_id
-              AND a.booking_date = h.booking_date AND a.status = h.status)
+_CLOSE_REPLACED = sql("""WITH closed AS (
+        UPDATE {appointment_history} h SET valid_to = greatest(h.valid_from, CAST(:at AS timestamptz))
+        WHERE h.valid_to IS NULL AND NOT EXISTS (SELECT 1 FROM {appointments} a WHERE {same_version})
         RETURNING 1)
-    SELECT count(*) FROM closed"""
-_OPEN_REPLACED = """WITH opened AS (
-        INSERT INTO healthtech.appointment_history
-            (booking_id, patient_id, doctor_id, booking_date, status, valid_from, valid_to, run_id)
-        SELECT id, patient_id, doctor_id, booking_date, status, CAST(:at AS timestamptz), NULL, :source_run
-        FROM healthtech.appointments a
-        WHERE NOT EXISTS (SELECT 1 FROM healthtech.appointment_history h
-                          WHERE h.booking_id = a.id AND h.valid_to IS NULL)
+    SELECT count(*) FROM closed""", **_FRAGMENTS)
+_OPEN_REPLACED = sql("""WITH opened AS (
+        INSERT INTO {appointment_history} ({history_columns})
+        SELECT {appointment_columns}, CAST(:at AS timestamptz), NULL, :source_run FROM {appointments} a
+        WHERE NOT EXISTS (SELECT 1 FROM {appointment_history} h WHERE h.{booking} = a.id AND h.valid_to IS NULL)
         RETURNING 1)
-    SELECT count(*) FROM opened"""
-_RECORD_COUNTS = """UPDATE healthtech.etl_runs SET counts = coalesce(counts, CAST('{}' AS jsonb)) || CAST(:merge AS jsonb)
-    WHERE run_id = :run_id"""
-_LOADED_DOCTORS = "SELECT id FROM healthtech.doctors"
+    SELECT count(*) FROM opened""", **_FRAGMENTS)
+_RECORD_COUNTS = sql("""UPDATE {etl_runs} SET counts = coalesce(counts, CAST('{{}}' AS jsonb)) || CAST(:merge AS jsonb)
+    WHERE run_id = :run_id""")
+_LOADED_DOCTORS = sql("SELECT id FROM {doctors}")
 
 
 def loaded_doctor_ids(config: DbConfig) -> np.ndarray:
@@ -104,13 +111,13 @@ def loaded_doctor_ids(config: DbConfig) -> np.ndarray:
     connection = connect(config)
     try:
         connection.run("START TRANSACTION READ ONLY")
-        exists = connection.run("SELECT to_regclass('healthtech.doctors') IS NOT NULL")[0][0]
+        exists = connection.run("SELECT to_regclass(:name) IS NOT NULL", name=DOCTORS.qualified)[0][0]
         rows = connection.run(_LOADED_DOCTORS) if exists else []
         connection.run("COMMIT")
     except Exception as exc:
         raise DatabaseError(f"cannot read the doctors already loaded: {_short(exc)}") from exc
     finally:
-        connection.close()
+        close_quietly(connection)
     return np.array([row[0] for row in rows], dtype="int64")
 
 
@@ -145,10 +152,14 @@ def _sync_history_after_replace(connection: Any, run_id: str, loaded_at: Any) ->
     return {"as_of_run": source_run, "closed": int(closed), "opened": int(opened)}
 
 
+def _stage(connection: Any, table: Table, frame: pd.DataFrame) -> None:
+    """A temporary copy of ``table``'s columns holding ``frame``'s rows."""
+    connection.run(staging_table(table, STAGED[table.name]))
+    bulk.copy_frame(connection, table, frame[list(table.names)], into=STAGED[table.name])
+
+
 def _upsert_doctors(connection: Any, doctors: pd.DataFrame) -> dict[str, int]:
-    connection.run(_STAGE_DOCTORS)
-    _copy(connection, "merge_doctors (id, name, specialty)", doctors[list(DOCTOR_COLUMNS)],
-          types=column_types(f"{SCHEMA}.doctors ({', '.join(DOCTOR_COLUMNS)})"))
+    _stage(connection, DOCTORS, doctors)
     inserted, updated = connection.run(_UPSERT_DOCTORS)[0]
     return _split(len(doctors), inserted, updated)
 
@@ -156,20 +167,14 @@ def _upsert_doctors(connection: Any, doctors: pd.DataFrame) -> dict[str, int]:
 def _upsert_appointments(
     connection: Any, run_id: str, loaded_at: Any, appointments: pd.DataFrame
 ) -> tuple[dict[str, int], dict[str, int]]:
-    connection.run(_STAGE_APPOINTMENTS)
-    connection.run(_WRITTEN_APPOINTMENTS)
-    _copy(connection, "merge_appointments (id, patient_id, doctor_id, booking_date, status)",
-          appointments[list(APPOINTMENT_COLUMNS)],
-          types=column_types(f"{SCHEMA}.appointments ({', '.join(APPOINTMENT_COLUMNS)})"))
+    _stage(connection, APPOINTMENTS, appointments)
+    connection.run(_STAGE_WRITTEN)
     # A large upsert maintains the foreign key (one trigger call per inserted row) and the plain
     # indexes row by row; dropping them and rebuilding once afterwards was ~1.4x faster at 200k
     # rows. The key stays (the upsert's arbiter). Like replace's TRUNCATE, this keeps readers out
     # until COMMIT.
-    rebuild = _drop_indexes(connection, "healthtech.appointments", keep_keys=True) \
-        if len(appointments) >= _REBUILD_MIN_ROWS else []
-    connection.run(_UPSERT_APPOINTMENTS)
-    for statement in rebuild:
-        connection.run(statement)
+    with bulk.rebuilt_indexes(connection, APPOINTMENTS, len(appointments), keep_keys=True):
+        connection.run(_UPSERT_APPOINTMENTS)
     closed = connection.run(_CLOSE_WRITTEN, at=loaded_at)[0][0]
     opened = connection.run(_OPEN_WRITTEN, at=loaded_at, run_id=run_id)[0][0]
     inserted, updated = connection.run(_WRITTEN_COUNTS)[0]

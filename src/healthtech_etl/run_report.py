@@ -17,11 +17,10 @@ from typing import Any, Optional
 import pandas as pd
 
 from .aggregates import frame_aggregates
-from .clean import ENTITY, REASONS, RECORD_ID
 from .db import DbConfig, _short
 from .html_report import HTML_FILE, REJECTED_ROWS_SHOWN, ReportPage, write_html
 from .load import DEFAULT_KEEP_RUNS
-from .schema import SOURCE_ROW
+from .schema import ENTITY, REASONS, RECORD_ID, SOURCE_ROW
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""Every way the loader can send data lands the same rows; the bulk-load index rebuild keeps the
-schema exactly as it was and still rolls back on failure."""
+"""The bulk-load index rebuild keeps the schema exactly as it was and still rolls back on failure;
+text that CSV would have to quote, and ids past 2^53, land exactly."""
 
 import datetime as dt
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from helpers import AS_OF, SCHEMA_SQL, fetch, snapshot
 
-from healthtech_etl import clean, load
+from healthtech_etl import bulk
 from healthtech_etl.errors import DatabaseError
 from healthtech_etl.load import RunRecord, load_run
 
@@ -24,7 +24,7 @@ def test_index_rebuild_keeps_schema_and_rows(run_cli, sample_inputs, db_config, 
     schema_before, rows_before = fetch(db_config, SCHEMA_SQL), snapshot(db_config)
     assert any("PRIMARY KEY" in definition for _, definition in schema_before)
     assert any("FOREIGN KEY" in definition for _, definition in schema_before)
-    monkeypatch.setattr(load, "_REBUILD_MIN_ROWS", 0)  # force the bulk path on the small data
+    monkeypatch.setattr(bulk, "REBUILD_MIN_ROWS", 0)  # force the bulk path on the small data
     etl(run_cli, sample_inputs)
     assert fetch(db_config, SCHEMA_SQL) == schema_before
     after = snapshot(db_config)
@@ -41,7 +41,7 @@ def test_constraint_violation_rolls_back_with_or_without_rebuild(run_cli, sample
                                                                  rebuild_from):
     etl(run_cli, sample_inputs)
     before = snapshot(db_config)
-    monkeypatch.setattr(load, "_REBUILD_MIN_ROWS", rebuild_from)
+    monkeypatch.setattr(bulk, "REBUILD_MIN_ROWS", rebuild_from)
     doctors = pd.DataFrame({"id": [1], "name": ["Dr. A"], "specialty": [None]})
     orphan = pd.DataFrame({"id": [1, 2], "patient_id": [5, 6], "doctor_id": [1, 777],
                            "booking_date": pd.to_datetime(["2025-10-01", "2025-10-02"]),
@@ -52,36 +52,8 @@ def test_constraint_violation_rolls_back_with_or_without_rebuild(run_cli, sample
     assert fetch(db_config, SCHEMA_SQL)  # constraints and indexes still there
 
 
-def test_file_stream_path_for_older_pg8000(run_cli, sample_inputs, db_config, monkeypatch):
-    etl(run_cli, sample_inputs)
-    expected = snapshot(db_config)
-    monkeypatch.setattr(load, "_PG8000_ITERABLES", False)
-    etl(run_cli, sample_inputs)
-    got = snapshot(db_config)
-    assert got["doctors"] == expected["doctors"] and got["appointments"] == expected["appointments"]
-
-
-def test_without_pyarrow_the_tables_are_identical(run_cli, sample_inputs, db_config, monkeypatch):
-    etl(run_cli, sample_inputs)
-    expected = snapshot(db_config)
-    rejections = fetch(db_config, "SELECT entity, row_number, reasons, raw FROM healthtech.etl_rejections "
-                                  "ORDER BY entity, row_number")
-    monkeypatch.setattr(load, "_pa", None)
-    monkeypatch.setattr(clean, "_pa", None)
-    etl(run_cli, sample_inputs, "--reader", "openpyxl")
-    got = snapshot(db_config)
-    assert got["doctors"] == expected["doctors"] and got["appointments"] == expected["appointments"]
-    second = fetch(db_config, "SELECT entity, row_number, reasons, raw FROM healthtech.etl_rejections "
-                              "WHERE run_id = (SELECT run_id FROM healthtech.etl_runs ORDER BY started_at DESC "
-                              "LIMIT 1) ORDER BY entity, row_number")
-    assert second == rejections
-
-
-@pytest.mark.parametrize("without_pyarrow", [False, True])
-def test_text_that_needs_quoting_goes_through_csv_intact(db_config, monkeypatch, without_pyarrow):
-    if without_pyarrow:
-        monkeypatch.setattr(load, "_pa", None)
-    long_name = 'Dr. "Bob", Jr. ' + "é" * 80  # longer than the binary path takes: CSV
+def test_text_that_needs_quoting_elsewhere_lands_intact(db_config):
+    long_name = 'Dr. "Bob", Jr. ' + "é" * 80
     doctors = pd.DataFrame({"id": [1, 2], "name": [long_name, "Dr. ;,\\N"], "specialty": ["A,B", None]})
     appointments = pd.DataFrame({"id": [10], "patient_id": [5], "doctor_id": [2],
                                  "booking_date": pd.to_datetime(["2025-10-01 10:11:12.345678"]),

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 from helpers import AS_OF, DB_ENV_KEYS, fetch, snapshot
 
-from healthtech_etl import cli, load
+from healthtech_etl import bulk, cli, load
 from healthtech_etl.db import DbConfig, connect
 from healthtech_etl.embedded import server_state
 
@@ -109,7 +109,7 @@ def test_backend_terminated_during_copy(run_cli, loaded, sample_inputs, db_confi
 
 def test_backend_terminated_during_the_index_rebuild(run_cli, loaded, sample_inputs, db_config, monkeypatch,
                                                      capsys):
-    monkeypatch.setattr(load, "_REBUILD_MIN_ROWS", 1)  # rebuild the indexes even for this small load
+    monkeypatch.setattr(bulk, "REBUILD_MIN_ROWS", 1)  # rebuild the indexes even for this small load
     saboteurs = sabotage(monkeypatch, terminate_backend(db_config),
                          before="ALTER TABLE healthtech.appointments ADD CONSTRAINT")
     capsys.readouterr()

@@ -306,7 +306,7 @@ def test_large_merge_index_rebuild_keeps_schema_rows_and_history(rebuild_from, r
     assert run_cli(*etl_args(months["october"])) == 0  # replace: the schema as created
     schema = fetch(db_config, SCHEMA_SQL)
     assert any("FOREIGN KEY" in definition for _, definition in schema)
-    monkeypatch.setattr("healthtech_etl.merge._REBUILD_MIN_ROWS", rebuild_from)  # 0: the bulk path
+    monkeypatch.setattr("healthtech_etl.bulk.REBUILD_MIN_ROWS", rebuild_from)  # 0: the bulk path
     assert run_cli(*etl_args(months["november"], "--mode", "merge")) == 0
     assert fetch(db_config, SCHEMA_SQL) == schema
     assert fetch(db_config, "SELECT id, patient_id, doctor_id, booking_date, status FROM healthtech.appointments "
@@ -326,7 +326,7 @@ def test_an_appointment_of_a_vanished_doctor_rolls_the_merge_back(rebuild_from, 
 
     assert run_cli(*etl_args(months["october"], "--mode", "merge")) == 0
     before, schema = full_state(db_config), fetch(db_config, SCHEMA_SQL)
-    monkeypatch.setattr("healthtech_etl.merge._REBUILD_MIN_ROWS", rebuild_from)
+    monkeypatch.setattr("healthtech_etl.bulk.REBUILD_MIN_ROWS", rebuild_from)
     run = RunRecord(run_id="orphan", started_at=dt.datetime.now(dt.timezone.utc), doctors_file="d",
                     doctors_sha256="0", appointments_file="a", appointments_sha256="0", counts={}, metrics={},
                     mode="merge")

@@ -2,7 +2,7 @@ import ssl
 
 import pytest
 
-from healthtech_etl.db import DbConfig, load_dotenv
+from healthtech_etl.db_config import DbConfig, load_dotenv
 from healthtech_etl.errors import ConfigError
 
 

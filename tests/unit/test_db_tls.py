@@ -6,7 +6,8 @@ import ssl
 import pg8000
 import pytest
 
-from healthtech_etl.db import DbConfig, _version_tuple
+from healthtech_etl.db import _version_tuple
+from healthtech_etl.db_config import DbConfig
 from healthtech_etl.errors import ConfigError
 
 trustme = pytest.importorskip("trustme")
@@ -93,12 +94,14 @@ def first_message(tmp_path, **settings):
     return received[0]
 
 
-PG8000_PREFERS = _version_tuple(pg8000.__version__) >= (1, 31)  # before 1.31 pg8000 cannot "prefer"
+# With pg8000 1.30+ the socket is ours and TLS negotiated as libpq does; pg8000 1.29 (AWS Glue's)
+# opens the socket itself and cannot "prefer" (None there means no TLS).
+WE_NEGOTIATE = _version_tuple(pg8000.__version__) >= (1, 30)
 
 
 @pytest.mark.parametrize("settings, asks_for_tls", [
     ({"sslmode": "disable"}, False),  # libpq: never ask
-    ({"sslmode": "prefer"}, PG8000_PREFERS),  # ask, go on in plain text if refused
+    ({"sslmode": "prefer"}, WE_NEGOTIATE),  # ask, go on in plain text if refused
     ({"sslmode": "require"}, True),
     ({"sslmode": "require", "unix_socket_dir": "."}, False),  # libpq: no TLS over a unix socket
 ])
@@ -107,3 +110,62 @@ def test_tls_is_asked_for_only_when_libpq_would(tmp_path, settings, asks_for_tls
         settings["unix_socket_dir"] = str(tmp_path)
 
     assert (first_message(tmp_path, **settings) == SSL_REQUEST) is asks_for_tls
+
+
+@pytest.mark.skipif(not WE_NEGOTIATE, reason="pg8000 < 1.30 opens the socket itself: the OS bounds the connect")
+@pytest.mark.parametrize("sslmode", ["disable", "require"])
+def test_connect_timeout_bounds_a_server_that_never_answers(sslmode):
+    """A listener that accepts and then says nothing (neither to the TLS request nor to the
+    start-up message): connect gives up after connect_timeout with one line."""
+    import socket
+    import time
+
+    from healthtech_etl.db import connect
+    from healthtech_etl.errors import DatabaseError
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseError, match="cannot connect to PostgreSQL at etl@127.0.0.1:.*timed out"):
+            connect(DbConfig(user="etl", host="127.0.0.1", port=listener.getsockname()[1], sslmode=sslmode,
+                             connect_timeout=1))
+        assert time.monotonic() - started < 5
+    finally:
+        listener.close()
+
+
+def test_prefer_goes_on_in_plain_text_when_the_server_refuses_tls(tmp_path):
+    """libpq's prefer: the server answers N to the TLS request, the start-up follows in plain text."""
+    import socket
+    import threading
+
+    from healthtech_etl.db import connect
+    from healthtech_etl.errors import DatabaseError
+
+    if not WE_NEGOTIATE:
+        pytest.skip("pg8000 < 1.30 cannot prefer")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    received = []
+
+    def refuse_tls_then_read():
+        peer, _ = listener.accept()
+        received.append(peer.recv(8))
+        peer.sendall(b"N")
+        received.append(peer.recv(8))
+        peer.close()
+
+    server = threading.Thread(target=refuse_tls_then_read)
+    server.start()
+    try:
+        with pytest.raises(DatabaseError):
+            connect(DbConfig(user="etl", password="x", database="clinic", host="127.0.0.1",
+                             port=listener.getsockname()[1], sslmode="prefer", connect_timeout=5))
+    finally:
+        server.join(5)
+        listener.close()
+    assert received[0] == SSL_REQUEST
+    assert received[1][4:8] == (196608).to_bytes(4, "big")  # the start-up message: protocol 3.0, no TLS
