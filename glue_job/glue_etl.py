@@ -16,9 +16,10 @@ chains to a CA of ``--DB_SSLROOTCERT`` (the RDS CA bundle, an ``s3://`` URI read
 role or a local path) and names the host in the secret. Without a bundle the job refuses to
 start (exit 2); ``--DB_SSLMODE require`` (encrypted, not authenticated) must be asked for.
 
-Glue's launcher installs the ``--extra-py-files`` wheel with ``pip install --target`` and runs
-this script with that directory on ``sys.path``: the wheel declares no dependencies, the
-pandas/numpy/openpyxl/pg8000 (and pyarrow 7) of the analytics library set are used as they are.
+Glue's launcher installs each ``--extra-py-files`` wheel (packaging, python-calamine - the one
+xlsx reader - and the package, none declaring a dependency) with ``pip install --target`` and
+runs this script with that directory on ``sys.path``; pandas, numpy and pg8000 come from the
+analytics library set as they are.
 
 Keep this file Python 3.9 compatible (no ``match``, no ``X | Y`` annotations at runtime).
 
@@ -357,12 +358,14 @@ def _fail(exit_code: int, message: str) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     try:
+        import python_calamine  # noqa: F401 - the workbook reader, shipped beside the package's wheel
+
         from healthtech_etl.errors import EtlError
         from healthtech_etl.logs import configure_logging
         from healthtech_etl.redact import redact
     except ImportError as exc:
-        return _fail(EXIT_UNEXPECTED, f"the healthtech_etl package is not installed ({exc}); "
-                                      "pass its wheel in --extra-py-files")
+        return _fail(EXIT_UNEXPECTED, f"the healthtech_etl package or python-calamine is not installed ({exc}); "
+                                      "pass their wheels (and packaging's) in --extra-py-files")
     configure_logging(json_logs=True, log_dir=None, level=os.environ.get("LOG_LEVEL", "INFO"))
     try:
         args = parse_args(argv)

@@ -174,77 +174,96 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
         _log(logging.ERROR, "STATE_MACHINE_ARN is not set", request_id=request_id)
         raise RuntimeError("STATE_MACHINE_ARN is not set: the function is misconfigured")
 
-    if isinstance(event, dict) and event.get("Event") == "s3:TestEvent":
-        # Sent once by S3 when the notification is configured; it carries no object.
-        _log(logging.INFO, "ignored s3:TestEvent", bucket=event.get("Bucket"), request_id=request_id)
-        result["ignored"].append({"reason": "s3:TestEvent", "bucket": event.get("Bucket")})
-        return _summary(result, request_id)
-    records = event.get("Records") if isinstance(event, dict) else None
-    if not isinstance(records, list) or not records:
-        _log(logging.ERROR, "rejected event: no Records list", event_type=type(event).__name__,
-             request_id=request_id)
-        result["rejected"].append({"record": None, "reason": "event has no Records list"})
-        return _summary(result, request_id)
-
+    records = _records(event, result, request_id)
     client = None
     retryable: list[str] = []
     for index, record in enumerate(records):
-        try:
-            parsed = _parse_record(record)
-        except ValueError as exc:
-            _log(logging.ERROR, "rejected record", record=index, reason=str(exc), request_id=request_id)
-            result["rejected"].append({"record": index, "reason": str(exc)})
+        parsed = _wanted(index, record, settings, result, request_id)
+        if parsed is None:
             continue
-        if not parsed["event_name"].startswith("ObjectCreated:"):
-            reason = f"event {parsed['event_name']!r} is not ObjectCreated"
-        else:
-            reason = _ignore_reason(parsed["key"], settings)
-        if reason:
-            _log(logging.INFO, "ignored object", bucket=parsed["bucket"], key=parsed["key"], reason=reason,
-                 request_id=request_id)
-            result["ignored"].append({"key": parsed["key"], "reason": reason})
-            continue
-
-        sequencer = parsed["sequencer"] or f"{parsed['etag']}@{parsed['event_time']}"
-        name = execution_name(parsed["bucket"], parsed["key"], parsed["version"], sequencer)
-        execution_input = _execution_input(parsed, settings)
-        fields = {"bucket": parsed["bucket"], "key": parsed["key"], "version": parsed["version"],
-                  "execution_name": name, "request_id": request_id}
         if client is None:
             client = boto3.client("stepfunctions")
-        try:
-            response = client.start_execution(
-                stateMachineArn=settings.state_machine_arn,
-                name=name,
-                input=json.dumps(execution_input, sort_keys=True),
-            )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "ExecutionAlreadyExists":
-                _log(logging.INFO, "duplicate event: execution already exists", **fields)
-                result["duplicates"].append({"key": parsed["key"], "execution_name": name})
-                continue
-            _log(logging.ERROR, "could not start the ETL execution", error=code,
-                 detail=str(exc)[:500], **fields)
-            if code in ("ValidationException", "InvalidName", "InvalidExecutionInput"):
-                result["rejected"].append({"record": index, "reason": f"{code}: {str(exc)[:200]}"})
-            else:  # throttling, access, service errors: let Lambda retry (names keep it idempotent)
-                retryable.append(f"{parsed['key']}: {code or type(exc).__name__}")
-            continue
-        except BotoCoreError as exc:
-            _log(logging.ERROR, "could not reach Step Functions", detail=str(exc)[:500], **fields)
-            retryable.append(f"{parsed['key']}: {type(exc).__name__}")
-            continue
-        _log(logging.INFO, "started ETL execution", execution_arn=response["executionArn"], **fields)
-        result["started"].append(
-            {"key": parsed["key"], "execution_name": name, "execution_arn": response["executionArn"]}
-        )
+        problem = _start(client, index, parsed, settings, result, request_id)
+        if problem:
+            retryable.append(problem)
 
     summary = _summary(result, request_id)
     if retryable:
         raise RuntimeError(f"could not start {len(retryable)} execution(s), will be retried: "
                            + "; ".join(retryable))
     return summary
+
+
+def _records(event: Any, result: dict[str, list[dict[str, Any]]], request_id: Optional[str]) -> list[Any]:
+    """The event's S3 records; none (with the reason in ``result``) for a test event or garbage."""
+    if isinstance(event, dict) and event.get("Event") == "s3:TestEvent":
+        # Sent once by S3 when the notification is configured; it carries no object.
+        _log(logging.INFO, "ignored s3:TestEvent", bucket=event.get("Bucket"), request_id=request_id)
+        result["ignored"].append({"reason": "s3:TestEvent", "bucket": event.get("Bucket")})
+        return []
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list) or not records:
+        _log(logging.ERROR, "rejected event: no Records list", event_type=type(event).__name__,
+             request_id=request_id)
+        result["rejected"].append({"record": None, "reason": "event has no Records list"})
+        return []
+    return records
+
+
+def _wanted(index: int, record: Any, settings: _Settings, result: dict[str, list[dict[str, Any]]],
+            request_id: Optional[str]) -> Optional[dict[str, str]]:
+    """The parsed record when it is an upload that starts a run; else None (rejected or ignored)."""
+    try:
+        parsed = _parse_record(record)
+    except ValueError as exc:
+        _log(logging.ERROR, "rejected record", record=index, reason=str(exc), request_id=request_id)
+        result["rejected"].append({"record": index, "reason": str(exc)})
+        return None
+    if not parsed["event_name"].startswith("ObjectCreated:"):
+        reason = f"event {parsed['event_name']!r} is not ObjectCreated"
+    else:
+        reason = _ignore_reason(parsed["key"], settings)
+    if reason:
+        _log(logging.INFO, "ignored object", bucket=parsed["bucket"], key=parsed["key"], reason=reason,
+             request_id=request_id)
+        result["ignored"].append({"key": parsed["key"], "reason": reason})
+        return None
+    return parsed
+
+
+def _start(client: Any, index: int, parsed: dict[str, str], settings: _Settings,
+           result: dict[str, list[dict[str, Any]]], request_id: Optional[str]) -> Optional[str]:
+    """Start the record's execution; returns what failed when a retry of the invocation may fix it."""
+    sequencer = parsed["sequencer"] or f"{parsed['etag']}@{parsed['event_time']}"
+    name = execution_name(parsed["bucket"], parsed["key"], parsed["version"], sequencer)
+    fields = {"bucket": parsed["bucket"], "key": parsed["key"], "version": parsed["version"],
+              "execution_name": name, "request_id": request_id}
+    try:
+        response = client.start_execution(
+            stateMachineArn=settings.state_machine_arn,
+            name=name,
+            input=json.dumps(_execution_input(parsed, settings), sort_keys=True),
+        )
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "ExecutionAlreadyExists":
+            _log(logging.INFO, "duplicate event: execution already exists", **fields)
+            result["duplicates"].append({"key": parsed["key"], "execution_name": name})
+            return None
+        _log(logging.ERROR, "could not start the ETL execution", error=code, detail=str(exc)[:500], **fields)
+        if code in ("ValidationException", "InvalidName", "InvalidExecutionInput"):
+            result["rejected"].append({"record": index, "reason": f"{code}: {str(exc)[:200]}"})
+            return None
+        # throttling, access, service errors: let Lambda retry (names keep it idempotent)
+        return f"{parsed['key']}: {code or type(exc).__name__}"
+    except BotoCoreError as exc:
+        _log(logging.ERROR, "could not reach Step Functions", detail=str(exc)[:500], **fields)
+        return f"{parsed['key']}: {type(exc).__name__}"
+    _log(logging.INFO, "started ETL execution", execution_arn=response["executionArn"], **fields)
+    result["started"].append(
+        {"key": parsed["key"], "execution_name": name, "execution_arn": response["executionArn"]}
+    )
+    return None
 
 
 def _summary(result: dict[str, list[dict[str, Any]]], request_id: Optional[str]) -> dict[str, Any]:

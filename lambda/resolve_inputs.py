@@ -86,7 +86,9 @@ def pair_id(bucket: str, doctors_key: str, doctors: dict, appointments_key: str,
 
 
 def max_capacity(input_bytes: int, limit: int) -> float:
-    """1 DPU above the limit (the 1 GB of 1/16 DPU would not hold the openpyxl read), else 1/16."""
+    """1 DPU when the workbooks together are larger than ``limit``, else 1/16 DPU. The run's peak
+    memory - the python-calamine read of both workbooks, then their pandas frames - grows with their
+    size, and 1/16 DPU has 1 GB (README "Memory" has the measured peak)."""
     return LARGE_DPU if input_bytes > limit else SMALL_DPU
 
 

@@ -7,9 +7,10 @@
 #   scripts/cdk.sh <any cdk command>     diff, destroy, ls ...
 #
 # The app runs with the project venv (PY, default .venv/bin/python); `make synth` / `make deploy`
-# create it and build the Glue wheel into dist/ first. `deploy` first downloads AWS's RDS CA
-# bundle (RDS_CA_BUNDLE_URL) to dist/rds-ca/global-bundle.pem (git-ignored), which the stack
-# copies beside the Glue script; it refuses to deploy without it (the job verifies RDS with it).
+# create it, build the Glue wheel into dist/ and stage the job's library wheels (python-calamine,
+# packaging) in dist/glue/ first. `deploy` first downloads AWS's RDS CA bundle (RDS_CA_BUNDLE_URL)
+# to dist/rds-ca/global-bundle.pem (git-ignored), which the stack copies beside the Glue script; it
+# refuses to deploy without it (the job verifies RDS with it).
 # REQUIRE_APPROVAL (never | any-change | broadening) is passed to deploy as --require-approval.
 set -euo pipefail
 
@@ -30,6 +31,12 @@ if [[ "$cmd" != "bootstrap" ]]; then
   [[ -x "$PY" ]] || { echo "cdk.sh: $PY not found: run 'make install-dev' (or set PY=/path/to/python)" >&2; exit 1; }
   if ! compgen -G "$ROOT/dist/healthtech_etl-*-py3-none-any.whl" >/dev/null; then
     echo "cdk.sh: no wheel in dist/: run 'make build-glue' first" >&2
+    exit 1
+  fi
+  # The job's library wheels (glue_job/requirements.txt), verified and staged by build-glue.
+  if ! compgen -G "$ROOT/dist/glue/python_calamine-*.whl" >/dev/null \
+      || ! compgen -G "$ROOT/dist/glue/packaging-*.whl" >/dev/null; then
+    echo "cdk.sh: no python-calamine/packaging wheels in dist/glue/: run 'make build-glue' first" >&2
     exit 1
   fi
 fi

@@ -16,6 +16,9 @@ import aws_cdk as cdk
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DIST_DIR = REPO_ROOT / "dist"
 GLUE_SCRIPT = REPO_ROOT / "glue_job" / "glue_etl.py"
+# `make build-glue` stages the job's library wheels (glue_job/requirements.txt) here.
+GLUE_STAGE_DIR = DIST_DIR / "glue"
+GLUE_WHEELS_MODULE = REPO_ROOT / "glue_job" / "glue_wheels.py"
 LAMBDA_DIR = REPO_ROOT / "lambda"
 
 WHEEL_GLOB = "healthtech_etl-*-py3-none-any.whl"
@@ -159,6 +162,25 @@ def find_wheel(dist_dir: Path = DIST_DIR) -> Path:
             "--outdir dist .` from the repository root) before synth"
         )
     return wheels[-1]
+
+
+def find_library_wheels(stage_dir: Path = GLUE_STAGE_DIR) -> list[Path]:
+    """The library wheels `make build-glue` staged for the job's --extra-py-files (python-calamine and
+    packaging, the pins of glue_job/requirements.txt), in install order."""
+    import importlib.util
+    import sys
+
+    if "glue_wheels" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("glue_wheels", GLUE_WHEELS_MODULE)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["glue_wheels"] = module
+        spec.loader.exec_module(module)
+    glue_wheels = sys.modules["glue_wheels"]
+    try:
+        return list(glue_wheels.staged(stage_dir))
+    except glue_wheels.WheelError as exc:
+        raise FileNotFoundError(str(exc)) from None
 
 
 def retention(days: int):

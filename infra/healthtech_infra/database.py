@@ -28,15 +28,30 @@ INTERFACE_ENDPOINTS = {
 class Database(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: EtlConfig, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
+        self.config = config
+        self.key = key
+        self.vpc = self._vpc()
+        self.isolated_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+        # The Glue connection (one ENI subnet) runs the job in the first isolated subnet's AZ.
+        self.job_subnet = self.vpc.isolated_subnets[0]
+        # Interface endpoints cost per AZ-hour: by default only in the job's AZ (context endpointAzs=2
+        # adds the second AZ, e.g. for a job connection moved there).
+        self.endpoint_subnets = ec2.SubnetSelection(subnets=self.vpc.isolated_subnets[: config.endpoint_azs])
+        self.glue_sg = self._glue_security_group()
+        self.endpoint_sg = self._endpoints()
+        self.db_sg = self._database_security_group()
+        self.instance = self._instance()
+        self.secret = self.instance.secret
 
+    def _vpc(self) -> ec2.Vpc:
         flow_log_group = logs.LogGroup(
             self,
             "FlowLogs",
-            retention=retention(config.log_retention_days),
-            encryption_key=key,
-            removal_policy=config.removal_policy,
+            retention=retention(self.config.log_retention_days),
+            encryption_key=self.key,
+            removal_policy=self.config.removal_policy,
         )
-        self.vpc = ec2.Vpc(
+        return ec2.Vpc(
             self,
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr("10.40.0.0/16"),
@@ -58,60 +73,62 @@ class Database(Construct):
                 )
             },
         )
-        self.isolated_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
-        # The Glue connection (one ENI subnet) runs the job in the first isolated subnet's AZ.
-        self.job_subnet = self.vpc.isolated_subnets[0]
-        # Interface endpoints cost per AZ-hour: by default only in the job's AZ (context endpointAzs=2
-        # adds the second AZ, e.g. for a job connection moved there).
-        self.endpoint_subnets = ec2.SubnetSelection(subnets=self.vpc.isolated_subnets[: config.endpoint_azs])
 
-        # The Glue job's ENIs. Glue requires a self-referencing all-TCP inbound rule on the
-        # connection's security group; outbound is limited to what the job talks to.
-        self.glue_sg = ec2.SecurityGroup(
+    def _glue_security_group(self) -> ec2.SecurityGroup:
+        """The Glue job's ENIs. Glue requires a self-referencing all-TCP inbound rule on the
+        connection's security group; outbound is limited to what the job talks to."""
+        glue_sg = ec2.SecurityGroup(
             self,
             "GlueJobSecurityGroup",
             vpc=self.vpc,
             description="Glue ETL job ENIs (self-referencing rule required by Glue)",
             allow_all_outbound=False,
         )
-        self.glue_sg.add_ingress_rule(self.glue_sg, ec2.Port.all_tcp(), "Glue: self-referencing, all TCP")
-        self.glue_sg.add_egress_rule(self.glue_sg, ec2.Port.all_tcp(), "Glue: self-referencing, all TCP")
+        glue_sg.add_ingress_rule(glue_sg, ec2.Port.all_tcp(), "Glue: self-referencing, all TCP")
+        glue_sg.add_egress_rule(glue_sg, ec2.Port.all_tcp(), "Glue: self-referencing, all TCP")
+        return glue_sg
 
-        self.endpoint_sg = ec2.SecurityGroup(
+    def _endpoints(self) -> ec2.SecurityGroup:
+        """The interface endpoints (HTTPS from the job only); returns their security group."""
+        endpoint_sg = ec2.SecurityGroup(
             self,
             "EndpointSecurityGroup",
             vpc=self.vpc,
             description="Interface VPC endpoints: HTTPS from the Glue job only",
             allow_all_outbound=False,
         )
-        self.endpoint_sg.add_ingress_rule(self.glue_sg, ec2.Port.tcp(443), "HTTPS from the Glue job")
+        endpoint_sg.add_ingress_rule(self.glue_sg, ec2.Port.tcp(443), "HTTPS from the Glue job")
         # S3 is reached through the gateway endpoint, whose prefix list id is only known at deploy
         # time (a synth-time lookup would need an account). The subnets are isolated (no internet or
         # NAT route), so HTTPS can only reach S3 and the interface endpoints anyway.
         self.glue_sg.add_egress_rule(
             ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to S3 (gateway endpoint) and interface endpoints"
         )
-
         for name, service in INTERFACE_ENDPOINTS.items():
             self.vpc.add_interface_endpoint(
                 name,
                 service=service,
                 subnets=self.endpoint_subnets,
-                security_groups=[self.endpoint_sg],
+                security_groups=[endpoint_sg],
                 private_dns_enabled=True,
                 open=False,
             )
+        return endpoint_sg
 
-        self.db_sg = ec2.SecurityGroup(
+    def _database_security_group(self) -> ec2.SecurityGroup:
+        db_sg = ec2.SecurityGroup(
             self,
             "DatabaseSecurityGroup",
             vpc=self.vpc,
             description="RDS PostgreSQL: port 5432 from the Glue job only",
             allow_all_outbound=False,
         )
-        self.db_sg.add_ingress_rule(self.glue_sg, ec2.Port.tcp(DB_PORT), "PostgreSQL from the Glue job")
-        self.glue_sg.add_egress_rule(self.db_sg, ec2.Port.tcp(DB_PORT), "PostgreSQL to the database")
+        db_sg.add_ingress_rule(self.glue_sg, ec2.Port.tcp(DB_PORT), "PostgreSQL from the Glue job")
+        self.glue_sg.add_egress_rule(db_sg, ec2.Port.tcp(DB_PORT), "PostgreSQL to the database")
+        return db_sg
 
+    def _instance(self) -> rds.DatabaseInstance:
+        config = self.config
         engine = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_18)
         parameters = rds.ParameterGroup(
             self,
@@ -127,10 +144,10 @@ class Database(Construct):
             "PostgresLogs",
             log_group_name=f"/aws/rds/instance/{instance_id}/postgresql",
             retention=retention(config.log_retention_days),
-            encryption_key=key,
+            encryption_key=self.key,
             removal_policy=config.removal_policy,
         )
-        self.instance = rds.DatabaseInstance(
+        instance = rds.DatabaseInstance(
             self,
             "Postgres",
             instance_identifier=instance_id,
@@ -147,7 +164,7 @@ class Database(Construct):
             parameter_group=parameters,
             publicly_accessible=False,
             storage_encrypted=True,
-            storage_encryption_key=key,
+            storage_encryption_key=self.key,
             allocated_storage=20,
             max_allocated_storage=100,
             storage_type=rds.StorageType.GP3,
@@ -160,5 +177,5 @@ class Database(Construct):
             cloudwatch_logs_exports=["postgresql"],
             removal_policy=config.database_removal_policy,
         )
-        self.instance.node.add_dependency(self.db_log_group)
-        self.secret = self.instance.secret
+        instance.node.add_dependency(self.db_log_group)
+        return instance

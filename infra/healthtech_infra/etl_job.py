@@ -46,14 +46,13 @@ class EtlJob(Construct):
         artifacts_bucket: s3.IBucket,
         key: kms.IKey,
         script_key: str,
-        wheel_key: str,
+        extra_py_files_keys: list[str],
         ca_bundle_key: str,
         db_secret: secretsmanager.ISecret | None,
     ) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
         assert db_secret is not None, "the RDS instance must have a generated secret"
-
+        self.config = config
         self.connection = glue.Connection(
             self,
             "VpcConnection",
@@ -63,7 +62,6 @@ class EtlJob(Construct):
             # The endpoints' AZ (database.endpoint_subnets starts with this subnet).
             network=glue.ConnectionNetwork.vpc(database.vpc, subnets=[database.job_subnet]),
         )
-
         self.log_group = logs.LogGroup(
             self,
             "JobLogs",
@@ -72,7 +70,6 @@ class EtlJob(Construct):
             encryption_key=key,
             removal_policy=config.removal_policy,
         )
-
         self.role = iam.Role(
             self,
             "JobRole",
@@ -80,109 +77,33 @@ class EtlJob(Construct):
             description="healthtech-etl Glue job: read raw/, write reports/, read the DB secret, put metrics",
         )
         policy = iam.Policy(self, "JobPolicy", roles=[self.role])
-        add = policy.add_statements
-        # Inputs: the uploaded workbooks (any version) under raw/.
-        add(
-            iam.PolicyStatement(
-                sid="ReadRawUploads",
-                actions=["s3:GetObject", "s3:GetObjectVersion"],
-                resources=[raw_bucket.arn_for_objects(f"{RAW_PREFIX}*")],
-            ),
-            iam.PolicyStatement(
-                sid="ListRawPrefix",
-                actions=["s3:ListBucket"],
-                resources=[raw_bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{RAW_PREFIX}*"]}},
-            ),
-            # Outputs: quality reports under reports/.
-            iam.PolicyStatement(
-                sid="WriteReports",
-                actions=["s3:PutObject"],
-                resources=[artifacts_bucket.arn_for_objects(f"{REPORT_PREFIX}/*")],
-            ),
-            # The job script, the wheel and the RDS CA bundle, nothing else of the artifacts bucket.
-            iam.PolicyStatement(
-                sid="ReadJobCode",
-                actions=["s3:GetObject"],
-                resources=[
-                    artifacts_bucket.arn_for_objects(script_key),
-                    artifacts_bucket.arn_for_objects(wheel_key),
-                    artifacts_bucket.arn_for_objects(ca_bundle_key),
-                ],
-            ),
-            # SSE-KMS on both buckets: only through S3.
-            iam.PolicyStatement(
-                sid="UseDataKeyThroughS3",
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                resources=[key.key_arn],
-                conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"}},
-            ),
-            iam.PolicyStatement(
-                sid="ReadDatabaseSecret",
-                actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                resources=[db_secret.secret_arn],
-            ),
-            iam.PolicyStatement(
-                sid="PutEtlMetrics",
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}},
-            ),
-            # Logs: CDK grants the job's own (continuous logging) group; these are the
-            # service-named groups Glue Python shell always writes stdout/stderr to.
-            iam.PolicyStatement(
-                sid="WriteGlueServiceLogs",
-                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[
-                    stack.format_arn(
-                        service="logs",
-                        resource="log-group",
-                        resource_name="/aws-glue/python-jobs/*",
-                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                    ),
-                ],
-            ),
-            # The NETWORK connection: Glue creates and removes the job's ENIs with this role.
-            iam.PolicyStatement(
-                sid="GlueVpcNetworkInterfaces",
-                actions=[
-                    "ec2:CreateNetworkInterface",
-                    "ec2:DeleteNetworkInterface",
-                    "ec2:DescribeNetworkInterfaces",
-                    "ec2:DescribeVpcEndpoints",
-                    "ec2:DescribeRouteTables",
-                    "ec2:DescribeSubnets",
-                    "ec2:DescribeSecurityGroups",
-                    "ec2:DescribeVpcAttribute",
-                ],
-                resources=["*"],
-            ),
-            iam.PolicyStatement(
-                sid="TagGlueNetworkInterfaces",
-                actions=["ec2:CreateTags", "ec2:DeleteTags"],
-                resources=[stack.format_arn(service="ec2", resource="network-interface", resource_name="*")],
-                conditions={"ForAllValues:StringEquals": {"aws:TagKeys": ["aws-glue-service-resource"]}},
-            ),
-            iam.PolicyStatement(
-                sid="ReadOwnConnection",
-                actions=["glue:GetConnection"],
-                resources=[
-                    stack.format_arn(service="glue", resource="catalog"),
-                    stack.format_arn(
-                        service="glue", resource="connection", resource_name=self.connection.connection_name
-                    ),
-                ],
-            ),
+        code_keys = [script_key, *extra_py_files_keys, ca_bundle_key]
+        policy.add_statements(
+            *data_statements(Stack.of(self), raw_bucket, artifacts_bucket, key, db_secret, code_keys),
+            *runtime_statements(Stack.of(self), self.connection.connection_name),
         )
+        self.job = self._job(artifacts_bucket, script_key, extra_py_files_keys, ca_bundle_key, db_secret)
+        # The role's policy must exist before the job can run with it.
+        self.job.node.add_dependency(policy)
 
-        self.job = glue.PythonShellJob(
+    def _job(
+        self,
+        artifacts_bucket: s3.IBucket,
+        script_key: str,
+        extra_py_files_keys: list[str],
+        ca_bundle_key: str,
+        db_secret: secretsmanager.ISecret,
+    ) -> glue.PythonShellJob:
+        config = self.config
+        return glue.PythonShellJob(
             self,
             "Job",
             job_name=config.name_prefix,
             description="healthtech-etl: clean the clinic workbooks, report quality, load PostgreSQL",
             role=self.role,
             script=S3ObjectCode(artifacts_bucket, script_key),
-            extra_python_files=[S3ObjectCode(artifacts_bucket, wheel_key)],
+            # Glue's launcher pip-installs each, in this order, into one --target directory.
+            extra_python_files=[S3ObjectCode(artifacts_bucket, key) for key in extra_py_files_keys],
             python_version=glue.PythonVersion.THREE_NINE,
             library_set=glue.LibrarySet.ANALYTICS,
             max_capacity=glue.MaxCapacity.DPU_1_16TH,
@@ -204,5 +125,107 @@ class EtlJob(Construct):
                 "--library-set": "analytics",
             },
         )
-        # The role's policy must exist before the job can run with it.
-        self.job.node.add_dependency(policy)
+
+
+def data_statements(
+    stack: Stack,
+    raw_bucket: s3.IBucket,
+    artifacts_bucket: s3.IBucket,
+    key: kms.IKey,
+    db_secret: secretsmanager.ISecret,
+    code_keys: list[str],
+) -> list[iam.PolicyStatement]:
+    """What the job reads and writes: workbooks, reports, its own code, the DB secret."""
+    return [
+        # Inputs: the uploaded workbooks (any version) under raw/.
+        iam.PolicyStatement(
+            sid="ReadRawUploads",
+            actions=["s3:GetObject", "s3:GetObjectVersion"],
+            resources=[raw_bucket.arn_for_objects(f"{RAW_PREFIX}*")],
+        ),
+        iam.PolicyStatement(
+            sid="ListRawPrefix",
+            actions=["s3:ListBucket"],
+            resources=[raw_bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{RAW_PREFIX}*"]}},
+        ),
+        # Outputs: quality reports under reports/.
+        iam.PolicyStatement(
+            sid="WriteReports",
+            actions=["s3:PutObject"],
+            resources=[artifacts_bucket.arn_for_objects(f"{REPORT_PREFIX}/*")],
+        ),
+        # The job script, its wheels and the RDS CA bundle, nothing else of the artifacts bucket.
+        iam.PolicyStatement(
+            sid="ReadJobCode",
+            actions=["s3:GetObject"],
+            resources=[artifacts_bucket.arn_for_objects(code_key) for code_key in code_keys],
+        ),
+        # SSE-KMS on both buckets: only through S3.
+        iam.PolicyStatement(
+            sid="UseDataKeyThroughS3",
+            actions=["kms:Decrypt", "kms:GenerateDataKey"],
+            resources=[key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"}},
+        ),
+        iam.PolicyStatement(
+            sid="ReadDatabaseSecret",
+            actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+            resources=[db_secret.secret_arn],
+        ),
+    ]
+
+
+def runtime_statements(stack: Stack, connection_name: str) -> list[iam.PolicyStatement]:
+    """What running in Glue takes: metrics, Glue's service log groups, the VPC connection's ENIs."""
+    return [
+        iam.PolicyStatement(
+            sid="PutEtlMetrics",
+            actions=["cloudwatch:PutMetricData"],
+            resources=["*"],
+            conditions={"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}},
+        ),
+        # Logs: CDK grants the job's own (continuous logging) group; these are the
+        # service-named groups Glue Python shell always writes stdout/stderr to.
+        iam.PolicyStatement(
+            sid="WriteGlueServiceLogs",
+            actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            resources=[
+                stack.format_arn(
+                    service="logs",
+                    resource="log-group",
+                    resource_name="/aws-glue/python-jobs/*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                ),
+            ],
+        ),
+        # The NETWORK connection: Glue creates and removes the job's ENIs with this role.
+        iam.PolicyStatement(
+            sid="GlueVpcNetworkInterfaces",
+            actions=[
+                "ec2:CreateNetworkInterface",
+                "ec2:DeleteNetworkInterface",
+                "ec2:DescribeNetworkInterfaces",
+                "ec2:DescribeVpcEndpoints",
+                "ec2:DescribeRouteTables",
+                "ec2:DescribeSubnets",
+                "ec2:DescribeSecurityGroups",
+                "ec2:DescribeVpcAttribute",
+            ],
+            resources=["*"],
+        ),
+        iam.PolicyStatement(
+            sid="TagGlueNetworkInterfaces",
+            actions=["ec2:CreateTags", "ec2:DeleteTags"],
+            resources=[stack.format_arn(service="ec2", resource="network-interface", resource_name="*")],
+            conditions={"ForAllValues:StringEquals": {"aws:TagKeys": ["aws-glue-service-resource"]}},
+        ),
+        iam.PolicyStatement(
+            sid="ReadOwnConnection",
+            actions=["glue:GetConnection"],
+            resources=[
+                stack.format_arn(service="glue", resource="catalog"),
+                stack.format_arn(service="glue", resource="connection", resource_name=connection_name),
+            ],
+        ),
+    ]

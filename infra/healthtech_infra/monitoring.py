@@ -159,52 +159,57 @@ class Monitoring(Construct):
         job_name: str,
         database: rds.DatabaseInstance,
     ) -> None:
+        self._workflow_alarms(state_machine, function, dead_letters)
+        self._quality_alarms()
+        self.dashboard = cw.Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=self.config.name_prefix,
+            default_interval=Duration.days(7),
+        )
+        for row in (
+            [self._overview_text()],
+            [cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24, height=3)],
+            run_widgets(state_machine, function),
+            quality_widgets(),
+            self._database_and_log_widgets(job_name, database),
+            [*glue_output_widgets(), dead_letter_widget(dead_letters)],
+        ):
+            self.dashboard.add_widgets(*row)
+
+    def _workflow_alarms(
+        self, state_machine: sfn.StateMachine, function: lambda_.IFunction, dead_letters: sqs.IQueue
+    ) -> None:
+        """CRITICAL alarms: a failed or timed-out execution, a failed trigger, a dead-lettered event."""
         prefix = self.config.name_prefix
         five_min = Duration.minutes(5)
-        self._alarm(
-            "StateMachineFailed",
-            alarm_name=f"{prefix}-workflow-failed",
-            alarm_description="CRITICAL: an ETL state machine execution failed",
-            metric=state_machine.metric_failed(period=five_min, statistic="Sum"),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-        )
-        self._alarm(
-            "StateMachineTimedOut",
-            alarm_name=f"{prefix}-workflow-timed-out",
-            alarm_description="CRITICAL: an ETL state machine execution timed out",
-            metric=state_machine.metric_timed_out(period=five_min, statistic="Sum"),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-        )
-        self._alarm(
-            "TriggerErrors",
-            alarm_name=f"{prefix}-trigger-errors",
-            alarm_description="CRITICAL: the upload trigger Lambda failed (the ETL did not start)",
-            metric=function.metric_errors(period=five_min, statistic="Sum"),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-        )
-        self._alarm(
-            "TriggerDeadLetters",
-            alarm_name=f"{prefix}-trigger-dead-letters",
-            alarm_description="CRITICAL: an upload event could not start the ETL after retries (see the queue)",
-            metric=dead_letters.metric_approximate_number_of_messages_visible(period=five_min, statistic="Maximum"),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-        )
+        for construct_id, name, description, metric in (
+            ("StateMachineFailed", "workflow-failed", "an ETL state machine execution failed",
+             state_machine.metric_failed(period=five_min, statistic="Sum")),
+            ("StateMachineTimedOut", "workflow-timed-out", "an ETL state machine execution timed out",
+             state_machine.metric_timed_out(period=five_min, statistic="Sum")),
+            ("TriggerErrors", "trigger-errors", "the upload trigger Lambda failed (the ETL did not start)",
+             function.metric_errors(period=five_min, statistic="Sum")),
+            ("TriggerDeadLetters", "trigger-dead-letters",
+             "an upload event could not start the ETL after retries (see the queue)",
+             dead_letters.metric_approximate_number_of_messages_visible(period=five_min, statistic="Maximum")),
+        ):
+            self._alarm(
+                construct_id,
+                alarm_name=f"{prefix}-{name}",
+                alarm_description=f"CRITICAL: {description}",
+                metric=metric,
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            )
+
+    def _quality_alarms(self) -> None:
         for q in QUALITY_THRESHOLDS + ACCEPTANCE_THRESHOLDS:
             self._alarm(
                 f"Quality{q.metric}{q.name_suffix.replace('-', '').title()}",
-                alarm_name=f"{prefix}-dq-{q.metric}{q.name_suffix}",
+                alarm_name=f"{self.config.name_prefix}-dq-{q.metric}{q.name_suffix}",
                 alarm_description=f"{q.severity}: data quality - {q.text} (threshold {q.threshold:g})",
                 metric=etl_metric(q.metric, q.statistic),
                 threshold=q.threshold,
@@ -214,64 +219,21 @@ class Monitoring(Construct):
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
             )
 
-        dashboard = cw.Dashboard(
-            self,
-            "Dashboard",
-            dashboard_name=prefix,
-            default_interval=Duration.days(7),
-        )
-        dashboard.add_widgets(
-            cw.TextWidget(
-                markdown=(
-                    f"# HealthTech ETL ({self.config.env})\n"
-                    f"Upload `raw/*.xlsx` -> Lambda -> Step Functions `{prefix}` -> Glue job `{prefix}` -> PostgreSQL. "
-                    "Data-quality thresholds: IdCompleteness 100 %, ReferentialIntegrity 95 %, "
-                    "DuplicateRate 5 %, TypingSuccess 100 %, AcceptanceRate 90 % (warning) / 50 % (critical)."
-                ),
-                width=24,
-                height=2,
-            )
-        )
-        dashboard.add_widgets(
-            cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24, height=3),
-        )
-        dashboard.add_widgets(
-            cw.GraphWidget(
-                title="Workflow executions",
-                left=[
-                    state_machine.metric_started(statistic="Sum"),
-                    state_machine.metric_succeeded(statistic="Sum"),
-                    state_machine.metric_failed(statistic="Sum"),
-                    state_machine.metric_timed_out(statistic="Sum"),
-                ],
-                width=12,
+    def _overview_text(self) -> cw.TextWidget:
+        prefix = self.config.name_prefix
+        return cw.TextWidget(
+            markdown=(
+                f"# HealthTech ETL ({self.config.env})\n"
+                f"Upload `raw/*.xlsx` -> Lambda -> Step Functions `{prefix}` -> Glue job `{prefix}` -> PostgreSQL. "
+                "Data-quality thresholds: IdCompleteness 100 %, ReferentialIntegrity 95 %, "
+                "DuplicateRate 5 %, TypingSuccess 100 %, AcceptanceRate 90 % (warning) / 50 % (critical)."
             ),
-            cw.GraphWidget(
-                title="Trigger Lambda",
-                left=[function.metric_invocations(statistic="Sum"), function.metric_errors(statistic="Sum")],
-                right=[function.metric_duration(statistic="Maximum")],
-                width=12,
-            ),
+            width=24,
+            height=2,
         )
-        dashboard.add_widgets(
-            cw.GraphWidget(
-                title="Data quality (%)",
-                left=[etl_metric(q.metric, q.statistic) for q in QUALITY_THRESHOLDS]
-                + [etl_metric("AcceptanceRate", "Minimum")],
-                left_annotations=[
-                    cw.HorizontalAnnotation(value=95, label="ReferentialIntegrity >= 95"),
-                    cw.HorizontalAnnotation(value=5, label="DuplicateRate <= 5"),
-                    cw.HorizontalAnnotation(value=90, label="AcceptanceRate >= 90"),
-                ],
-                width=12,
-            ),
-            cw.GraphWidget(
-                title="Rows per run",
-                left=[etl_metric(name, "Sum") for name in COUNT_METRICS],
-                width=12,
-            ),
-        )
-        dashboard.add_widgets(
+
+    def _database_and_log_widgets(self, job_name: str, database: rds.DatabaseInstance) -> list[cw.IWidget]:
+        return [
             cw.GraphWidget(
                 title="PostgreSQL",
                 left=[database.metric_cpu_utilization(), database.metric_database_connections()],
@@ -280,7 +242,7 @@ class Monitoring(Construct):
             ),
             cw.LogQueryWidget(
                 title=f"Glue job {job_name}: recent errors",
-                log_group_names=[f"/aws-glue/{prefix}", GLUE_SERVICE_LOG_GROUPS[1]],
+                log_group_names=[f"/aws-glue/{self.config.name_prefix}", GLUE_SERVICE_LOG_GROUPS[1]],
                 query_lines=[
                     "fields @timestamp, @message",
                     "filter @message like /ERROR/",
@@ -289,23 +251,70 @@ class Monitoring(Construct):
                 ],
                 width=12,
             ),
+        ]
+
+
+def run_widgets(state_machine: sfn.StateMachine, function: lambda_.IFunction) -> list[cw.IWidget]:
+    return [
+        cw.GraphWidget(
+            title="Workflow executions",
+            left=[
+                state_machine.metric_started(statistic="Sum"),
+                state_machine.metric_succeeded(statistic="Sum"),
+                state_machine.metric_failed(statistic="Sum"),
+                state_machine.metric_timed_out(statistic="Sum"),
+            ],
+            width=12,
+        ),
+        cw.GraphWidget(
+            title="Trigger Lambda",
+            left=[function.metric_invocations(statistic="Sum"), function.metric_errors(statistic="Sum")],
+            right=[function.metric_duration(statistic="Maximum")],
+            width=12,
+        ),
+    ]
+
+
+def quality_widgets() -> list[cw.IWidget]:
+    return [
+        cw.GraphWidget(
+            title="Data quality (%)",
+            left=[etl_metric(q.metric, q.statistic) for q in QUALITY_THRESHOLDS]
+            + [etl_metric("AcceptanceRate", "Minimum")],
+            left_annotations=[
+                cw.HorizontalAnnotation(value=95, label="ReferentialIntegrity >= 95"),
+                cw.HorizontalAnnotation(value=5, label="DuplicateRate <= 5"),
+                cw.HorizontalAnnotation(value=90, label="AcceptanceRate >= 90"),
+            ],
+            width=12,
+        ),
+        cw.GraphWidget(
+            title="Rows per run",
+            left=[etl_metric(name, "Sum") for name in COUNT_METRICS],
+            width=12,
+        ),
+    ]
+
+
+def glue_output_widgets() -> list[cw.IWidget]:
+    return [
+        cw.LogQueryWidget(
+            # Python shell's stdout/stderr (all jobs of the account share these groups).
+            title="Glue Python shell output and errors (/aws-glue/python-jobs/*)",
+            log_group_names=list(GLUE_SERVICE_LOG_GROUPS),
+            query_lines=[
+                "fields @timestamp, @logStream, @message",
+                "sort @timestamp desc",
+                "limit 50",
+            ],
+            width=24,
         )
-        dashboard.add_widgets(
-            cw.LogQueryWidget(
-                # Python shell's stdout/stderr (all jobs of the account share these groups).
-                title="Glue Python shell output and errors (/aws-glue/python-jobs/*)",
-                log_group_names=list(GLUE_SERVICE_LOG_GROUPS),
-                query_lines=[
-                    "fields @timestamp, @logStream, @message",
-                    "sort @timestamp desc",
-                    "limit 50",
-                ],
-                width=24,
-            ),
-            cw.GraphWidget(
-                title="Trigger dead letters",
-                left=[dead_letters.metric_approximate_number_of_messages_visible(statistic="Maximum")],
-                width=12,
-            ),
-        )
-        self.dashboard = dashboard
+    ]
+
+
+def dead_letter_widget(dead_letters: sqs.IQueue) -> cw.IWidget:
+    return cw.GraphWidget(
+        title="Trigger dead letters",
+        left=[dead_letters.metric_approximate_number_of_messages_visible(statistic="Maximum")],
+        width=12,
+    )

@@ -32,15 +32,34 @@ def _children_starting_with(stack: cdk.Stack, prefix: str) -> list[IConstruct]:
     return [c for c in stack.node.children if c.node.id.startswith(prefix)]
 
 
+PARTITION_REGION_ACCOUNT = "arn:<AWS::Partition>:{service}:<AWS::Region>:<AWS::AccountId>:{rest}"
+BASIC_EXECUTION_ROLE = (
+    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]"
+)
+
+
 def acknowledge_findings(stack: HealthTechEtlStack) -> None:
     ACKNOWLEDGED.clear()
-    config = stack.config
-    partition_region_account = "arn:<AWS::Partition>:{service}:<AWS::Region>:<AWS::AccountId>:{rest}"
-
-    # --- Glue job role: every wildcard is a prefix of our own buckets or an API without resource ARNs.
-    job_policy = stack.etl.node.find_child("JobPolicy")
     raw_arn = stack.resolve(stack.storage.raw_bucket.bucket_arn)["Fn::GetAtt"][0]
     artifacts_arn = stack.resolve(stack.storage.artifacts_bucket.bucket_arn)["Fn::GetAtt"][0]
+    _glue_job_role(stack, raw_arn, artifacts_arn)
+    _glue_job(stack)
+    _orchestration(stack, raw_arn, artifacts_arn)
+    _glue_service_logs(stack)
+    _database(stack)
+    _bucket_deployments(stack, artifacts_arn)
+    for handler in _children_starting_with(stack, "BucketNotificationsHandler"):
+        ack(
+            handler,
+            BASIC_EXECUTION_ROLE,
+            CDK_MANAGED.format(what="configures the raw bucket's S3 -> Lambda notification")
+            + ": only CloudWatch Logs write access.",
+        )
+
+
+def _glue_job_role(stack: HealthTechEtlStack, raw_arn: str, artifacts_arn: str) -> None:
+    """Every wildcard is a prefix of our own buckets or an API without resource ARNs."""
+    job_policy = stack.etl.node.find_child("JobPolicy")
     ack(
         job_policy,
         f"AwsSolutions-IAM5[Resource::<{raw_arn}.Arn>/raw/*]",
@@ -60,7 +79,7 @@ def acknowledge_findings(stack: HealthTechEtlStack) -> None:
     ack(
         job_policy,
         "AwsSolutions-IAM5[Resource::"
-        + partition_region_account.format(service="logs", rest="log-group:/aws-glue/python-jobs/*")
+        + PARTITION_REGION_ACCOUNT.format(service="logs", rest="log-group:/aws-glue/python-jobs/*")
         + "]",
         "Glue Python shell writes stdout/stderr to service-named groups under /aws-glue/python-jobs/ "
         "(output, error) whose names we do not choose.",
@@ -68,11 +87,14 @@ def acknowledge_findings(stack: HealthTechEtlStack) -> None:
     ack(
         job_policy,
         "AwsSolutions-IAM5[Resource::"
-        + partition_region_account.format(service="ec2", rest="network-interface/*")
+        + PARTITION_REGION_ACCOUNT.format(service="ec2", rest="network-interface/*")
         + "]",
         "Glue tags the ENIs it creates for the connection; ENI ids are unknown in advance and the tag keys are "
         "restricted by condition to aws-glue-service-resource.",
     )
+
+
+def _glue_job(stack: HealthTechEtlStack) -> None:
     job = stack.etl.job
     ack(
         job,
@@ -94,24 +116,26 @@ def acknowledge_findings(stack: HealthTechEtlStack) -> None:
         "uploads by trigger key and version in PostgreSQL.",
     )
 
-    # --- Step Functions role: vended-logs delivery and X-Ray have no resource-level permissions.
+
+def _orchestration(stack: HealthTechEtlStack, raw_arn: str, artifacts_arn: str) -> None:
+    """The state machine's role, the ResolveInputs Lambda and the trigger's failure queue."""
+    orchestration = stack.orchestration
+    # Step Functions role: vended-logs delivery and X-Ray have no resource-level permissions.
     ack(
-        stack.orchestration.state_machine.role,
+        orchestration.state_machine.role,
         "AwsSolutions-IAM5[Resource::*]",
         "logs:*LogDelivery*/Describe* (vended logs to the encrypted log group) and xray:Put* (tracing) do not "
         "support resource-level permissions; CDK generates exactly these statements.",
     )
-
-    # --- ResolveInputs Lambda and the state machine invoking it.
-    orchestration = stack.orchestration
+    resolver_policy = orchestration.node.find_child("ResolverFunctionPolicy")
     ack(
-        orchestration.node.find_child("ResolverFunctionPolicy"),
+        resolver_policy,
         f"AwsSolutions-IAM5[Resource::<{raw_arn}.Arn>/raw/*]",
         "The resolver reads the latest version of whichever workbooks were uploaded: object access is "
         "limited to the raw/ prefix of the raw bucket (HeadObject only, through s3:GetObject).",
     )
     ack(
-        orchestration.node.find_child("ResolverFunctionPolicy"),
+        resolver_policy,
         f"AwsSolutions-IAM5[Resource::<{artifacts_arn}.Arn>/runs/claims/*]",
         "One claim marker per pair of workbook versions, named by its hash: PutObject is limited to the "
         "runs/claims/ prefix of the artifacts bucket.",
@@ -123,7 +147,7 @@ def acknowledge_findings(stack: HealthTechEtlStack) -> None:
         "CDK's LambdaInvoke grant covers the resolver function and its versions/aliases (ARN:*); it is "
         "still this one function.",
     )
-    # --- Trigger Lambda's on-failure destination (a KMS-encrypted queue).
+    # Trigger Lambda's on-failure destination (a KMS-encrypted queue).
     ack(
         orchestration.dead_letters,
         "AwsSolutions-SQS3",
@@ -138,7 +162,9 @@ def acknowledge_findings(stack: HealthTechEtlStack) -> None:
             "it; the key statement is limited to the stack's own key.",
         )
 
-    # --- Glue Python shell's service log groups (custom resource sets their retention).
+
+def _glue_service_logs(stack: HealthTechEtlStack) -> None:
+    """Glue Python shell's service log groups (a custom resource sets their retention)."""
     for construct in stack.glue_service_logs.node.children:
         policy = construct.node.try_find_child("CustomResourcePolicy")
         if policy is None:
@@ -147,7 +173,7 @@ def acknowledge_findings(stack: HealthTechEtlStack) -> None:
             ack(
                 policy,
                 "AwsSolutions-IAM5[Resource::"
-                + partition_region_account.format(service="logs", rest=f"log-group:/aws-glue/python-jobs/{group}:*")
+                + PARTITION_REGION_ACCOUNT.format(service="logs", rest=f"log-group:/aws-glue/python-jobs/{group}:*")
                 + "]",
                 "CreateLogGroup/PutRetentionPolicy on Glue's two named service log groups; the ':*' form is "
                 "how CloudWatch Logs ARNs name a group's streams.",
@@ -155,14 +181,14 @@ def acknowledge_findings(stack: HealthTechEtlStack) -> None:
     for provider in _children_starting_with(stack, "AWS679f53fac002430cb0da5b7982bd2287"):
         ack(
             provider,
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-            "AWSLambdaBasicExecutionRole]",
+            BASIC_EXECUTION_ROLE,
             CDK_MANAGED.format(what="AwsCustomResource provider that sets the Glue service log groups' retention")
             + ": only CloudWatch Logs write access.",
         )
 
-    # --- Database.
-    instance = stack.database.instance
+
+def _database(stack: HealthTechEtlStack) -> None:
+    config, instance = stack.config, stack.database.instance
     ack(
         instance,
         "AwsSolutions-RDS11",
@@ -191,17 +217,14 @@ def acknowledge_findings(stack: HealthTechEtlStack) -> None:
         "`aws secretsmanager rotate-secret` after adding a rotation function.",
     )
 
-    # --- CDK-managed singletons used for deployment-time work.
+
+def _bucket_deployments(stack: HealthTechEtlStack, artifacts_arn: str) -> None:
+    """CDK-managed singleton used for deployment-time work: copying the Glue artifacts."""
     for deployment in _children_starting_with(stack, "Custom::CDKBucketDeployment"):
-        what = "BucketDeployment copies the Glue wheel and script into the artifacts bucket"
+        what = "BucketDeployment copies the Glue wheels and script into the artifacts bucket"
         reason = CDK_MANAGED.format(what=what)
         ack(deployment, "AwsSolutions-L1", reason + ": its runtime is pinned by aws-cdk-lib.")
-        ack(
-            deployment,
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-            "AWSLambdaBasicExecutionRole]",
-            reason + ": only CloudWatch Logs write access.",
-        )
+        ack(deployment, BASIC_EXECUTION_ROLE, reason + ": only CloudWatch Logs write access.")
         for finding in (
             "Action::s3:GetBucket*",
             "Action::s3:GetObject*",
@@ -219,11 +242,3 @@ def acknowledge_findings(stack: HealthTechEtlStack) -> None:
                 reason
                 + ": CDK grants it read on the bootstrap asset bucket and write on the artifacts bucket.",
             )
-    for handler in _children_starting_with(stack, "BucketNotificationsHandler"):
-        ack(
-            handler,
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-            "AWSLambdaBasicExecutionRole]",
-            CDK_MANAGED.format(what="configures the raw bucket's S3 -> Lambda notification")
-            + ": only CloudWatch Logs write access.",
-        )

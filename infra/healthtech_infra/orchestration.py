@@ -70,7 +70,6 @@ def build_definition(
 ) -> sfn.IChainable:
     """The ETL workflow, kept to plain Wait/Task/Choice/Pass/Retry/Catch/Fail/Succeed with
     JSONPath (runs on moto too): settle, pin and claim the pair, run the job, alert on failure."""
-    stack = Stack.of(scope)
     settle = sfn.Wait(
         scope,
         STATE_SETTLE,
@@ -78,76 +77,9 @@ def build_definition(
         comment="Give the other workbook of a pair time to arrive (settle_seconds from the trigger)",
         time=sfn.WaitTime.seconds_path("$.settle_seconds"),
     )
-    resolve = tasks.LambdaInvoke(
-        scope,
-        STATE_RESOLVE,
-        state_name=STATE_RESOLVE,
-        comment="Pin the latest version of both workbooks, claim that pair once, pick the capacity",
-        lambda_function=resolver,
-        payload=sfn.TaskInput.from_object(
-            {
-                "bucket": sfn.JsonPath.string_at("$.bucket"),
-                "doctors_key": sfn.JsonPath.string_at("$.doctors_key"),
-                "appointments_key": sfn.JsonPath.string_at("$.appointments_key"),
-                "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
-            }
-        ),
-        payload_response_only=True,
-        retry_on_service_exceptions=True,
-        result_path="$.inputs",
-    )
-    # A raw Task state: GlueStartJobRun has no MaxCapacity, and the capacity is chosen per run.
-    run_job = sfn.CustomState(
-        scope,
-        STATE_RUN_JOB,
-        state_json={
-            "Type": "Task",
-            "Comment": "Run the Glue ETL job on the pinned pair and wait for it to finish",
-            "Resource": f"arn:{stack.partition}:states:::glue:startJobRun.sync",
-            "Parameters": {
-                "JobName": job_name,
-                "MaxCapacity.$": "$.inputs.max_capacity",
-                "Arguments": {f"{arg}.$": path for arg, path in RUN_ARGUMENTS.items()},
-            },
-            "ResultPath": "$.glue",
-        },
-    )
-    # Another upload while a run is in progress (max concurrent runs = 1): wait and try again.
-    run_job.add_retry(
-        errors=["Glue.ConcurrentRunsExceededException"],
-        interval=Duration.seconds(60),
-        backoff_rate=2,
-        max_attempts=5,
-    )
-    run_job.add_retry(errors=GLUE_TRANSIENT_ERRORS, interval=Duration.seconds(15), backoff_rate=2, max_attempts=4)
-    notify = tasks.SnsPublish(
-        scope,
-        STATE_NOTIFY,
-        state_name=STATE_NOTIFY,
-        comment="Alert the on-call address: which run, which state, which error, where the reports are",
-        topic=topic,
-        subject="HealthTech ETL run failed",
-        message=sfn.TaskInput.from_object(
-            {
-                "summary": "HealthTech ETL run failed",
-                "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
-                "execution_name": sfn.JsonPath.string_at("$$.Execution.Name"),
-                "failed_state": sfn.JsonPath.string_at("$.failed_state"),
-                "error": sfn.JsonPath.string_at("$.error.Error"),
-                "cause": sfn.JsonPath.string_at("$.error.Cause"),
-                "input": {
-                    "bucket": sfn.JsonPath.string_at("$.bucket"),
-                    "doctors_key": sfn.JsonPath.string_at("$.doctors_key"),
-                    "appointments_key": sfn.JsonPath.string_at("$.appointments_key"),
-                    "trigger_key": sfn.JsonPath.string_at("$.trigger_key"),
-                    "trigger_version": sfn.JsonPath.string_at("$.trigger_version"),
-                },
-                # The job writes each run's report (also of a failed load) under <prefix>/<run_id>/.
-                "reports": f"s3://{report_bucket_name}/{REPORT_PREFIX}/",
-            }
-        ),
-        result_path="$.notification",
-    )
+    resolve = _resolve_state(scope, resolver)
+    run_job = _run_job_state(scope, job_name)
+    notify = _notify_state(scope, topic, report_bucket_name)
     failed = sfn.Fail(
         scope,
         STATE_FAILED,
@@ -181,6 +113,86 @@ def build_definition(
     return settle.next(resolve).next(choose)
 
 
+def _resolve_state(scope: Construct, resolver: lambda_.IFunction) -> tasks.LambdaInvoke:
+    return tasks.LambdaInvoke(
+        scope,
+        STATE_RESOLVE,
+        state_name=STATE_RESOLVE,
+        comment="Pin the latest version of both workbooks, claim that pair once, pick the capacity",
+        lambda_function=resolver,
+        payload=sfn.TaskInput.from_object(
+            {
+                "bucket": sfn.JsonPath.string_at("$.bucket"),
+                "doctors_key": sfn.JsonPath.string_at("$.doctors_key"),
+                "appointments_key": sfn.JsonPath.string_at("$.appointments_key"),
+                "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+            }
+        ),
+        payload_response_only=True,
+        retry_on_service_exceptions=True,
+        result_path="$.inputs",
+    )
+
+
+def _run_job_state(scope: Construct, job_name: str) -> sfn.CustomState:
+    """A raw Task state: GlueStartJobRun has no MaxCapacity, and the capacity is chosen per run."""
+    run_job = sfn.CustomState(
+        scope,
+        STATE_RUN_JOB,
+        state_json={
+            "Type": "Task",
+            "Comment": "Run the Glue ETL job on the pinned pair and wait for it to finish",
+            "Resource": f"arn:{Stack.of(scope).partition}:states:::glue:startJobRun.sync",
+            "Parameters": {
+                "JobName": job_name,
+                "MaxCapacity.$": "$.inputs.max_capacity",
+                "Arguments": {f"{arg}.$": path for arg, path in RUN_ARGUMENTS.items()},
+            },
+            "ResultPath": "$.glue",
+        },
+    )
+    # Another upload while a run is in progress (max concurrent runs = 1): wait and try again.
+    run_job.add_retry(
+        errors=["Glue.ConcurrentRunsExceededException"],
+        interval=Duration.seconds(60),
+        backoff_rate=2,
+        max_attempts=5,
+    )
+    run_job.add_retry(errors=GLUE_TRANSIENT_ERRORS, interval=Duration.seconds(15), backoff_rate=2, max_attempts=4)
+    return run_job
+
+
+def _notify_state(scope: Construct, topic: sns.ITopic, report_bucket_name: str) -> tasks.SnsPublish:
+    return tasks.SnsPublish(
+        scope,
+        STATE_NOTIFY,
+        state_name=STATE_NOTIFY,
+        comment="Alert the on-call address: which run, which state, which error, where the reports are",
+        topic=topic,
+        subject="HealthTech ETL run failed",
+        message=sfn.TaskInput.from_object(
+            {
+                "summary": "HealthTech ETL run failed",
+                "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+                "execution_name": sfn.JsonPath.string_at("$$.Execution.Name"),
+                "failed_state": sfn.JsonPath.string_at("$.failed_state"),
+                "error": sfn.JsonPath.string_at("$.error.Error"),
+                "cause": sfn.JsonPath.string_at("$.error.Cause"),
+                "input": {
+                    "bucket": sfn.JsonPath.string_at("$.bucket"),
+                    "doctors_key": sfn.JsonPath.string_at("$.doctors_key"),
+                    "appointments_key": sfn.JsonPath.string_at("$.appointments_key"),
+                    "trigger_key": sfn.JsonPath.string_at("$.trigger_key"),
+                    "trigger_version": sfn.JsonPath.string_at("$.trigger_version"),
+                },
+                # The job writes each run's report (also of a failed load) under <prefix>/<run_id>/.
+                "reports": f"s3://{report_bucket_name}/{REPORT_PREFIX}/",
+            }
+        ),
+        result_path="$.notification",
+    )
+
+
 class Orchestration(Construct):
     def __init__(
         self,
@@ -195,25 +207,41 @@ class Orchestration(Construct):
         key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
+        self.config = config
+        self.key = key
         code = lambda_.Code.from_asset(str(LAMBDA_DIR), exclude=["__pycache__", "*.pyc", "tests"])
-
-        # --- ResolveInputs: pins and claims the pair of workbooks (lambda/resolve_inputs.py).
-        self.resolver_log_group = logs.LogGroup(
-            self,
-            "ResolverFunctionLogs",
-            log_group_name=f"/aws/lambda/{config.name_prefix}-resolve-inputs",
-            retention=retention(config.log_retention_days),
-            encryption_key=key,
-            removal_policy=config.removal_policy,
+        self.resolver = self._resolver(code, raw_bucket, artifacts_bucket)
+        self.state_machine = self._state_machine(job_name, topic, artifacts_bucket)
+        self.function = self._trigger(code)
+        raw_bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.LambdaDestination(self.function),
+            s3.NotificationKeyFilter(prefix=RAW_PREFIX, suffix=".xlsx"),
         )
-        resolver_role = iam.Role(
+
+    def _log_group(self, construct_id: str, name: str) -> logs.LogGroup:
+        return logs.LogGroup(
+            self,
+            construct_id,
+            log_group_name=name,
+            retention=retention(self.config.log_retention_days),
+            encryption_key=self.key,
+            removal_policy=self.config.removal_policy,
+        )
+
+    def _resolver(self, code: lambda_.Code, raw_bucket: s3.IBucket, artifacts_bucket: s3.IBucket) -> lambda_.Function:
+        """ResolveInputs: pins and claims the pair of workbooks (lambda/resolve_inputs.py)."""
+        config = self.config
+        self.resolver_log_group = self._log_group(
+            "ResolverFunctionLogs", f"/aws/lambda/{config.name_prefix}-resolve-inputs"
+        )
+        role = iam.Role(
             self,
             "ResolverFunctionRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="healthtech-etl resolve-inputs: read workbook versions, write pair claims",
         )
-        self.resolver = lambda_.Function(
+        resolver = lambda_.Function(
             self,
             "ResolverFunction",
             function_name=f"{config.name_prefix}-resolve-inputs",
@@ -221,7 +249,7 @@ class Orchestration(Construct):
             runtime=lambda_.Runtime.PYTHON_3_14,
             handler="resolve_inputs.handler",
             code=code,
-            role=resolver_role,
+            role=role,
             log_group=self.resolver_log_group,
             memory_size=128,
             timeout=Duration.seconds(30),
@@ -231,44 +259,17 @@ class Orchestration(Construct):
                 "LARGE_INPUT_BYTES": str(config.large_input_mb * 1024 * 1024),
             },
         )
-        self.resolver_log_group.grant_write(resolver_role)
-        resolver_policy = iam.Policy(self, "ResolverFunctionPolicy", roles=[resolver_role])
-        resolver_policy.add_statements(
-            iam.PolicyStatement(
-                sid="HeadRawUploads",
-                actions=["s3:GetObject", "s3:GetObjectVersion"],
-                resources=[raw_bucket.arn_for_objects(f"{RAW_PREFIX}*")],
-            ),
-            # Without ListBucket, HeadObject of a missing key is 403 instead of 404 (a HEAD
-            # carries no s3:prefix, so no prefix condition here; it lists names, not content).
-            iam.PolicyStatement(
-                sid="TellMissingFromForbidden",
-                actions=["s3:ListBucket"],
-                resources=[raw_bucket.bucket_arn],
-            ),
-            iam.PolicyStatement(
-                sid="WritePairClaims",
-                actions=["s3:PutObject"],
-                resources=[artifacts_bucket.arn_for_objects(f"{CLAIM_PREFIX}*")],
-            ),
-            iam.PolicyStatement(
-                sid="UseDataKeyThroughS3",
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                resources=[key.key_arn],
-                conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"}},
-            ),
-        )
+        self.resolver_log_group.grant_write(role)
+        policy = iam.Policy(self, "ResolverFunctionPolicy", roles=[role])
+        policy.add_statements(*resolver_statements(Stack.of(self), raw_bucket, artifacts_bucket, self.key))
+        return resolver
 
-        # --- The state machine.
-        self.state_machine_log_group = logs.LogGroup(
-            self,
-            "StateMachineLogs",
-            log_group_name=f"/aws/vendedlogs/states/{config.name_prefix}",
-            retention=retention(config.log_retention_days),
-            encryption_key=key,
-            removal_policy=config.removal_policy,
+    def _state_machine(self, job_name: str, topic: sns.ITopic, artifacts_bucket: s3.IBucket) -> sfn.StateMachine:
+        config, stack = self.config, Stack.of(self)
+        self.state_machine_log_group = self._log_group(
+            "StateMachineLogs", f"/aws/vendedlogs/states/{config.name_prefix}"
         )
-        self.state_machine = sfn.StateMachine(
+        state_machine = sfn.StateMachine(
             self,
             "StateMachine",
             state_machine_name=config.name_prefix,
@@ -294,43 +295,39 @@ class Orchestration(Construct):
             service="glue", resource="job", resource_name=job_name, arn_format=ArnFormat.SLASH_RESOURCE_NAME
         )
         for statement in glue_run_policy(job_arn):
-            self.state_machine.add_to_role_policy(statement)
+            state_machine.add_to_role_policy(statement)
         # The alert topic is KMS-encrypted: publishing needs the key (through SNS only).
-        self.state_machine.add_to_role_policy(
+        state_machine.add_to_role_policy(
             iam.PolicyStatement(
                 sid="UseAlertTopicKey",
                 actions=["kms:GenerateDataKey", "kms:Decrypt"],
-                resources=[key.key_arn],
+                resources=[self.key.key_arn],
                 conditions={"StringEquals": {"kms:ViaService": f"sns.{stack.region}.amazonaws.com"}},
             )
         )
+        return state_machine
 
-        # --- The S3 trigger: async invocations; after Lambda's own retries they land in a DLQ.
-        self.function_log_group = logs.LogGroup(
-            self,
-            "TriggerFunctionLogs",
-            log_group_name=f"/aws/lambda/{config.name_prefix}-trigger",
-            retention=retention(config.log_retention_days),
-            encryption_key=key,
-            removal_policy=config.removal_policy,
-        )
+    def _trigger(self, code: lambda_.Code) -> lambda_.Function:
+        """The S3 trigger: async invocations; after Lambda's own retries they land in a DLQ."""
+        config = self.config
+        self.function_log_group = self._log_group("TriggerFunctionLogs", f"/aws/lambda/{config.name_prefix}-trigger")
         self.dead_letters = sqs.Queue(
             self,
             "TriggerFailures",
             queue_name=f"{config.name_prefix}-trigger-failures",
             encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=key,
+            encryption_master_key=self.key,
             enforce_ssl=True,
             retention_period=Duration.days(14),
         )
         # An explicit role (no AWSLambdaBasicExecutionRole): its log group, and starting this one machine.
-        function_role = iam.Role(
+        role = iam.Role(
             self,
             "TriggerFunctionRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="healthtech-etl trigger: write its logs, start the ETL state machine",
         )
-        self.function = lambda_.Function(
+        function = lambda_.Function(
             self,
             "TriggerFunction",
             function_name=f"{config.name_prefix}-trigger",
@@ -338,7 +335,7 @@ class Orchestration(Construct):
             runtime=lambda_.Runtime.PYTHON_3_14,
             handler="handler.handler",
             code=code,
-            role=function_role,
+            role=role,
             log_group=self.function_log_group,
             memory_size=256,
             timeout=Duration.seconds(30),
@@ -357,11 +354,36 @@ class Orchestration(Construct):
                 "LOG_LEVEL": "INFO",
             },
         )
-        self.function_log_group.grant_write(function_role)
-        self.state_machine.grant_start_execution(self.function)
+        self.function_log_group.grant_write(role)
+        self.state_machine.grant_start_execution(function)
+        return function
 
-        raw_bucket.add_event_notification(
-            s3.EventType.OBJECT_CREATED,
-            s3n.LambdaDestination(self.function),
-            s3.NotificationKeyFilter(prefix=RAW_PREFIX, suffix=".xlsx"),
-        )
+
+def resolver_statements(
+    stack: Stack, raw_bucket: s3.IBucket, artifacts_bucket: s3.IBucket, key: kms.IKey
+) -> list[iam.PolicyStatement]:
+    return [
+        iam.PolicyStatement(
+            sid="HeadRawUploads",
+            actions=["s3:GetObject", "s3:GetObjectVersion"],
+            resources=[raw_bucket.arn_for_objects(f"{RAW_PREFIX}*")],
+        ),
+        # Without ListBucket, HeadObject of a missing key is 403 instead of 404 (a HEAD
+        # carries no s3:prefix, so no prefix condition here; it lists names, not content).
+        iam.PolicyStatement(
+            sid="TellMissingFromForbidden",
+            actions=["s3:ListBucket"],
+            resources=[raw_bucket.bucket_arn],
+        ),
+        iam.PolicyStatement(
+            sid="WritePairClaims",
+            actions=["s3:PutObject"],
+            resources=[artifacts_bucket.arn_for_objects(f"{CLAIM_PREFIX}*")],
+        ),
+        iam.PolicyStatement(
+            sid="UseDataKeyThroughS3",
+            actions=["kms:Decrypt", "kms:GenerateDataKey"],
+            resources=[key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"}},
+        ),
+    ]

@@ -36,11 +36,11 @@ class HealthTechEtlStack(cdk.Stack):
             artifacts_bucket=self.storage.artifacts_bucket,
             key=key,
             script_key=self.storage.script_s3_key,
-            wheel_key=self.storage.wheel_s3_key,
+            extra_py_files_keys=self.storage.extra_py_files_s3_keys,
             ca_bundle_key=self.storage.ca_bundle_s3_key,
             db_secret=self.database.secret,
         )
-        # The job must not start before its script and wheel are in S3.
+        # The job must not start before its script and wheels are in S3.
         self.etl.job.node.add_dependency(self.storage.deployment)
         self.glue_service_logs = GlueServiceLogGroups(self, "GlueServiceLogs", config=config, key=key)
         self.orchestration = Orchestration(

@@ -15,8 +15,10 @@ from .config import (
     DIST_DIR,
     GLUE_PREFIX,
     GLUE_SCRIPT,
+    GLUE_STAGE_DIR,
     RDS_CA_BUNDLE_NAME,
     EtlConfig,
+    find_library_wheels,
     find_wheel,
     retention,
 )
@@ -27,9 +29,24 @@ class Storage(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EtlConfig) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
+        self.config = config
+        self.key = self._data_key()
+        common = {
+            "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
+            "enforce_ssl": True,
+            "minimum_tls_version": 1.2,
+            "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            "removal_policy": config.removal_policy,
+            "auto_delete_objects": config.destroy_on_delete,
+        }
+        self.access_logs_bucket = self._access_logs_bucket(common)
+        self.raw_bucket = self._raw_bucket(common)
+        self.artifacts_bucket = self._artifacts_bucket(common)
+        self.deployment = self._glue_artifacts()
 
-        self.key = kms.Key(
+    def _data_key(self) -> kms.Key:
+        config, stack = self.config, Stack.of(self)
+        key = kms.Key(
             self,
             "DataKey",
             description=f"{config.name_prefix}: raw data, reports, alerts and logs",
@@ -38,7 +55,7 @@ class Storage(Construct):
             pending_window=Duration.days(7) if config.destroy_on_delete else Duration.days(30),
         )
         # CloudWatch Logs encrypts our log groups with this key (scoped to this account's log groups).
-        self.key.add_to_resource_policy(
+        key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AllowCloudWatchLogsOfThisAccount",
                 principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
@@ -59,32 +76,26 @@ class Storage(Construct):
                 },
             )
         )
+        return key
 
-        common = {
-            "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
-            "enforce_ssl": True,
-            "minimum_tls_version": 1.2,
-            "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            "removal_policy": config.removal_policy,
-            "auto_delete_objects": config.destroy_on_delete,
-        }
-
+    def _access_logs_bucket(self, common: dict) -> s3.Bucket:
         # Server access logs cannot be delivered to a KMS-encrypted bucket: SSE-S3 here.
-        self.access_logs_bucket = s3.Bucket(
+        return s3.Bucket(
             self,
             "AccessLogsBucket",
             encryption=s3.BucketEncryption.S3_MANAGED,
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-access-logs",
-                    expiration=Duration.days(max(config.log_retention_days, 90)),
+                    expiration=Duration.days(max(self.config.log_retention_days, 90)),
                     abort_incomplete_multipart_upload_after=Duration.days(7),
                 )
             ],
             **common,
         )
 
-        self.raw_bucket = s3.Bucket(
+    def _raw_bucket(self, common: dict) -> s3.Bucket:
+        return s3.Bucket(
             self,
             "RawBucket",
             versioned=True,
@@ -102,7 +113,7 @@ class Storage(Construct):
                             transition_after=Duration.days(30),
                         )
                     ],
-                    noncurrent_version_expiration=Duration.days(365 if config.is_prod else 90),
+                    noncurrent_version_expiration=Duration.days(365 if self.config.is_prod else 90),
                     abort_incomplete_multipart_upload_after=Duration.days(7),
                     expired_object_delete_marker=True,
                 )
@@ -110,7 +121,8 @@ class Storage(Construct):
             **common,
         )
 
-        self.artifacts_bucket = s3.Bucket(
+    def _artifacts_bucket(self, common: dict) -> s3.Bucket:
+        return s3.Bucket(
             self,
             "ArtifactsBucket",
             versioned=True,
@@ -131,9 +143,13 @@ class Storage(Construct):
             **common,
         )
 
-        # The wheel and the Glue script, copied as they are (no Docker bundling) to glue/ in the
-        # artifacts bucket. Each source is a directory asset filtered down to the one file.
+    def _glue_artifacts(self) -> s3deploy.BucketDeployment:
+        """The project's wheel, the Glue script and the job's library wheels (python-calamine,
+        packaging), copied as they are (no Docker bundling) to glue/ in the artifacts bucket. Each
+        source is a directory asset filtered down to the one file."""
+        config = self.config
         self.wheel_name = find_wheel().name
+        self.library_names = [path.name for path in find_library_wheels()]
         if not GLUE_SCRIPT.is_file():
             raise FileNotFoundError(f"{GLUE_SCRIPT} is missing: it is deployed as the Glue job script")
         sources = [
@@ -147,7 +163,10 @@ class Storage(Construct):
             sources.append(
                 s3deploy.Source.data(RDS_CA_BUNDLE_NAME, config.rds_ca_bundle.read_text(encoding="ascii"))
             )
-        self.deployment = s3deploy.BucketDeployment(
+        sources += [
+            s3deploy.Source.asset(str(GLUE_STAGE_DIR), exclude=["*", f"!{name}"]) for name in self.library_names
+        ]
+        return s3deploy.BucketDeployment(
             self,
             "GlueArtifacts",
             destination_bucket=self.artifacts_bucket,
@@ -169,6 +188,11 @@ class Storage(Construct):
     @property
     def wheel_s3_key(self) -> str:
         return f"{GLUE_PREFIX}{self.wheel_name}"
+
+    @property
+    def extra_py_files_s3_keys(self) -> list[str]:
+        """The job's --extra-py-files, in install order: the library wheels, then the project's."""
+        return [f"{GLUE_PREFIX}{name}" for name in self.library_names] + [self.wheel_s3_key]
 
     @property
     def ca_bundle_s3_key(self) -> str:

@@ -1,16 +1,19 @@
 """A stand-in for AWS Glue Python shell's launcher (``/tmp/runscript.py`` on Glue).
 
-What it does with a job (see aws/aws-cdk#20481 for its command line and traceback): every
-``--extra-py-files`` wheel is installed with ``python -m pip install --target=<dir> <wheel>``
-(``--target`` implies ``--ignore-installed``: the preinstalled libraries do not satisfy the
-wheel's requirements; and the job's subnets have no route to PyPI, hence ``--no-index`` here),
-then the job script runs in the same interpreter with ``<dir>`` on ``sys.path``, as
+What it does with a job (its traceback in aws/aws-cdk#20481: ``download_and_install`` ->
+``install_package`` -> ``check_call([sys.executable, "-m", "pip", "install", "--target=<dir>",
+<file>])``): every ``--extra-py-files`` wheel is installed ON ITS OWN, in the order given, into one
+directory with ``pip install --target`` (``--target`` implies ``--ignore-installed``: neither the
+preinstalled libraries nor the wheels installed before satisfy a wheel's requirements; and the job's
+subnets have no route to PyPI, hence ``--no-index`` and no pip configuration here), a failed install
+fails the run; then the job script runs in the same interpreter with ``<dir>`` on ``sys.path``, as
 ``__main__``, with the job arguments in ``sys.argv``; its exit code is the run's outcome.
 
-    python tests/aws/glue_launcher.py --extra-py-files dist/healthtech_etl-1.0.0-py3-none-any.whl \\
+    python tests/aws/glue_launcher.py --extra-py-files dist/glue/packaging-25.0-py3-none-any.whl,... \\
         glue_job/glue_etl.py --RAW_BUCKET ...
 """
 
+import os
 import runpy
 import subprocess
 import sys
@@ -23,11 +26,12 @@ PathLike = Union[str, Path]
 
 
 def install_wheel(wheel: PathLike, target: PathLike, python: PathLike = sys.executable) -> subprocess.CompletedProcess:
-    """Glue's install of one --extra-py-files wheel, offline."""
+    """Glue's install of one --extra-py-files wheel, offline (no index, no pip configuration)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
     return subprocess.run(
         [str(python), "-m", "pip", "install", "--no-index", "--no-cache-dir", "--disable-pip-version-check",
          "--quiet", f"--target={target}", str(wheel)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env={**env, "PIP_CONFIG_FILE": os.devnull},
     )
 
 

@@ -4,8 +4,8 @@ Job runs execute the script as Glue's launcher does (tests/aws/glue_launcher.py:
 via runpy, the job arguments in ``sys.argv``, the exit code from ``sys.exit``) in-process
 against moto (S3, Secrets Manager, CloudWatch) and a real PostgreSQL: the session's (unix
 socket) or a TLS-only one with a test CA (tests/tls_postgres.py). In the compat lane
-(scripts/test-compat.sh) the package itself comes from the wheel installed with
-``pip install --no-index --target``, that directory on ``sys.path``, as on Glue.
+(scripts/test-compat.sh) the package, python-calamine and packaging come from their wheels, each
+installed with ``pip install --no-index --target``, that directory on ``sys.path``, as on Glue.
 The chain around the job is in test_etl_chain.py."""
 
 import csv
@@ -101,6 +101,17 @@ def test_missing_arguments_are_named_in_one_line() -> None:
     assert failure.value.exit_code == 2
     assert str(failure.value) == ("bad job arguments: the following arguments are required: --DOCTORS_KEY, "
                                   "--APPOINTMENTS_KEY, --DB_SECRET_ARN, --REPORT_BUCKET, --REPORT_PREFIX")
+
+
+def test_a_missing_reader_wheel_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "python_calamine", None)  # as without its wheel in --extra-py-files
+
+    assert glue_etl.main(["glue_etl.py"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("healthtech-etl glue job FAILED (exit 1): the healthtech_etl package or python-calamine "
+                           "is not installed")
+    assert last.endswith("pass their wheels (and packaging's) in --extra-py-files")
 
 
 def test_defaults_and_glue_s_own_arguments_are_ignored() -> None:

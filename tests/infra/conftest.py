@@ -1,6 +1,7 @@
 """CDK test fixtures: the app is synthesized through the Python API (no npm, no AWS account).
 
-jsii is slow on small machines, so each test module synthesizes ONCE (module-scoped fixtures).
+jsii is slow on small machines, so the default (dev) app is synthesized ONCE per session (``synth``)
+and every other context once per module that needs it; template helpers for the assertions.
 """
 
 from __future__ import annotations
@@ -25,15 +26,22 @@ if str(INFRA) not in sys.path:
 
 
 def ensure_wheel() -> Path:
-    """dist/healthtech_etl-*.whl, built from the repository if `make build-glue` has not run."""
-    from healthtech_infra.config import DIST_DIR, WHEEL_GLOB
+    """dist/healthtech_etl-*.whl and the library wheels staged in dist/glue/, built with
+    scripts/build-glue.sh if `make build-glue` has not run."""
+    from healthtech_infra.config import DIST_DIR, WHEEL_GLOB, find_library_wheels
 
-    if not list(DIST_DIR.glob(WHEEL_GLOB)):
+    try:
+        find_library_wheels()
+        staged = True
+    except FileNotFoundError:
+        staged = False
+    if not list(DIST_DIR.glob(WHEEL_GLOB)) or not staged:
         subprocess.run(
-            [sys.executable, "-m", "build", "--wheel", "--outdir", str(DIST_DIR), str(REPO)],
+            ["bash", str(REPO / "scripts" / "build-glue.sh")],
             cwd=REPO,
             check=True,
             stdout=subprocess.DEVNULL,
+            env={**os.environ, "PYTHON": sys.executable},
         )
     wheels = sorted(DIST_DIR.glob(WHEEL_GLOB))
     assert wheels, f"building the wheel left no {WHEEL_GLOB} in {DIST_DIR}"
@@ -43,6 +51,14 @@ def ensure_wheel() -> Path:
 @pytest.fixture(scope="session")
 def glue_wheel() -> Path:
     return ensure_wheel()
+
+
+@pytest.fixture(scope="session")
+def glue_libraries(glue_wheel: Path) -> list[Path]:
+    """The job's library wheels in dist/glue/ (packaging, python-calamine), in install order."""
+    from healthtech_infra.config import find_library_wheels
+
+    return find_library_wheels()
 
 
 @dataclass
@@ -83,3 +99,68 @@ def synthesize(context: dict[str, Any], outdir: Path) -> Synth:
         outdir=outdir,
         acknowledged=list(ACKNOWLEDGED),
     )
+
+
+FAKE_CA_BUNDLE = "-----BEGIN CERTIFICATE-----\nTUlJQ2Zha2U=\n-----END CERTIFICATE-----\n"
+
+
+@pytest.fixture(scope="session")
+def ca_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stands in for the AWS bundle `make deploy` downloads (tests are offline)."""
+    path = tmp_path_factory.mktemp("rds-ca") / "global-bundle.pem"
+    path.write_text(FAKE_CA_BUNDLE, encoding="ascii")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synth(glue_wheel: Path, ca_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """The default (dev) app, with a CA bundle to deploy."""
+    return synthesize({"rdsCaBundle": str(ca_bundle)}, tmp_path_factory.mktemp("cdk-dev"))
+
+
+# --------------------------------------------------------------------------- template helpers
+
+
+def ref(logical_id: str) -> dict[str, str]:
+    return {"Ref": logical_id}
+
+
+def get_att(logical_id: str, attribute: str = "Arn") -> dict[str, list[str]]:
+    return {"Fn::GetAtt": [logical_id, attribute]}
+
+
+def find_id(synth: Synth, resource_type: str, fragment: str) -> str:
+    matches = [k for k in synth.resources(resource_type) if fragment in k]
+    assert len(matches) == 1, f"{resource_type} with {fragment!r} in its id: {matches}"
+    return matches[0]
+
+
+def statements_of_role(synth: Synth, role_id: str) -> list[dict[str, Any]]:
+    """Every statement of every inline policy and AWS::IAM::Policy attached to a role."""
+    statements: list[dict[str, Any]] = []
+    role = synth.template["Resources"][role_id]["Properties"]
+    for policy in role.get("Policies", []):
+        statements += policy["PolicyDocument"]["Statement"]
+    for policy in synth.resources("AWS::IAM::Policy").values():
+        if ref(role_id) in policy["Properties"].get("Roles", []):
+            statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def actions_of(statements: list[dict[str, Any]]) -> set[str]:
+    return {a for s in statements for a in as_list(s["Action"])}
+
+
+def role_of_function(synth: Synth, function_id: str) -> str:
+    return synth.template["Resources"][function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+
+
+def bucket_ids(synth: Synth) -> dict[str, str]:
+    return {
+        name: find_id(synth, "AWS::S3::Bucket", name)
+        for name in ("StorageRawBucket", "StorageArtifactsBucket", "StorageAccessLogsBucket")
+    }

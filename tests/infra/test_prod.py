@@ -25,13 +25,13 @@ def prod(glue_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
     return synthesize({**PROD_CONTEXT, "rdsCaBundle": str(missing)}, tmp_path_factory.mktemp("cdk-prod"))
 
 
-def test_without_a_downloaded_ca_bundle_synth_deploys_only_wheel_and_script(prod: Synth, glue_wheel: Path) -> None:
+def test_without_a_downloaded_ca_bundle_synth_deploys_only_wheels_and_script(
+    prod: Synth, glue_wheel: Path, glue_libraries: list[Path]
+) -> None:
     _, deployment = prod.one("Custom::CDKBucketDeployment")
     keys = deployment["Properties"]["SourceObjectKeys"]
-    staged = sorted(
-        sorted(p.name for p in (prod.outdir / f"asset.{key.removesuffix('.zip')}").iterdir()) for key in keys
-    )
-    assert staged == sorted([[glue_wheel.name], ["glue_etl.py"]])
+    staged = [sorted(p.name for p in (prod.outdir / f"asset.{key.removesuffix('.zip')}").iterdir()) for key in keys]
+    assert staged == [[glue_wheel.name], ["glue_etl.py"]] + [[wheel.name] for wheel in glue_libraries]
     # The job still verifies RDS against the bundle's fixed key (scripts/cdk.sh deploy puts it there).
     _, job = prod.one("AWS::Glue::Job")
     assert job["Properties"]["DefaultArguments"]["--DB_SSLMODE"] == "verify-full"

@@ -268,7 +268,7 @@ def test_every_copied_column_has_an_encoder():
 
 def test_reason_codes():
     codes = schema.REASON_CODES
-    assert len(codes) == len(set(codes)) == 17
+    assert len(codes) == len(set(codes)) == 18 and schema.UNREADABLE_ROW in codes
     assert set(schema.DOCTOR_REASONS) | set(schema.APPOINTMENT_REASONS) == set(codes)
     columns = set(schema.DOCTOR_COLUMNS) | set(schema.APPOINTMENT_COLUMNS)
     for code in codes:
