@@ -1,10 +1,6 @@
 """healthtech-etl: clean clinic Excel exports and load them into PostgreSQL.
 
-Public API (everything else is an implementation detail):
-
-- :func:`healthtech_etl.pipeline.run_etl` - extract -> clean -> quality report -> load, one run.
-- :func:`healthtech_etl.queries.run_queries` - answer the business questions in ``sql/``.
-- :class:`healthtech_etl.db.DbConfig` - where the database is (URL, env, Secrets Manager JSON).
-"""
+Public API: :func:`.pipeline.run_etl` (one run), :func:`.queries.run_queries` (the business
+questions in ``sql/``) and :class:`.db.DbConfig` (where the database is); the rest is internal."""
 
 __version__ = "1.0.0"

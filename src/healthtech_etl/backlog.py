@@ -1,9 +1,5 @@
-"""Failed runs the ledger could not hear about yet.
-
-When a load fails because PostgreSQL went away, its ``failed`` row cannot be written then. The
-run is kept in ``<log dir>/unrecorded_runs.jsonl`` (ids, file names, counts, the one-line error:
-no data rows), and the next run that reaches PostgreSQL writes it to ``etl_runs`` first.
-"""
+"""Failed runs the ledger could not hear about yet (PostgreSQL was gone): kept in
+``<log dir>/unrecorded_runs.jsonl`` (no data rows) and written by the next run that reaches it."""
 
 import json
 import logging
@@ -24,9 +20,7 @@ def remember(log_dir: Optional[Path], run: RunRecord, error: str) -> bool:
     """Append ``run`` to the backlog; False if there is nowhere to keep it."""
     if log_dir is None:
         return False
-    entry = asdict(run)
-    entry["started_at"] = run.started_at.isoformat()
-    entry["error"] = error
+    entry = {**asdict(run), "started_at": run.started_at.isoformat(), "error": error}
     try:
         with (Path(log_dir) / BACKLOG_FILE).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry, default=str) + "\n")
@@ -36,8 +30,7 @@ def remember(log_dir: Optional[Path], run: RunRecord, error: str) -> bool:
 
 
 def replay(config: DbConfig, log_dir: Optional[Path]) -> int:
-    """Write every remembered run to ``etl_runs`` as failed; returns how many were written.
-    Entries that still cannot be written stay for the next run."""
+    """Write the remembered runs to ``etl_runs`` as failed (the rest stay); returns how many."""
     if log_dir is None:
         return 0
     path = Path(log_dir) / BACKLOG_FILE

@@ -1,23 +1,15 @@
-"""What a cell read by python-calamine is worth as text: the one place that decides.
-
-calamine hands over typed cells (:mod:`.read`). The cleaning rules judge text, so each
-*distinct* cell value of a column is rendered here once (README "Data rules"):
-
-- text: as written, ``_xHHHH_`` escapes decoded as Excel shows them (calamine 0.4 leaves them);
-- a number: an integral one below 2**53 as its digits (``104.0`` -> ``"104"``), others as
-  Python's ``repr`` (``"12.5"``); an integral one at or above 2**53 is *not a value* (a double
-  cannot hold such an integer exactly, so any id or date read from it would be a guess);
-- a date cell: ``YYYY-MM-DD HH:MM:SS[.ffffff]`` (calamine's date handling, 1904 system included);
-- a boolean, a time of day or a duration: *not a value* (``invalid_<col>``);
-- empty, an Excel error cell (calamine returns both as empty): None (``missing_<col>``).
-
-*Not a value* is the text with :data:`NOT_A_VALUE` in front: every rule rejects it, and it is
-shown without the mark in rejections.
+"""What a cell read by python-calamine (:mod:`.read`) is worth as text, decided once per distinct
+value of a column (README "Data rules"): text as written (``_xHHHH_`` escapes decoded), a whole
+number below 2**53 as its digits, other numbers as ``repr``, a date as ``YYYY-MM-DD HH:MM:SS``,
+empty or error cells None. A boolean, a time, a duration or a whole number from 2**53 on (a double
+cannot hold it exactly) is *not a value*: its text with :data:`NOT_A_VALUE` in front, which every
+rule rejects (rejections show it without the mark).
 """
 
 import datetime as dt
 import re
 import warnings
+from functools import cached_property
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -42,7 +34,7 @@ def cell_text(value: Any) -> Optional[str]:
     if value is None:
         return None
     if kind is str:
-        return (_ESCAPE.sub(_unescape, value) if "_x" in value else value) or None
+        return (_ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), value) if "_x" in value else value) or None
     if kind is float or kind is int:
         if value != value:
             return None
@@ -59,18 +51,13 @@ def cell_text(value: Any) -> Optional[str]:
     return NOT_A_VALUE + str(value)  # a time of day, a duration
 
 
-def _unescape(match: "re.Match[str]") -> str:
-    return chr(int(match.group(1), 16))
-
-
 def texts(values: np.ndarray) -> np.ndarray:
     """:func:`cell_text` of each of ``values`` (object array); whole numbers converted in bulk."""
     out = np.empty(len(values), dtype=object)
     number = numbers(values)
     plain = (np.abs(number) < EXACT_INTEGER_LIMIT) & (number == np.floor(number))
     out[plain] = list(map(str, number[plain].astype("int64").tolist()))
-    rest = np.flatnonzero(~plain)
-    out[rest] = [cell_text(value) for value in values[rest].tolist()]
+    out[~plain] = [cell_text(value) for value in values[~plain].tolist()]
     return out
 
 
@@ -82,29 +69,17 @@ def numbers(values: np.ndarray) -> np.ndarray:
     return number
 
 
-def factorize_quietly(values: Any) -> tuple[np.ndarray, Any]:
-    """``pd.factorize`` (missing values get code -1) without pandas 1.4/1.5's "Index constructor
-    will not infer numeric dtypes" warning for an all-empty object column."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will not infer numeric dtypes.*", category=FutureWarning)
-        return pd.factorize(values)
-
-
 class Grouped:
-    """A column's cells grouped by value: ``uniques[codes]`` are its cells (None, empty, last).
-    Per unique value: ``number`` (float64, NaN where not a number cell) and ``distinct``, its
-    text (rendered on first use: the number rules never need it)."""
+    """A column's cells grouped by value: ``uniques[codes]`` are its cells (None, empty, last); per unique
+    value ``number`` (float64, NaN if not a number cell) and ``distinct``, its text (rendered on first use)."""
 
     def __init__(self, codes: np.ndarray, uniques: np.ndarray) -> None:
         self.codes, self.uniques = codes, uniques
         self.number = numbers(uniques)
-        self._text: Optional[pd.Series] = None
 
-    @property
+    @cached_property
     def distinct(self) -> pd.Series:
-        if self._text is None:
-            self._text = pd.Series(texts(self.uniques), dtype=object)
-        return self._text
+        return pd.Series(texts(self.uniques), dtype=object)
 
 
 def column_codes(cells: pd.Series) -> Grouped:
@@ -113,7 +88,9 @@ def column_codes(cells: pd.Series) -> Grouped:
     values = cells.to_numpy(dtype=object)
     floats = np.fromiter(map(float.__instancecheck__, values), dtype=bool, count=len(values))
     number_codes, number_uniques = pd.factorize(values[floats].astype("float64"))
-    other_codes, other_uniques = factorize_quietly(values[~floats])
+    with warnings.catch_warnings():  # pandas 1.4/1.5 give this warning for an all-empty object column
+        warnings.filterwarnings("ignore", message=".*will not infer numeric dtypes.*", category=FutureWarning)
+        other_codes, other_uniques = pd.factorize(values[~floats])  # an empty cell: code -1
     codes = np.empty(len(values), dtype="int64")
     codes[floats] = number_codes
     codes[~floats] = np.where(other_codes < 0, -1, other_codes + len(number_uniques))
@@ -131,11 +108,8 @@ def map_distinct(cells: pd.Series, parse: Callable[["Grouped"], Any]) -> pd.Data
 
 
 def scrub(values: pd.Series) -> dict[str, Any]:
-    """Text hygiene of distinct texts, before anything judges them.
-
-    Returns ``text`` (control characters removed, see :data:`_CONTROL_PATTERN`),
-    ``not_value`` (:data:`NOT_A_VALUE` first), ``too_long`` (over :data:`MAX_CELL_CHARS`
-    characters) and ``scrubbed`` (a character was removed). Only flagged values are touched."""
+    """Text hygiene of distinct texts: ``text`` (without :data:`_CONTROL_PATTERN`), ``not_value``
+    (:data:`NOT_A_VALUE` first), ``too_long`` (over :data:`MAX_CELL_CHARS`), ``scrubbed``; only flagged ones touched."""
     size = len(values)
     flagged = flag_unusual(values)
     not_value, too_long, scrubbed = (np.zeros(size, dtype=bool) for _ in range(3))
@@ -165,9 +139,8 @@ def flag_unusual(values: pd.Series) -> np.ndarray:
 
 
 def raw_cells(cells: pd.Series) -> pd.Series:
-    """Cells as shown in rejections: their text without the :data:`NOT_A_VALUE` mark (a boolean
-    shows as ``TRUE``), without NUL, lone surrogates or non-characters (PostgreSQL text and
-    jsonb refuse NUL), at most :data:`MAX_CELL_CHARS` characters."""
+    """Cells as rejections show them: text without the :data:`NOT_A_VALUE` mark (a boolean: ``TRUE``),
+    NUL, lone surrogates or non-characters (PostgreSQL refuses NUL), at most :data:`MAX_CELL_CHARS`."""
     values = texts(cells.to_numpy(dtype=object))
     text = pd.Series(values, index=cells.index, dtype=object)
     for position in np.flatnonzero(flag_unusual(text)):

@@ -1,15 +1,15 @@
-"""Pure cleaning rules: calamine cells in, typed valid rows + explained rejections out.
-
-No I/O here. Every rule judges a cell's text (:mod:`.cells` renders it) and is vectorised:
-values that repeat (patient ids, dates, statuses) are judged once per *distinct* value and
-mapped back, which is what keeps a 1M-row export fast. Runs on pandas 1.4+ (AWS Glue) and 2.x.
-"""
+"""Pure cleaning rules, no I/O: calamine cells in, typed valid rows + explained rejections out. Every
+rule judges a cell's text (:mod:`.cells` renders it), vectorised: values that repeat (patient ids,
+dates, statuses) are judged once per *distinct* value and mapped back, which keeps a 1M-row export
+fast. Runs on pandas 1.4+ (AWS Glue) and 2.x."""
 
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Optional
+from functools import reduce
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -25,16 +25,11 @@ from .cells import (
     scrub,
     texts,
 )
-from .dates import (  # noqa: F401 - the booking-date rules are part of this module's interface
-    DEFAULT_HORIZON_DAYS,
-    MAX_HORIZON_DAYS,
-    _date_parser,
-    parse_booking_dates,
-    to_micros,
-    validate_window,
-    window,
-)
-from .schema import APPOINTMENT_COLUMNS, DOCTOR_COLUMNS, ENTITY, REASONS, RECORD_ID, SOURCE_ROW, STATUSES  # noqa: F401
+from .dates import DEFAULT_HORIZON_DAYS, _parse_dates, to_micros, validate_window, window
+from .dates import MAX_HORIZON_DAYS as MAX_HORIZON_DAYS  # re-exported: the date rules are part of clean
+from .dates import parse_booking_dates as parse_booking_dates
+from .schema import APPOINTMENT_COLUMNS, DOCTOR_COLUMNS, ENTITY, REASONS, RECORD_ID, SOURCE_ROW
+from .schema import STATUSES as STATUSES
 
 # ASCII digits only: other Unicode digits ('١٢٣', '１２３') are never read as an id.
 _ID = re.compile(r"^\+?0*([0-9]{1,18})(?:\.0*)?$")
@@ -42,9 +37,8 @@ _ID = re.compile(r"^\+?0*([0-9]{1,18})(?:\.0*)?$")
 
 @dataclass
 class CleanResult:
-    """``valid``: typed rows ready to load. ``rejected``: one row per rejected record with
-    ``entity``, ``source_row``, ``record_id`` (parsed id or None), ``reasons`` (``;``-joined
-    codes) and the raw cell text of every mandatory column. ``stats``: counts for metrics."""
+    """``valid``: typed rows ready to load; ``rejected``: per rejected record ``entity``, ``source_row``,
+    ``record_id`` (or None), ``reasons`` (``;``-joined) and its raw cells; ``stats``: counts for metrics."""
 
     valid: pd.DataFrame
     rejected: pd.DataFrame
@@ -52,14 +46,10 @@ class CleanResult:
     unknown_statuses: dict[str, int] = field(default_factory=dict)
 
 
-# --- single-column rules (distinct texts in, arrays out) -------------------------------------
-
-
 def parse_ids(cells: pd.Series) -> pd.DataFrame:
     """Identifiers: whole numbers, and text holding one after trimming (``'104.0'``, ``' 34 '``,
-    ``'+0104'``). Never guessed: ``'37X'``, ``'Dr 200'``, ``'104.5'``, ``'0'`` are invalid.
-
-    Returns columns ``value`` (int64, 0 where not valid), ``missing``, ``invalid`` and ``scrubbed``."""
+    ``'+0104'``); ``'37X'``, ``'Dr 200'``, ``'104.5'``, ``'0'`` are invalid. Columns ``value``
+    (int64, 0 where not valid), ``missing``, ``invalid`` and ``scrubbed``."""
     return map_distinct(cells, _parse_distinct_ids)
 
 
@@ -82,49 +72,33 @@ def _parse_distinct_ids(grouped: Grouped) -> dict[str, np.ndarray]:
         values[rest] = np.maximum(plain, 0)
         rest = rest[plain < 0]
         hygiene = scrub(pd.Series(texts(grouped.uniques[rest]), dtype=object))
-        other = _parse_id_text(hygiene["text"])
         bad = hygiene["not_value"] | hygiene["too_long"]
-        values[rest] = np.where(bad, 0, other["value"])
-        missing[rest] = other["missing"] & ~bad
-        invalid[rest] = other["invalid"] | bad
+        trimmed = [text.strip() if text is not None else "" for text in hygiene["text"].tolist()]
+        empty = np.array([not text for text in trimmed], dtype=bool)
+        # At most 18 ASCII digits: exact in int64 (never through float, which rounds above 2**53).
+        ids = np.array([int(found.group(1)) if (found := _ID.match(text)) else 0 for text in trimmed], dtype="int64")
+        values[rest] = np.where(bad, 0, ids)
+        missing[rest] = empty & ~bad
+        invalid[rest] = (ids == 0) & ~empty | bad
         scrubbed[rest] = hygiene["scrubbed"]
     return {"value": values, "missing": missing, "invalid": invalid, "scrubbed": scrubbed}
-
-
-def _parse_id_text(distinct: pd.Series) -> dict[str, np.ndarray]:
-    size = len(distinct)
-    values = np.zeros(size, dtype="int64")
-    missing = np.zeros(size, dtype=bool)
-    for index, text in enumerate(distinct.tolist()):
-        text = text.strip() if text is not None else ""
-        found = _ID.match(text)
-        # At most 18 ASCII digits: exact in int64 (never through float, which rounds above 2**53).
-        values[index] = int(found.group(1)) if found else 0
-        missing[index] = not text
-    valid = (values > 0) & ~missing
-    return {"value": np.where(valid, values, 0), "missing": missing, "invalid": ~valid & ~missing}
 
 
 def normalize_status(cells: pd.Series) -> pd.Series:
     """Trim, lower-case, drop non-letters; ``confirm*`` -> confirmed, ``cancel*`` (incl.
     ``canceled``) -> cancelled; anything else (empty included) -> unknown."""
-    return map_distinct(cells, lambda grouped: _parse_distinct_statuses(grouped.distinct))["status"]
+    return map_distinct(cells, lambda grouped: {"status": _statuses(grouped.distinct)})["status"]
 
 
-def _parse_distinct_statuses(distinct: pd.Series) -> pd.DataFrame:
+def _statuses(distinct: pd.Series) -> np.ndarray:
     letters = distinct.fillna("").str.lower().str.replace(r"[^a-z]", "", regex=True)
-    status = np.where(
-        letters.str.startswith("confirm"),
-        "confirmed",
-        np.where(letters.str.startswith("cancel"), "cancelled", "unknown"),
-    )
-    return pd.DataFrame({"status": status.astype(object)})
+    return np.where(letters.str.startswith("confirm"), "confirmed",
+                    np.where(letters.str.startswith("cancel"), "cancelled", "unknown")).astype(object)
 
 
 def clean_text(cells: pd.Series) -> pd.Series:
-    """Trim, collapse inner whitespace, Unicode NFC (accents kept), control characters removed;
-    empty -> None. Error cells, booleans and over-long cells are None too (see
-    :func:`clean_text_parts` for the flags)."""
+    """Trim, collapse inner whitespace, Unicode NFC (accents kept), control characters removed; empty,
+    error cells, booleans and over-long cells -> None (:func:`clean_text_parts` has the flags)."""
     return clean_text_parts(cells)["text"]
 
 
@@ -134,13 +108,12 @@ def clean_text_parts(cells: pd.Series) -> pd.DataFrame:
     return map_distinct(cells, lambda grouped: _parse_distinct_text(grouped.distinct))
 
 
-def _parse_distinct_text(distinct: pd.Series) -> pd.DataFrame:
+def _parse_distinct_text(distinct: pd.Series) -> dict[str, Any]:
     hygiene = scrub(distinct)
     bad = hygiene["not_value"] | hygiene["too_long"]
     text = hygiene["text"].where(~bad, None).fillna("").map(lambda value: unicodedata.normalize("NFC", value))
     text = text.str.replace(r"\s+", " ", regex=True).str.strip()
-    return pd.DataFrame({"text": text.where(text != "", None).astype(object), "invalid": bad,
-                         "scrubbed": hygiene["scrubbed"]})
+    return {"text": text.where(text != "", None).astype(object), "invalid": bad, "scrubbed": hygiene["scrubbed"]}
 
 
 def title_case(cells: pd.Series) -> pd.Series:
@@ -150,9 +123,6 @@ def title_case(cells: pd.Series) -> pd.Series:
 
 def _title(text: pd.Series) -> pd.Series:
     return text.where(text.isna(), text.str.title())
-
-
-# --- rejection bookkeeping ---------------------------------------------------------------------
 
 
 class _Reasons:
@@ -168,10 +138,7 @@ class _Reasons:
             self.masks.append((code, mask))
 
     def any(self) -> np.ndarray:
-        result = np.zeros(self.size, dtype=bool)
-        for _, mask in self.masks:
-            result |= mask
-        return result
+        return reduce(np.logical_or, [mask for _, mask in self.masks], np.zeros(self.size, dtype=bool))
 
     def joined(self, rows: np.ndarray) -> np.ndarray:
         """``;``-joined codes for the row positions ``rows``."""
@@ -182,14 +149,14 @@ class _Reasons:
         return out
 
     def counts(self) -> dict[str, int]:
-        return {code: int(mask.sum()) for code, mask in self.masks}
+        """``reason:<code>`` -> rows carrying it, for the stats."""
+        return {f"reason:{code}": int(mask.sum()) for code, mask in self.masks}
 
 
 def _duplicate_codes(codes: list[np.ndarray]) -> np.ndarray:
-    """:func:`_exact_duplicates` from per-column factorize codes (equal cells, equal codes):
-    no second hashing of the cell text. Only rows whose cell in the column with the most
-    distinct values occurs more than once can repeat another row: the rest are set aside
-    first (an id column: almost all of them)."""
+    """Rows repeating an earlier row in every column, from per-column factorize codes (no second
+    hashing of the cells). Only rows whose cell in the column with the most distinct values occurs
+    more than once can repeat one: the rest (an id column: almost all) are set aside first."""
     size = len(codes[0]) if codes else 0
     duplicated = np.zeros(size, dtype=bool)
     if not size:
@@ -211,16 +178,14 @@ def _duplicate_codes(codes: list[np.ndarray]) -> np.ndarray:
     return duplicated
 
 
-
 def _rejected_frame(raw: pd.DataFrame, columns: tuple[str, ...], entity: str, found: _Reasons,
                     record_ids: np.ndarray, id_ok: np.ndarray) -> pd.DataFrame:
     rows = np.flatnonzero(found.any())
     rejected = raw.iloc[rows][[SOURCE_ROW, *columns]].reset_index(drop=True)
     for column in columns:
         rejected[column] = raw_cells(rejected[column])
-    ids = pd.Series(record_ids[rows], dtype="int64").astype(object)
     rejected.insert(0, ENTITY, entity)
-    rejected.insert(2, RECORD_ID, ids.where(id_ok[rows], None))
+    rejected.insert(2, RECORD_ID, pd.Series(record_ids[rows], dtype="int64").astype(object).where(id_ok[rows], None))
     rejected.insert(3, REASONS, found.joined(rows))
     return rejected
 
@@ -230,9 +195,6 @@ def _unreadable(raw: pd.DataFrame, found: _Reasons, unreadable: Optional[list[in
     mask = np.isin(raw[SOURCE_ROW].to_numpy(), np.asarray(unreadable or [], dtype="int64"))
     found.add(schema.UNREADABLE_ROW, mask)
     return mask
-
-
-# --- entity cleaners --------------------------------------------------------------------------
 
 
 def clean_doctors(raw: pd.DataFrame, unreadable: Optional[list[int]] = None) -> CleanResult:
@@ -252,19 +214,14 @@ def clean_doctors(raw: pd.DataFrame, unreadable: Optional[list[int]] = None) -> 
     found.add(schema.DUPLICATE_ROW, _duplicate_codes([column_codes(raw[c]).codes for c in DOCTOR_COLUMNS]) & ~lost)
     id_values = ids["value"].to_numpy()
     _reject_repeated_ids(found, id_values, schema.DUPLICATE_DOCTOR_ID)
-
     keep = ~found.any()
-    valid = pd.DataFrame({
-        "id": id_values[keep],
-        "name": names.to_numpy()[keep],
-        "specialty": _title(specialty_parts["text"]).to_numpy()[keep],
-        SOURCE_ROW: raw[SOURCE_ROW].to_numpy()[keep],
-    })
+    valid = pd.DataFrame({"id": id_values[keep], "name": names.to_numpy()[keep],
+                          "specialty": _title(specialty_parts["text"]).to_numpy()[keep],
+                          SOURCE_ROW: raw[SOURCE_ROW].to_numpy()[keep]})
     id_ok = ~(ids["missing"].to_numpy() | ids["invalid"].to_numpy())
-    rejected = _rejected_frame(raw, DOCTOR_COLUMNS, "doctors", found, id_values, id_ok)
     scrubbed = sum(int(part["scrubbed"].to_numpy(dtype=bool).sum()) for part in (ids, name_parts, specialty_parts))
-    stats = {"read": len(raw), CONTROL_CHARACTERS: scrubbed, **_prefixed(found.counts())}
-    return CleanResult(valid=valid, rejected=rejected, stats=stats)
+    stats = {"read": len(raw), CONTROL_CHARACTERS: scrubbed, **found.counts()}
+    return CleanResult(valid, _rejected_frame(raw, DOCTOR_COLUMNS, "doctors", found, id_values, id_ok), stats)
 
 
 def _reject_repeated_ids(found: _Reasons, id_values: np.ndarray, code: str) -> None:
@@ -275,13 +232,8 @@ def _reject_repeated_ids(found: _Reasons, id_values: np.ndarray, code: str) -> N
     found.add(code, repeated)
 
 
-def _prefixed(counts: dict[str, int]) -> dict[str, int]:
-    return {f"reason:{code}": count for code, count in counts.items()}
-
-
 def clean_appointments(raw: pd.DataFrame, known_doctor_ids: np.ndarray, as_of: date, day_first: bool = False,
-                       horizon_days: int = DEFAULT_HORIZON_DAYS,
-                       unreadable: Optional[list[int]] = None) -> CleanResult:
+                       horizon_days: int = DEFAULT_HORIZON_DAYS, unreadable: Optional[list[int]] = None) -> CleanResult:
     """Appointments sheet (calamine cells + source_row) -> valid appointments and rejections.
     ``booking_date`` of the valid rows: int64 microseconds since 1970-01-01 (:func:`to_micros`).
     ``known_doctor_ids``: ids of the doctors being loaded (referential integrity)."""
@@ -309,18 +261,17 @@ def clean_appointments(raw: pd.DataFrame, known_doctor_ids: np.ndarray, as_of: d
     _reject_repeated_ids(found, judged["booking_id"]["value"], schema.DUPLICATE_BOOKING_ID)
     status = judged["status"]
     found.add(schema.invalid("status"), status["not_value"] | status["too_long"])
-    return _appointments_result(raw, found, judged, {
-        "doctor_ok": doctor_ok, "doctor_known": doctor_known, "duplicate_rows": duplicate_rows})
+    return _appointments_result(raw, found, judged, {"doctor_ok": doctor_ok, "doctor_known": doctor_known,
+                                                     "duplicate_rows": duplicate_rows})
 
 
 def _judge(column: str, grouped: Grouped, day_first: bool) -> dict[str, np.ndarray]:
     """The rule of ``column`` applied to its distinct values, taken back to one entry per row."""
-    distinct = grouped.distinct
     if column == "booking_date":
-        parts: dict[str, np.ndarray] = dict(_date_parser(day_first)(distinct).items())
+        parts = _parse_dates(grouped.distinct, day_first)
     elif column == "status":
-        hygiene = scrub(distinct)
-        parts = {"status": _parse_distinct_statuses(hygiene["text"])["status"].to_numpy(),
+        hygiene = scrub(grouped.distinct)
+        parts = {"status": _statuses(hygiene["text"]),
                  **{key: np.asarray(hygiene[key]) for key in ("not_value", "too_long", "scrubbed")}}
     else:
         parts = _parse_distinct_ids(grouped)
@@ -332,40 +283,30 @@ def _appointments_result(raw: pd.DataFrame, found: _Reasons, judged: dict[str, d
     dates, status = judged["booking_date"], judged["status"]
     keep = ~found.any()
     valid = pd.DataFrame({
-        "id": judged["booking_id"]["value"][keep],
-        "patient_id": judged["patient_id"]["value"][keep],
+        "id": judged["booking_id"]["value"][keep], "patient_id": judged["patient_id"]["value"][keep],
         "doctor_id": judged["doctor_id"]["value"][keep],
         "booking_date": to_micros(dates["days"][keep], dates["seconds"][keep], dates["micros"][keep]),
-        "status": status["status"][keep],
-        SOURCE_ROW: raw[SOURCE_ROW].to_numpy()[keep],
+        "status": status["status"][keep], SOURCE_ROW: raw[SOURCE_ROW].to_numpy()[keep],
     })
     unknown = (status["status"] == "unknown") & keep
     unknown_raw = raw_cells(raw["status"][unknown]).fillna("<empty>").str.strip().value_counts()
-    ok = {column: ~(judged[column]["missing"] | judged[column]["invalid"])
-          for column in ("booking_id", "patient_id")}
+    ok = {column: ~(judged[column]["missing"] | judged[column]["invalid"]) for column in ("booking_id", "patient_id")}
     stats = {
-        "read": len(raw),
-        "ids_complete": int((ok["patient_id"] & checks["doctor_ok"]).sum()),
-        "doctor_id_valid": int(checks["doctor_ok"].sum()),
-        "doctor_known": int(checks["doctor_known"].sum()),
-        "exact_duplicates": int(checks["duplicate_rows"].sum()),
-        "dates_non_empty": int((~dates["missing"]).sum()),
+        "read": len(raw), "ids_complete": int((ok["patient_id"] & checks["doctor_ok"]).sum()),
+        "doctor_id_valid": int(checks["doctor_ok"].sum()), "doctor_known": int(checks["doctor_known"].sum()),
+        "exact_duplicates": int(checks["duplicate_rows"].sum()), "dates_non_empty": int((~dates["missing"]).sum()),
         "dates_parsed": int(dates["parsed"].sum()),
         CONTROL_CHARACTERS: int(sum(judged[column]["scrubbed"].sum() for column in APPOINTMENT_COLUMNS)),
-        **_prefixed(found.counts()),
+        **found.counts(),
     }
     rejected = _rejected_frame(raw, APPOINTMENT_COLUMNS, "appointments", found, judged["booking_id"]["value"],
                                ok["booking_id"])
-    return CleanResult(valid=valid, rejected=rejected, stats=stats,
-                       unknown_statuses={str(key): int(value) for key, value in unknown_raw.head(50).items()})
+    return CleanResult(valid, rejected, stats, {str(key): int(value) for key, value in unknown_raw.head(50).items()})
 
 
 def reason_counts(*results: CleanResult) -> dict[str, int]:
     """Reason code -> number of rejected rows carrying it, over all entities."""
-    totals: dict[str, int] = {}
+    totals: Counter[str] = Counter()
     for result in results:
-        for key, count in result.stats.items():
-            if key.startswith("reason:"):
-                code = key[len("reason:"):]
-                totals[code] = totals.get(code, 0) + count
+        totals.update({key[len("reason:"):]: count for key, count in result.stats.items() if key.startswith("reason:")})
     return dict(sorted(totals.items()))

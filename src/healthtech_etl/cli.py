@@ -1,11 +1,10 @@
-"""The ``healthtech-etl`` command: ``etl``, ``queries``, ``run`` (etl then queries), ``sample``,
-the run history (``runs``, ``rejections``, ``report``) and ``db status|start|stop`` (the
-embedded PostgreSQL).
+"""The ``healthtech-etl`` command: ``etl``, ``queries``, ``run`` (etl then queries), ``sample``, the
+run history (``runs``, ``rejections``, ``report``) and ``db status|start|stop`` (embedded PostgreSQL).
 
-Exit codes: 0 ok, 2 usage/config, 3 input file problem, 4 database problem, 5 quality gate,
-6 loaded but the report not written, 130 interrupted (SIGINT or SIGTERM); 1 only for a bug.
-Every failure is one line on stderr (the traceback of a bug goes to the log file only), and
-everything is checked before an embedded server starts or a folder is created.
+Exit codes: 0 ok, 2 usage/config, 3 input file problem, 4 database problem, 5 quality gate, 6 loaded
+but the report not written, 130 interrupted (SIGINT or SIGTERM); 1 only for a bug. Every failure is
+one line on stderr (a bug's traceback goes to the log file only), and everything is checked before
+an embedded server starts or a folder is created.
 """
 
 import argparse
@@ -13,8 +12,6 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
@@ -53,18 +50,15 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
-    epilog = "exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in sorted(EXIT_CODES.items()))
-    parser = OneLineParser(
-        prog="healthtech-etl",
-        description="Clean clinic Excel exports (doctors, appointments), report their quality and load PostgreSQL.",
-        epilog=epilog + ". Database: DATABASE_URL or DB_HOST/DB_PORT/DB_NAME/DB_USER/DB_PASSWORD "
-        "(also read from .env); with neither, an embedded PostgreSQL in .pgdata/.",
-    )
+    epilog = ("exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in sorted(EXIT_CODES.items()))
+              + ". Database: DATABASE_URL or DB_HOST/DB_PORT/DB_NAME/DB_USER/DB_PASSWORD (also read from .env); "
+              "with neither, an embedded PostgreSQL in .pgdata/.")
+    parser = OneLineParser(prog="healthtech-etl", epilog=epilog, description="Clean clinic Excel exports (doctors, "
+                           "appointments), report their quality and load PostgreSQL.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    common = OneLineParser(add_help=False)
+    common = OneLineParser(add_help=False)  # the options of every command
     common.add_argument("--report-dir", type=Path, default=Path(env.get("REPORT_DIR", "reports")),
                         help="where quality_report.json, rejected_rows.csv and query CSVs go (default: reports/)")
     common.add_argument("--log-dir", type=Path, default=Path(env.get("LOG_DIR", "logs")),
@@ -79,8 +73,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     etl = OneLineParser(add_help=False)
     etl.add_argument("--doctors", type=Path, default=Path(env.get("DOCTORS_INPUT") or DEFAULT_DOCTORS),
                      help=f"doctors workbook (env DOCTORS_INPUT, default {DEFAULT_DOCTORS})")
-    etl.add_argument("--appointments", type=Path,
-                     default=Path(env.get("APPOINTMENTS_INPUT") or DEFAULT_APPOINTMENTS),
+    etl.add_argument("--appointments", type=Path, default=Path(env.get("APPOINTMENTS_INPUT") or DEFAULT_APPOINTMENTS),
                      help=f"appointments workbook (env APPOINTMENTS_INPUT, default {DEFAULT_APPOINTMENTS})")
     etl.add_argument("--doctors-sheet", help="sheet name (default: the first sheet)")
     etl.add_argument("--appointments-sheet", help="sheet name (default: the first sheet)")
@@ -95,9 +88,8 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                      help="keep the etl_rejections rows and etl_run_reports snapshots of this many most recent runs "
                      f"(env KEEP_RUNS, default {DEFAULT_KEEP_RUNS})")
     etl.add_argument("--mode", choices=("replace", "merge"), default=env.get("LOAD_MODE") or "replace",
-                     help="replace: the tables become this file's rows; merge: upsert by id, keep rows absent "
-                          "from the file, record appointment changes in appointment_history "
-                          "(env LOAD_MODE, default replace)")
+                     help="replace: the tables become this file's rows; merge: upsert by id, keep rows absent from "
+                     "the file, record appointment changes in appointment_history (env LOAD_MODE, default replace)")
 
     commands.add_parser("etl", parents=[common, etl], help="extract, clean, report and load",
                         description="Extract, clean, report and load the workbooks (one transaction).")
@@ -113,9 +105,8 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     sample.add_argument("--out-dir", type=Path, default=Path("data/raw"), help="default: data/raw/")
     sample.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     db = commands.add_parser("db", help="the embedded PostgreSQL: status, start, stop",
-                             description="Manage the embedded PostgreSQL kept in .pgdata/ (env PGDATA_DIR). "
-                             "Runs start it on demand and stop it when they end; 'start' keeps it running "
-                             "until 'stop'.")
+                             description="Manage the embedded PostgreSQL kept in .pgdata/ (env PGDATA_DIR). Runs start "
+                             "it on demand and stop it when they end; 'start' keeps it running until 'stop'.")
     db.add_argument("action", choices=("status", "start", "stop"))
     db.add_argument("--force", action="store_true", help="stop: even while a run is using it (its load rolls back)")
     return parser
@@ -125,28 +116,21 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-@contextmanager
-def _signals_as_interrupts() -> Iterator[None]:
-    """SIGTERM (timeout, kill, a container stop) is handled exactly like Ctrl-C: the run
+def main(argv: Optional[list[str]] = None) -> int:
+    """The command; SIGTERM (timeout, kill, a container stop) is handled exactly like Ctrl-C: the run
     unwinds, the embedded server's handles are released and the user is told the truth."""
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous, restore = signal.signal(signal.SIGTERM, _raise_interrupt), True
     except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
+        previous, restore = None, False
     try:
-        yield
+        return _main(argv)
+    except KeyboardInterrupt:  # before a run started (or again while explaining one)
+        print("healthtech-etl: interrupted; nothing was committed", file=sys.stderr)
+        return Interrupted.exit_code
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    with _signals_as_interrupts():
-        try:
-            return _main(argv)
-        except KeyboardInterrupt:  # before a run started (or again while explaining one)
-            print("healthtech-etl: interrupted; nothing was committed", file=sys.stderr)
-            return Interrupted.exit_code
+        if restore:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv: Optional[list[str]]) -> int:
@@ -156,8 +140,7 @@ def _main(argv: Optional[list[str]]) -> int:
         return _fail(exc)
     env = {**dotenv, **os.environ}
     from_dotenv = set(dotenv) - set(os.environ)
-    parser = build_parser(env)
-    args = parser.parse_args(argv)
+    args = build_parser(env).parse_args(argv)
     progress.configure(progress.wanted(getattr(args, "quiet", False)))
     if args.command == "sample":
         return _sample(args)
@@ -172,8 +155,6 @@ def _main(argv: Optional[list[str]]) -> int:
         # Everything that can be checked is checked before a server starts or a folder appears.
         configured = DbConfig.from_env(env, from_dotenv)
         settings = _settings(args) if args.command in ("etl", "run") else None
-        if settings is not None:
-            _check_inputs(args)
         check_output_dir(args.report_dir, "--report-dir")
         check_output_dir(args.log_dir, "--log-dir")
         configure_logging(json_logs=args.json_logs, log_dir=args.log_dir, max_bytes=args.log_max_bytes)
@@ -186,12 +167,9 @@ def _main(argv: Optional[list[str]]) -> int:
                     handler.setLevel(logging.INFO)
         db_config = configured or resolve_config(env, from_dotenv=from_dotenv)
         logger.info("database: %s", db_config.describe())
-        exit_code = 0
-        if settings is not None:
-            exit_code = _etl(args, settings, db_config, run_state)
+        exit_code = _etl(args, settings, db_config, run_state) if settings is not None else 0
         if args.command in ("queries", "run"):
-            after_load = run_state.run.run_id if run_state.committed and run_state.run else None
-            _queries(args, db_config, after_load=after_load)
+            _queries(args, db_config, run_state.run.run_id if run_state.committed and run_state.run else None)
         if args.command in history_commands.COMMANDS:
             history_commands.run(args, db_config)
         return exit_code
@@ -221,7 +199,6 @@ def _fail(exc: EtlError, logged: bool = False) -> int:
 def _explain_interrupt(progress: "RunProgress", db_config: Optional[DbConfig], signal_name: str) -> str:
     """What an interrupt left behind, from the ledger (``etl_runs``), never guessed."""
     from .load import record_failed_run
-    from .pipeline import mark_report_loaded
 
     run = progress.run
     if run is None:
@@ -230,20 +207,24 @@ def _explain_interrupt(progress: "RunProgress", db_config: Optional[DbConfig], s
         status = "succeeded" if progress.committed else record_failed_run(
             db_config, run, f"interrupted ({signal_name}) before the load committed")
         if status == "succeeded":
-            mark_report_loaded(progress)
+            progress.mark_report_loaded()
     except KeyboardInterrupt:
         return f"interrupted again; whether run {run.run_id} committed is unknown: check healthtech.etl_runs"
-    if status == "succeeded":
-        return f"interrupted after the load committed: run {run.run_id} succeeded"
-    if status == "failed":
-        return f"interrupted; nothing was committed (run {run.run_id} recorded as failed)"
-    return f"interrupted; PostgreSQL unreachable, so whether run {run.run_id} committed is unknown"
+    return {"succeeded": f"interrupted after the load committed: run {run.run_id} succeeded",
+            "failed": f"interrupted; nothing was committed (run {run.run_id} recorded as failed)"}.get(
+        status, f"interrupted; PostgreSQL unreachable, so whether run {run.run_id} committed is unknown")
 
 
-def _check_inputs(args: argparse.Namespace) -> None:
+def _settings(args: argparse.Namespace) -> "EtlSettings":
+    """The run's settings validated (exit 2), then its reader and inputs (exit 3), before anything starts."""
     from .guard import Limits
+    from .pipeline import EtlSettings
     from .read import calamine
 
+    settings = EtlSettings(as_of=args.as_of or date.today(), report_dir=args.report_dir, log_dir=args.log_dir,
+                           day_first=args.day_first, horizon_days=args.horizon_days, fail_on=args.fail_on,
+                           keep_runs=args.keep_runs, mode=args.mode)
+    settings.validate()
     calamine()  # the reader and its release, before a server starts
     Limits.from_env(os.environ)
     for entity, path in (("doctors", args.doctors), ("appointments", args.appointments)):
@@ -251,43 +232,20 @@ def _check_inputs(args: argparse.Namespace) -> None:
             raise InputFileError(f"{entity} file not found: {path}")
         if not Path(path).is_file():
             raise InputFileError(f"{entity} file {path} is not a file")
-
-
-def _settings(args: argparse.Namespace) -> "EtlSettings":
-    """The run's settings, validated (exit 2) before anything starts."""
-    from .pipeline import EtlSettings
-
-    settings = EtlSettings(
-        as_of=args.as_of or date.today(),
-        report_dir=args.report_dir,
-        log_dir=args.log_dir,
-        day_first=args.day_first,
-        horizon_days=args.horizon_days,
-        fail_on=args.fail_on,
-        keep_runs=args.keep_runs,
-        mode=args.mode,
-    )
-    settings.validate()
     return settings
 
 
 def _etl(args: argparse.Namespace, settings: "EtlSettings", db_config: DbConfig, run_state: "RunProgress") -> int:
     from .pipeline import InputFile, run_etl
 
-    result = run_etl(
-        InputFile(args.doctors, sheet=args.doctors_sheet),
-        InputFile(args.appointments, sheet=args.appointments_sheet),
-        db_config,
-        settings,
-        run_state,
-    )
+    result = run_etl(InputFile(args.doctors, sheet=args.doctors_sheet),
+                     InputFile(args.appointments, sheet=args.appointments_sheet), db_config, settings, run_state)
     if not args.quiet:
         print("\n".join(summary_lines(result.report)))
         if "merge" in result.report:
-            merged = result.report["merge"]
-            print("  merge: " + "; ".join(
-                f"{entity} " + ", ".join(f"{key} {value:,}" for key, value in merged[entity].items())
-                for entity in ("doctors", "appointments", "history")))
+            changes = {entity: result.report["merge"][entity] for entity in ("doctors", "appointments", "history")}
+            print("  merge: " + "; ".join(f"{entity} " + ", ".join(f"{key} {value:,}" for key, value in counts.items())
+                                          for entity, counts in changes.items()))
         html = Path(result.report_path).with_name(HTML_FILE)
         print(f"  report: {result.report_path}" + (f" and {html}" if html.is_file() else "")
               + f"   rejected rows: {result.rejections_path}   log: {Path(args.log_dir) / LOG_FILE_NAME}")
@@ -311,8 +269,7 @@ def _queries(args: argparse.Namespace, db_config: DbConfig, after_load: Optional
             exc.args = (f"run {after_load} succeeded (data loaded), but the queries failed: {exc}",)
         raise
     for result in results:
-        print(f"\n== {result.name} ==")
-        print(format_table(result.columns, result.rows))
+        print(f"\n== {result.name} ==\n{format_table(result.columns, result.rows)}")
     print(f"\n(query results saved as CSV in {args.report_dir}/)")
 
 

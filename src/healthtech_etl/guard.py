@@ -1,17 +1,15 @@
-"""Check an .xlsx package before python-calamine reads it.
-
-calamine trusts the zip, keeps every shared string and builds one dense grid from row 1 to the
-sheet's last cell: a 2 KB file can ask it for gigabytes. So the parts it reads are inflated
-here first, their sizes *counted* (a zip header is never trusted), 8 MiB at a time, and the
-sheet is scanned once for its row numbers and cell columns. Anything past :class:`Limits` is
-refused with :class:`InputFileError` (exit 3) and one line. README "Data rules" lists them.
-"""
+"""Check an .xlsx package before python-calamine reads it: calamine trusts the zip and builds one
+dense grid up to the sheet's last cell (a 2 KB file can ask for gigabytes). The parts it reads are
+inflated here 8 MiB at a time, their sizes *counted* (never a zip header's word), the sheet's rows
+and columns scanned; past :class:`Limits`: :class:`InputFileError` (exit 3), one line."""
 
 import re
 import zipfile
 import zlib
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial, reduce
 from html import unescape
 from pathlib import Path
 from typing import Callable, Optional
@@ -20,7 +18,7 @@ from .errors import ConfigError, InputFileError
 
 MAX_ROWS, MAX_COLUMNS = 1_048_576, 16_384  # Excel's own limits
 PIECE = 8 << 20
-# A row tag's number; a cell's column letters (b"" for a cell written without a reference).
+# A row tag's number; a cell's column letters (b"" for a cell written without a reference);
 # {p}: the namespace prefix the sheet's elements are written with (usually none).
 _ROW = rb'<{p}row\b[^>]*?\sr\s*=\s*["\'](\d+)'
 _CELL = rb'<{p}c\b(?:[^>]*?\sr\s*=\s*["\']\$?([A-Za-z]+))?'
@@ -43,11 +41,9 @@ class Limits:
     def from_env(cls, env: Mapping[str, str]) -> "Limits":
         """The defaults, the sheet's cap from ``ETL_MAX_SHEET_XML_BYTES`` if set."""
         value = env.get("ETL_MAX_SHEET_XML_BYTES", "").strip()
-        if not value:
-            return cls()
-        if not value.isdigit() or int(value) < 1:
+        if value and (not value.isdigit() or int(value) < 1):
             raise ConfigError(f"ETL_MAX_SHEET_XML_BYTES must be a whole number of bytes (got {value!r})")
-        return cls(sheet_bytes=int(value))
+        return cls(sheet_bytes=int(value)) if value else cls()
 
 
 @dataclass
@@ -69,37 +65,53 @@ class SheetScan:
 
 
 def check_workbook(path: Path, sheet: Optional[str], entity: str, limits: Limits = Limits()) -> SheetScan:
-    """Check what calamine reads of ``path`` for ``sheet`` (None: the first); returns the
-    sheet's scan. Raises :class:`InputFileError` for a package past ``limits``."""
-    name = Path(path).name
+    """Check what calamine reads of ``path`` for ``sheet`` (None: the first); the sheet's scan."""
+    where = f"{entity} file {Path(path).name}"
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise InputFileError(f"{entity} file {name} is not an .xlsx workbook: {exc}") from exc
-    with archive:
-        part = _Parts(archive, f"{entity} file {name}")
-        strings = [0]
-
-        def count_strings(piece: bytes) -> None:
-            strings[0] += piece.count(b"<si")
-            if strings[0] > limits.strings:
-                raise InputFileError(f"{part.where}: more than {limits.strings:,} shared strings")
-
-        part.read("xl/sharedStrings.xml", limits.strings_bytes, count_strings)
-        part.read("xl/styles.xml", limits.part_bytes, lambda piece: None)
-        scan = _find_sheet(part, sheet, limits)
-        part.read(scan.member, limits.sheet_bytes, lambda piece: _scan_piece(piece, scan))
-    _check_extent(scan, limits, f"{part.where}, sheet {scan.name!r}")
+        raise InputFileError(f"{where} is not an .xlsx workbook: {exc}") from exc
+    with archive:  # members named in any case, as calamine finds them
+        part = partial(_pieces, archive.filename or "", {i.filename.lower(): i for i in archive.infolist()}, where)
+        strings = 0
+        for piece in part("xl/sharedStrings.xml", limits.strings_bytes):
+            strings += piece.count(b"<si")
+            if strings > limits.strings:
+                raise InputFileError(f"{where}: more than {limits.strings:,} shared strings")
+        deque(part("xl/styles.xml", limits.part_bytes), maxlen=0)  # read through: its size counts
+        scan = _find_sheet(part, where, sheet, limits)
+        for piece in part(scan.member, limits.sheet_bytes):
+            _scan_piece(piece, scan)
+    where += f", sheet {scan.name!r}"  # now the grid calamine will build for the sheet
+    bad = next((number for number in scan.rows if not 1 <= number <= MAX_ROWS), None)
+    if bad is not None:
+        raise InputFileError(f"{where}: row number {bad:,} is outside Excel's 1 to {MAX_ROWS:,}")
+    # b"A" -> 1, b"xfd" -> 16384 (calamine reads lower case as upper case)
+    columns = [reduce(lambda number, letter: number * 26 + letter - 64, letters.upper(), 0)
+               for letters in scan.letters if letters] or [1]
+    if max(columns) > MAX_COLUMNS:
+        raise InputFileError(f"{where}: a cell reference lies past Excel's last column (XFD)")
+    seen: set[int] = set()
+    twice = next((number for number in scan.rows if number in seen or seen.add(number)), None)  # type: ignore
+    if twice is not None:
+        raise InputFileError(f"{where}: row {twice:,} is written twice")
+    width = min(max(columns) + scan.unreferenced, MAX_COLUMNS) - min(columns) + 1
+    last_row = max(scan.rows, default=0)
+    allowed = max(limits.grid_cells, scan.xml_bytes // 8)
+    if last_row * width > allowed:
+        raise InputFileError(
+            f"{where}: its cells span {last_row:,} rows x {width:,} columns ({last_row * width:,} cells) for "
+            f"{scan.xml_bytes:,} bytes of data (limit {allowed:,}): a stray cell far from the data? "
+            "Delete it and export again")
     return scan
 
 
-def _find_sheet(part: "_Parts", sheet: Optional[str], limits: Limits) -> SheetScan:
+def _find_sheet(part: Callable[..., Iterator[bytes]], where: str, sheet: Optional[str], limits: Limits) -> SheetScan:
     """The sheet's name and zip member, found as calamine finds them."""
-    workbook, rels = bytearray(), bytearray()
-    part.read("xl/workbook.xml", limits.part_bytes, workbook.extend)
-    part.read("xl/_rels/workbook.xml.rels", limits.part_bytes, rels.extend)
-    targets = {_attribute(tag, b"Id"): _attribute(tag, b"Target") for tag in _RELATION.findall(bytes(rels))}
-    sheets = [(_attribute(tag, b"name"), _attribute(tag, b"id")) for tag in _SHEET.findall(bytes(workbook))]
+    workbook = b"".join(part("xl/workbook.xml", limits.part_bytes))
+    rels = b"".join(part("xl/_rels/workbook.xml.rels", limits.part_bytes))
+    targets = {_attribute(tag, b"Id"): _attribute(tag, b"Target") for tag in _RELATION.findall(rels)}
+    sheets = [(_attribute(tag, b"name"), _attribute(tag, b"id")) for tag in _SHEET.findall(workbook)]
     names = [title for title, _ in sheets]
     wanted = sheet if sheet is not None else next(iter(names), None)
     for title, relation in sheets:
@@ -107,7 +119,7 @@ def _find_sheet(part: "_Parts", sheet: Optional[str], limits: Limits) -> SheetSc
             target = targets.get(relation, "").lstrip("/")
             return SheetScan(title, target if target.startswith("xl/") else f"xl/{target}", names)
     listed = ", ".join(repr(title) for title in names) or "none"
-    raise InputFileError(f"{part.where}: sheet {wanted!r} not found (sheets: {listed})")
+    raise InputFileError(f"{where}: sheet {wanted!r} not found (sheets: {listed})")
 
 
 def _attribute(tag: bytes, key: bytes) -> str:
@@ -127,89 +139,50 @@ def _scan_piece(piece: bytes, scan: SheetScan) -> None:
     scan.letters.update(letters)
 
 
-def column_number(letters: bytes) -> int:
-    """``b"A"`` -> 1, ``b"xfd"`` -> 16384 (calamine reads lower case as upper case)."""
-    number = 0
-    for letter in letters.upper():
-        number = number * 26 + letter - 64
-    return number
+def _pieces(path: str, members: dict[str, zipfile.ZipInfo], where: str, member: str, limit: int) -> Iterator[bytes]:
+    """``member`` inflated a piece at a time, each cut after a tag's end; its size counted."""
+    info = members.get(member.lower())
+    if info is None:
+        return
+    if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise InputFileError(f"{where}: {info.filename} is encrypted or compressed as Excel never does")
+    total, carry = 0, b""
+    try:
+        for raw in filter(None, _inflated(path, info)):
+            total += len(raw)
+            if total > limit:
+                raise InputFileError(f"{where}: {info.filename} inflates past {limit:,} bytes (a zip bomb? "
+                                     "the sheet's cap: ETL_MAX_SHEET_XML_BYTES)")
+            piece = carry + raw
+            cut = piece.rfind(b"<")
+            if cut < 0 or len(piece) - cut > PIECE:  # calamine would buffer it whole
+                raise InputFileError(f"{where}: {info.filename} runs over {PIECE:,} bytes without a tag "
+                                     "(a text longer than any cell Excel can hold, or padding)")
+            closed = piece.find(b">", cut) >= 0
+            carry = b"" if closed else piece[cut:]
+            yield piece if closed else piece[:cut]
+        if carry:
+            yield carry
+    except zlib.error as exc:
+        raise InputFileError(f"{where}: {info.filename} is damaged: {exc}") from exc
 
 
-def _check_extent(scan: SheetScan, limits: Limits, where: str) -> None:
-    bad = next((number for number in scan.rows if not 1 <= number <= MAX_ROWS), None)
-    if bad is not None:
-        raise InputFileError(f"{where}: row number {bad:,} is outside Excel's 1 to {MAX_ROWS:,}")
-    columns = [column_number(letters) for letters in scan.letters if letters] or [1]
-    if max(columns) > MAX_COLUMNS:
-        raise InputFileError(f"{where}: a cell reference lies past Excel's last column (XFD)")
-    seen: set[int] = set()
-    twice = next((number for number in scan.rows if number in seen or seen.add(number)), None)  # type: ignore
-    if twice is not None:
-        raise InputFileError(f"{where}: row {twice:,} is written twice")
-    width = min(max(columns) + scan.unreferenced, MAX_COLUMNS) - min(columns) + 1
-    last_row = max(scan.rows, default=0)
-    allowed = max(limits.grid_cells, scan.xml_bytes // 8)
-    if last_row * width > allowed:
-        raise InputFileError(
-            f"{where}: its cells span {last_row:,} rows x {width:,} columns ({last_row * width:,} cells) for "
-            f"{scan.xml_bytes:,} bytes of data (limit {allowed:,}): a stray cell far from the data? "
-            "Delete it and export again")
-
-
-class _Parts:
-    """Reads zip members as calamine finds them (names matched case-insensitively), inflating
-    their raw streams here, a piece at a time, each piece cut after a tag's end."""
-
-    def __init__(self, archive: zipfile.ZipFile, where: str) -> None:
-        self.archive, self.where = archive, where
-        self.members = {info.filename.lower(): info for info in archive.infolist()}
-
-    def read(self, member: str, limit: int, use: Callable[[bytes], None]) -> None:
-        info = self.members.get(member.lower())
-        if info is None:
-            return
-        if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise InputFileError(f"{self.where}: {info.filename} is encrypted or compressed as Excel never does")
-        total, carry = 0, b""
-        try:
-            for raw in self._inflated(info):
-                total += len(raw)
-                if total > limit:
-                    raise InputFileError(f"{self.where}: {info.filename} inflates past {limit:,} bytes (a zip bomb? "
-                                         "the sheet's cap: ETL_MAX_SHEET_XML_BYTES)")
-                piece = carry + raw
-                cut = piece.rfind(b"<")
-                if cut < 0 or len(piece) - cut > PIECE:  # calamine would buffer it whole
-                    raise InputFileError(f"{self.where}: {info.filename} runs over {PIECE:,} bytes without a tag "
-                                         "(a text longer than any cell Excel can hold, or padding)")
-                closed = piece.find(b">", cut) >= 0
-                carry = b"" if closed else piece[cut:]
-                use(piece if closed else piece[:cut])
-            if carry:
-                use(carry)
-        except zlib.error as exc:
-            raise InputFileError(f"{self.where}: {info.filename} is damaged: {exc}") from exc
-
-    def _inflated(self, info: zipfile.ZipInfo) -> Iterator[bytes]:
-        """The member's bytes, inflated from its raw stream, at most :data:`PIECE` at a time."""
-        with open(self.archive.filename or "", "rb") as raw:
-            raw.seek(info.header_offset)
-            header = raw.read(30)
-            if len(header) < 30 or header[:4] != b"PK\x03\x04":
-                raise zlib.error("bad local file header")
-            raw.seek(int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little"), 1)
-            inflater = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
-            left = info.compress_size
-            while left > 0:
-                data = raw.read(min(left, 1 << 20))
-                if not data:
-                    raise zlib.error("truncated member")
-                left -= len(data)
-                while data:
-                    out = inflater.decompress(data, PIECE) if inflater else data
-                    data = inflater.unconsumed_tail if inflater else b""
-                    if out:
-                        yield out
-            tail = inflater.flush() if inflater else b""
-            if tail:
-                yield tail
+def _inflated(path: str, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """The member's bytes from its raw stream, at most :data:`PIECE` at a time (some empty)."""
+    with open(path, "rb") as raw:
+        raw.seek(info.header_offset)
+        header = raw.read(30)
+        if len(header) < 30 or header[:4] != b"PK\x03\x04":
+            raise zlib.error("bad local file header")
+        raw.seek(int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little"), 1)
+        inflater = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+        left = info.compress_size
+        while left > 0:
+            data = raw.read(min(left, 1 << 20))
+            if not data:
+                raise zlib.error("truncated member")
+            left -= len(data)
+            while data:
+                yield inflater.decompress(data, PIECE) if inflater else data
+                data = inflater.unconsumed_tail if inflater else b""
+        yield inflater.flush() if inflater else b""

@@ -1,11 +1,8 @@
-"""Run history from the database: the ledger (``etl_runs``), rejected rows (``etl_rejections``),
-aggregates of the loaded appointments, and the report snapshot each run stores
-(``etl_run_reports``) so that its HTML page can be rebuilt later from the database alone.
+"""Run history from the database: the ledger (``etl_runs``), rejected rows, aggregates of the
+loaded appointments (GROUP BY in PostgreSQL) and the report snapshot each run stores
+(``etl_run_reports``) so that its HTML page can be rebuilt from the database alone."""
 
-Every statement is parameterised; aggregation happens in PostgreSQL (GROUP BY), so only a few
-hundred numbers leave the server whatever the table size.
-"""
-
+import json
 import logging
 from datetime import date, datetime, timezone
 from typing import Any, Optional
@@ -33,69 +30,50 @@ REPORTS_DDL = ";\n".join(create_statements(ETL_RUN_REPORTS))
 
 # A ledger row: every column of etl_runs; a rejected row: every column of etl_rejections but its id.
 _RUN_SELECT = sql("SELECT {columns} FROM {etl_runs}", columns=", ".join(ETL_RUNS.names))
-_REJECTED_SELECT = sql(
-    "SELECT {columns} FROM {etl_rejections} WHERE run_id = :run_id"
-    " AND (CAST(:reason AS text) IS NULL OR :reason = ANY (reasons)) ORDER BY entity DESC, row_number, id",
-    columns=", ".join(REJECTION_COLUMNS),
-)
+_REJECTED_SELECT = sql("SELECT {columns} FROM {etl_rejections} WHERE run_id = :run_id AND (CAST(:reason AS text)"
+                       " IS NULL OR :reason = ANY (reasons)) ORDER BY entity DESC, row_number, id",
+                       columns=", ".join(REJECTION_COLUMNS))
 _REJECTED_COUNT = sql("SELECT count(*) FROM {etl_rejections} WHERE run_id = :run_id")
 _REJECTED_BY_REASON = sql("SELECT code, count(*) FROM {etl_rejections}, unnest(reasons) AS code"
                           " WHERE run_id = :run_id GROUP BY code ORDER BY count(*) DESC, code")
 _PER_DAY = sql("SELECT CAST(booking_date AS date), status, count(*) FROM {appointments} GROUP BY 1, 2 ORDER BY 1, 2")
-_PER_DOCTOR = sql(
-    "SELECT d.id, d.name, d.specialty, coalesce(a.confirmed, 0), coalesce(a.total, 0)"
-    " FROM {doctors} d LEFT JOIN (SELECT doctor_id, count(*) FILTER (WHERE status = 'confirmed')"
-    " AS confirmed, count(*) AS total FROM {appointments} GROUP BY doctor_id) a ON a.doctor_id = d.id"
-)
+_PER_DOCTOR = sql("SELECT d.id, d.name, d.specialty, coalesce(a.confirmed, 0), coalesce(a.total, 0)"
+                  " FROM {doctors} d LEFT JOIN (SELECT doctor_id, count(*) FILTER (WHERE status = 'confirmed')"
+                  " AS confirmed, count(*) AS total FROM {appointments} GROUP BY doctor_id) a ON a.doctor_id = d.id")
 _LATEST_SUCCEEDED = sql("SELECT run_id FROM {etl_runs} WHERE status = 'succeeded'"
                         " ORDER BY finished_at DESC NULLS LAST, started_at DESC LIMIT 1")
-_STORE_SNAPSHOT = sql(
-    "INSERT INTO {etl_run_reports} (run_id, report, aggregates)"
-    " VALUES (:run_id, CAST(:report AS jsonb), CAST(:aggregates AS jsonb))"
-    " ON CONFLICT (run_id) DO UPDATE SET report = excluded.report, aggregates = excluded.aggregates,"
-    " created_at = now()"
-)
+_STORE_SNAPSHOT = sql("INSERT INTO {etl_run_reports} (run_id, report, aggregates)"
+                      " VALUES (:run_id, CAST(:report AS jsonb), CAST(:aggregates AS jsonb)) ON CONFLICT (run_id)"
+                      " DO UPDATE SET report = excluded.report, aggregates = excluded.aggregates, created_at = now()")
 # Whether a later run - in the pruning order - still has its snapshot.
-_LATER_SNAPSHOT = sql(
-    "SELECT EXISTS (SELECT 1 FROM {etl_run_reports} r JOIN {etl_runs} u USING (run_id)"
-    " WHERE (u.started_at, u.run_id) > (SELECT started_at, run_id FROM {etl_runs} WHERE run_id = :run_id))"
-)
+_LATER_SNAPSHOT = sql("SELECT EXISTS (SELECT 1 FROM {etl_run_reports} r JOIN {etl_runs} u USING (run_id) WHERE"
+                      " (u.started_at, u.run_id) > (SELECT started_at, run_id FROM {etl_runs} WHERE run_id = :run_id))")
 _SNAPSHOT = sql("SELECT report, aggregates FROM {etl_run_reports} WHERE run_id = :run_id")
 
 
-# --- the ledger --------------------------------------------------------------------------------
-
-
-def has_history(connection: Any) -> bool:
-    """True once a run has created the ledger table."""
-    rows = connection.run("SELECT to_regclass(:name) IS NOT NULL", name=ETL_RUNS.qualified)
-    return bool(rows[0][0])
+def _exists(connection: Any, table: str) -> bool:
+    """True once a run has created ``table``."""
+    return bool(connection.run("SELECT to_regclass(:name) IS NOT NULL", name=table)[0][0])
 
 
 def list_runs(connection: Any, limit: int) -> list[dict[str, Any]]:
     """The latest ``limit`` runs, newest first, with duration and overall quality."""
-    if not has_history(connection):
+    if not _exists(connection, ETL_RUNS.qualified):
         return []
-    rows = connection.run(
-        _RUN_SELECT + " ORDER BY started_at DESC, run_id LIMIT :limit",
-        limit=limit,
-    )
+    rows = connection.run(_RUN_SELECT + " ORDER BY started_at DESC, run_id LIMIT :limit", limit=limit)
     return [_run_dict(row) for row in rows]
 
 
 def get_run(connection: Any, run_id: Optional[str]) -> dict[str, Any]:
     """One ledger row (the latest run when ``run_id`` is None); ConfigError if there is none."""
-    if not has_history(connection):
+    if not _exists(connection, ETL_RUNS.qualified):
         raise ConfigError("no run recorded in this database yet (healthtech.etl_runs does not exist)")
     if run_id is None:
-        rows = connection.run(
-            _RUN_SELECT + " ORDER BY started_at DESC, run_id LIMIT 1"
-        )
+        rows = connection.run(_RUN_SELECT + " ORDER BY started_at DESC, run_id LIMIT 1")
         if not rows:
             raise ConfigError("no run recorded in this database yet")
     else:
-        rows = connection.run(_RUN_SELECT + " WHERE run_id = :run_id",
-                              run_id=run_id)
+        rows = connection.run(_RUN_SELECT + " WHERE run_id = :run_id", run_id=run_id)
         if not rows:
             raise ConfigError(f"run {run_id!r} not found in healthtech.etl_runs (see 'healthtech-etl runs')")
     return _run_dict(rows[0])
@@ -103,44 +81,26 @@ def get_run(connection: Any, run_id: Optional[str]) -> dict[str, Any]:
 
 def _run_dict(row: list[Any]) -> dict[str, Any]:
     run = dict(zip(ETL_RUNS.names, row))
-    counts = run["counts"] or {}
-    metrics = run["metrics"] or {}
-    appointments = counts.get("appointments") or {}
+    appointments = (run["counts"] or {}).get("appointments") or {}
     started, finished = run["started_at"], run["finished_at"]
     run["duration_seconds"] = round((finished - started).total_seconds(), 3) if started and finished else None
     run["rows_read"] = appointments.get("read")
     run["rows_loaded"] = appointments.get("loaded") if run["status"] == "succeeded" else 0
     run["rows_rejected"] = appointments.get("rejected")
-    run["quality"] = overall_status(metrics) if metrics else None
+    run["quality"] = overall_status(run["metrics"]) if run["metrics"] else None
     return run
 
 
 def trend_runs(connection: Any, until: Optional[datetime] = None, limit: int = TREND_RUNS) -> list[dict[str, Any]]:
     """Up to ``limit`` runs started at or before ``until`` (default: all), oldest first."""
-    if not has_history(connection):
+    if not _exists(connection, ETL_RUNS.qualified):
         return []
-    until = until or datetime.now(timezone.utc)
-    rows = connection.run(
-        _RUN_SELECT + " WHERE started_at <= :until"
-        " ORDER BY started_at DESC, run_id LIMIT :limit",
-        until=until,
-        limit=limit,
-    )
-    trends = []
-    for row in reversed(rows):
-        run = _run_dict(row)
-        trends.append({
-            "run_id": run["run_id"],
-            "started_at": run["started_at"].isoformat(),
-            "status": run["status"],
-            "metrics": {key: metric.get("value") for key, metric in (run["metrics"] or {}).items()},
-            "loaded": run["rows_loaded"],
-            "rejected": run["rows_rejected"],
-        })
-    return trends
-
-
-# --- rejected rows -----------------------------------------------------------------------------
+    rows = connection.run(_RUN_SELECT + " WHERE started_at <= :until ORDER BY started_at DESC, run_id LIMIT :limit",
+                          until=until or datetime.now(timezone.utc), limit=limit)
+    runs = [_run_dict(row) for row in reversed(rows)]
+    return [{"run_id": run["run_id"], "started_at": run["started_at"].isoformat(), "status": run["status"],
+             "metrics": {key: metric.get("value") for key, metric in (run["metrics"] or {}).items()},
+             "loaded": run["rows_loaded"], "rejected": run["rows_rejected"]} for run in runs]
 
 
 def rejected_rows(connection: Any, run_id: str, reason: Optional[str] = None,
@@ -154,20 +114,9 @@ def rejected_rows(connection: Any, run_id: str, reason: Optional[str] = None,
     return [dict(zip(REJECTION_COLUMNS, row)) for row in connection.run(statement, **params)]
 
 
-def rejection_totals(connection: Any, run_id: str) -> tuple[int, dict[str, int]]:
-    """(rejected rows, {reason code: rows}) of a run."""
-    total = connection.run(_REJECTED_COUNT, run_id=run_id)
-    by_reason = connection.run(_REJECTED_BY_REASON, run_id=run_id)
-    return int(total[0][0]), {code: int(count) for code, count in by_reason}
-
-
-# --- aggregates of the loaded tables -----------------------------------------------------------
-
-
 def appointment_aggregates(connection: Any, top_doctors: int = TOP_DOCTORS) -> dict[str, Any]:
-    """Per day by status, confirmed per doctor (top ``top_doctors``) and the confirmation ratio
-    per specialty of the appointments in the tables now: two GROUP BY scans in the server.
-    (The reference for :func:`healthtech_etl.aggregates.frame_aggregates`.)"""
+    """The aggregates (see :mod:`healthtech_etl.aggregates`) of the appointments in the tables now:
+    two GROUP BY scans in the server; the reference for ``frame_aggregates``."""
     by_day = connection.run(_PER_DAY)
     doctors = connection.run(_PER_DOCTOR)
     return {
@@ -177,29 +126,18 @@ def appointment_aggregates(connection: Any, top_doctors: int = TOP_DOCTORS) -> d
     }
 
 
-def latest_succeeded_run(connection: Any) -> Optional[str]:
-    rows = connection.run(_LATEST_SUCCEEDED)
-    return rows[0][0] if rows else None
-
-
-# --- snapshots: what a run's page needs, kept in the database ------------------------------------
-
-
 def save_run_snapshot(config: DbConfig, report: dict[str, Any], aggregates: Optional[dict[str, Any]],
                       keep_runs: int = DEFAULT_KEEP_RUNS) -> list[dict[str, Any]]:
-    """After a committed load: store the run's report and aggregates in ``etl_run_reports`` (so
-    its page can be rebuilt later), drop the snapshots of all but the ``keep_runs`` most recent
-    runs (the rule of ``etl_rejections``) and return the run history for its trends.
-
-    Its own transaction, after the load's COMMIT: whatever fails here, the load stays committed
-    (the caller logs the error and writes the page from memory)."""
+    """After a committed load, in a transaction of its own: store the run's report and aggregates,
+    keep the snapshots of the last ``keep_runs`` runs only, and return the run history for its trends."""
     connection = connect(config)
     try:
         connection.run("START TRANSACTION")
         # Two runs creating the table at once would collide: a lock of its own (not the load's).
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=SNAPSHOT_LOCK_KEY)
         connection.run(REPORTS_DDL)
-        store_snapshot(connection, report, aggregates)
+        connection.run(_STORE_SNAPSHOT, run_id=report["run_id"], report=json.dumps(report, default=str),
+                       aggregates=None if aggregates is None else json.dumps(aggregates))
         prune_snapshots(connection, keep_runs)
         connection.run("COMMIT")
         return trend_runs(connection)
@@ -210,21 +148,9 @@ def save_run_snapshot(config: DbConfig, report: dict[str, Any], aggregates: Opti
         close_quietly(connection)
 
 
-def store_snapshot(connection: Any, report: dict[str, Any], aggregates: Optional[dict[str, Any]]) -> None:
-    import json
-
-    connection.run(
-        _STORE_SNAPSHOT,
-        run_id=report["run_id"],
-        report=json.dumps(report, default=str),
-        aggregates=None if aggregates is None else json.dumps(aggregates),
-    )
-
-
 def prune_snapshots(connection: Any, keep_runs: int) -> None:
-    """Delete the ``etl_run_reports`` rows of all but the ``keep_runs`` most recent runs in
-    ``etl_runs`` (call in :func:`save_run_snapshot`'s transaction). Housekeeping: a failure is
-    rolled back to a savepoint and logged, the run's own snapshot stays, the next run prunes."""
+    """Delete the snapshots of all but the ``keep_runs`` most recent runs; a failure is rolled back
+    to a savepoint and logged (the next run prunes)."""
     connection.run("SAVEPOINT prune_snapshots")
     try:
         prune_old_runs(connection, ETL_RUN_REPORTS.qualified, keep_runs)
@@ -235,29 +161,19 @@ def prune_snapshots(connection: Any, keep_runs: int) -> None:
         connection.run("RELEASE SAVEPOINT prune_snapshots")
 
 
-def has_snapshots(connection: Any) -> bool:
-    """True once a run has created ``etl_run_reports``."""
-    return bool(connection.run("SELECT to_regclass(:name) IS NOT NULL", name=ETL_RUN_REPORTS.qualified)[0][0])
-
-
 def snapshot_pruned(connection: Any, run: dict[str, Any]) -> bool:
     """Whether a run without a snapshot lost it to pruning: it succeeded (only loaded runs store
-    one) and a later run - in the pruning order - still has its snapshot. (A succeeded run whose
-    snapshot could not be stored after its load reads as pruned too: rare, and logged then.)"""
-    if run["status"] != "succeeded" or not has_snapshots(connection):
+    one) and a later run still has its snapshot (a snapshot that failed to store reads as pruned too)."""
+    if run["status"] != "succeeded" or not _exists(connection, ETL_RUN_REPORTS.qualified):
         return False
-    rows = connection.run(_LATER_SNAPSHOT, run_id=run["run_id"])
-    return bool(rows[0][0])
+    return bool(connection.run(_LATER_SNAPSHOT, run_id=run["run_id"])[0][0])
 
 
 def get_snapshot(connection: Any, run_id: str) -> Optional[tuple[dict[str, Any], Optional[dict[str, Any]]]]:
-    if not has_snapshots(connection):
+    if not _exists(connection, ETL_RUN_REPORTS.qualified):
         return None
     rows = connection.run(_SNAPSHOT, run_id=run_id)
     return (rows[0][0], rows[0][1]) if rows else None
-
-
-# --- a run's page from the database alone -------------------------------------------------------
 
 
 def page_for_run(config: DbConfig, run_id: Optional[str]) -> ReportPage:
@@ -268,7 +184,8 @@ def page_for_run(config: DbConfig, run_id: Optional[str]) -> ReportPage:
         run_id = run["run_id"]
         notes = [f"Rebuilt from the database on {datetime.now(timezone.utc).isoformat(timespec='seconds')}."]
         snapshot = get_snapshot(connection, run_id)
-        total, by_reason = rejection_totals(connection, run_id)
+        total = int(connection.run(_REJECTED_COUNT, run_id=run_id)[0][0])
+        by_reason = {code: int(count) for code, count in connection.run(_REJECTED_BY_REASON, run_id=run_id)}
         loaded_note = "this run loaded nothing"
         if snapshot is not None:
             report, aggregates = snapshot
@@ -283,7 +200,7 @@ def page_for_run(config: DbConfig, run_id: Optional[str]) -> ReportPage:
                              "columns and timings are not known.")
             aggregates = None
             if run["status"] == "succeeded":
-                if latest_succeeded_run(connection) == run_id:
+                if [row[0] for row in connection.run(_LATEST_SUCCEEDED)] == [run_id]:
                     aggregates = appointment_aggregates(connection)
                     aggregates["note"] = "From the tables as they are now (this is the latest loaded run)."
                 else:
@@ -295,15 +212,11 @@ def page_for_run(config: DbConfig, run_id: Optional[str]) -> ReportPage:
                               ("doctors", "appointments")):
             notes.append("The rejected rows of this run are no longer in healthtech.etl_rejections (pruned).")
         return ReportPage(
-            report=report,
-            rejected_rows=rows,
-            rejected_total=total,
-            aggregates=aggregates,
-            trends=trend_runs(connection, until=run["started_at"]),
+            report=report, rejected_rows=rows, rejected_total=total, aggregates=aggregates,
+            trends=trend_runs(connection, until=run["started_at"]), notes=notes, loaded_note=loaded_note,
             rejections_csv=f"'healthtech-etl rejections --run-id {run_id} --csv'",
-            notes=notes,
-            ledger=_ledger_view(run),
-            loaded_note=loaded_note,
+            ledger={"started_at": _iso(run["started_at"]), "finished_at": _iso(run["finished_at"]),
+                    "status": run["status"], "error": run["error"]},
         )
     finally:
         close_quietly(connection)
@@ -313,28 +226,11 @@ def report_from_ledger(run: dict[str, Any], by_reason: dict[str, int]) -> dict[s
     """The parts of quality_report.json that ``etl_runs`` holds (for runs without a snapshot)."""
     metrics = run["metrics"] or {}
     return {
-        "run_id": run["run_id"],
-        "as_of": None,
-        "generated_at": None,
-        "status": overall_status(metrics),
-        "load_status": run["status"],
-        "metrics": metrics,
-        "counts": run["counts"] or {},
-        "rejections": by_reason,
+        "run_id": run["run_id"], "as_of": None, "generated_at": None, "status": overall_status(metrics),
+        "load_status": run["status"], "metrics": metrics, "counts": run["counts"] or {}, "rejections": by_reason,
         "unknown_status_values": {},
-        "inputs": {
-            "doctors": {"file": run["doctors_file"], "sha256": run["doctors_sha256"]},
-            "appointments": {"file": run["appointments_file"], "sha256": run["appointments_sha256"]},
-        },
-    }
-
-
-def _ledger_view(run: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "started_at": _iso(run["started_at"]),
-        "finished_at": _iso(run["finished_at"]),
-        "status": run["status"],
-        "error": run["error"],
+        "inputs": {"doctors": {"file": run["doctors_file"], "sha256": run["doctors_sha256"]},
+                   "appointments": {"file": run["appointments_file"], "sha256": run["appointments_sha256"]}},
     }
 
 

@@ -4,6 +4,8 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Callable
+from contextlib import closing
 from datetime import timezone
 from pathlib import Path
 from typing import Any, Optional, TextIO
@@ -20,7 +22,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     runs = commands.add_parser("runs", parents=[common], help="list recent runs from etl_runs",
                                description="List runs (newest first): id, start, duration, status, appointment "
                                            "rows read/loaded/rejected and the overall quality.")
-    runs.add_argument("--limit", type=_positive, default=20, help="runs to list (default: 20)")
+    runs.add_argument("--limit", type=_at_least(1), default=20, help="runs to list (default: 20)")
     runs.add_argument("--json", action="store_true", help="print JSON (every ledger field) instead of a table")
 
     rejections = commands.add_parser(
@@ -29,7 +31,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
                     "They hold patient ids: handle the output as protected health information.")
     rejections.add_argument("--run-id", help="run id (default: the latest run)")
     rejections.add_argument("--reason", help="only rows with this reason code, e.g. unknown_doctor")
-    rejections.add_argument("--limit", type=_not_negative, default=100, help="rows to list, 0 = all (default: 100)")
+    rejections.add_argument("--limit", type=_at_least(0), default=100, help="rows to list, 0 = all (default: 100)")
     rejections.add_argument("--csv", action="store_true",
                             help="write CSV to stdout (formula-like cells escaped) instead of a table")
 
@@ -41,36 +43,26 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, db_config: DbConfig, out: Optional[TextIO] = None) -> None:
-    out = out or sys.stdout
-    if args.command == "runs":
-        _runs(args, db_config, out)
-    elif args.command == "rejections":
-        _rejections(args, db_config, out)
-    else:
-        _report(args, db_config, out)
+    command = {"runs": _runs, "rejections": _rejections}.get(args.command, _report)
+    command(args, db_config, out or sys.stdout)
 
 
 def _runs(args: argparse.Namespace, db_config: DbConfig, out: TextIO) -> None:
     from .history import list_runs
     from .queries import format_table
 
-    connection = connect(db_config)
-    try:
+    with closing(connect(db_config)) as connection:
         runs = list_runs(connection, args.limit)
-    finally:
-        connection.close()
     if args.json:
-        out.write(json.dumps(runs, indent=2, default=_json_default) + "\n")
+        out.write(json.dumps(runs, indent=2, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v))
+                  + "\n")
         return
     if not runs:
         out.write("no run recorded in this database yet\n")
         return
     columns = ("run id", "started (UTC)", "duration s", "status", "read", "loaded", "rejected", "quality")
-    rows = [
-        (r["run_id"], r["started_at"].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), r["duration_seconds"],
-         r["status"], r["rows_read"], r["rows_loaded"], r["rows_rejected"], r["quality"])
-        for r in runs
-    ]
+    rows = [(r["run_id"], r["started_at"].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), r["duration_seconds"],
+             r["status"], r["rows_read"], r["rows_loaded"], r["rows_rejected"], r["quality"]) for r in runs]
     out.write(format_table(columns, rows) + "\n(rows: appointments)\n")
 
 
@@ -78,19 +70,13 @@ def _rejections(args: argparse.Namespace, db_config: DbConfig, out: TextIO) -> N
     from .history import get_run, rejected_rows
     from .queries import format_table
 
-    connection = connect(db_config)
-    try:
+    with closing(connect(db_config)) as connection:
         run_id = get_run(connection, args.run_id)["run_id"]
         rows = rejected_rows(connection, run_id, args.reason, args.limit or None)
-    finally:
-        connection.close()
-    raw_keys: list[str] = []
-    for row in rows:
-        raw_keys.extend(key for key in (row["raw"] or {}) if key not in raw_keys)
     if args.csv:
+        raw_keys = list(dict.fromkeys(key for row in rows for key in (row["raw"] or {})))  # first-seen order
         writer = csv.writer(out, lineterminator="\n")
-        header = ["run_id", "entity", "source_file", "row_number", "record_id", "reasons", *raw_keys]
-        writer.writerow(header)
+        writer.writerow(["run_id", "entity", "source_file", "row_number", "record_id", "reasons", *raw_keys])
         for row in rows:
             raw = row["raw"] or {}
             values = [row["run_id"], row["entity"], row["source_file"], row["row_number"], row["record_id"],
@@ -98,11 +84,8 @@ def _rejections(args: argparse.Namespace, db_config: DbConfig, out: TextIO) -> N
             writer.writerow([escape_cell(value) for value in values])
         return
     columns = ("entity", "file", "row", "record id", "reasons", "raw cells")
-    table = [
-        (row["entity"], row["source_file"], row["row_number"], row["record_id"], ",".join(row["reasons"]),
-         " ".join(f"{key}={_short_cell(value)}" for key, value in (row["raw"] or {}).items()))
-        for row in rows
-    ]
+    table = [(row["entity"], row["source_file"], row["row_number"], row["record_id"], ",".join(row["reasons"]),
+              " ".join(f"{key}={_short_cell(value)}" for key, value in (row["raw"] or {}).items())) for row in rows]
     what = f" with reason {args.reason}" if args.reason else ""
     out.write(f"run {run_id}: {len(rows)} rejected row(s){what}"
               + (f" (first {args.limit}; --limit 0 for all)" if args.limit and len(rows) == args.limit else "")
@@ -127,22 +110,13 @@ def _short_cell(value: Any) -> str:
     return text if len(text) <= RAW_SHOWN else text[:RAW_SHOWN] + "..."
 
 
-def _json_default(value: Any) -> str:
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
-
-
-def _positive(text: str) -> int:
-    value = _not_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
-def _not_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more")
+        return value
+    return parse

@@ -1,46 +1,34 @@
-"""``quality_report.html``: one self-contained page that shows a run (pure; stdlib only).
-
-Everything the page needs is inside it: CSS, the data (already aggregated: never raw loaded
-rows, only the first rejected rows), Vega-Lite chart specs and the vendored vega, vega-lite and
-vega-embed bundles (``assets/``, see ``assets/NOTICE.md``). It opens offline and prints.
-
-Safety: every value from the data is HTML-escaped; the JSON embedded in ``<script>`` elements has
-``<``, ``>`` and ``&`` escaped, so no cell can close the script or inject markup. Patient ids
-appear only in the rejected-rows table, and the page says so there.
-"""
+"""``quality_report.html``: one self-contained page that shows a run, opening offline (CSS, data,
+Vega-Lite specs and the vendored vega bundles of ``assets/`` inlined). Every data value is escaped;
+patient ids appear only in the rejected-rows table."""
 
 import html
 import json
 import math
-import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+from .paths import write_atomically
+
 HTML_FILE = "quality_report.html"
 ASSET_VERSIONS = {"vega": "5.33.1", "vega-lite": "5.23.0", "vega-embed": "6.29.0"}
 _SCRIPTS = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")
+_ASSETS = resources.files("healthtech_etl").joinpath("assets")
 REJECTED_ROWS_SHOWN = 200
 RAW_CELL_MAX = 120  # characters of a raw cell shown in the table
 LIST_MAX = 50  # unknown status values / ignored columns listed
-STATUS_COLORS = {"ok": "#2e7d32", "warning": "#ef6c00", "critical": "#c62828"}
 APPOINTMENT_STATUS_COLORS = {"confirmed": "#2e7d32", "cancelled": "#c62828", "unknown": "#9e9e9e"}
-# counts.<entity> keys of quality_report.json shown per entity beside the ignored columns, with their labels
-SKIP_COUNTS = {
-    "blank_rows_skipped": "blank rows skipped",
-    "rows_above_header_skipped": "rows above the header skipped",
-    "control_characters_removed": "control characters removed from text",
-}
+# counts.<entity> keys shown per entity beside the ignored columns, with their labels
+SKIP_COUNTS = {"blank_rows_skipped": "blank rows skipped", "rows_above_header_skipped": "rows above the header skipped",
+               "control_characters_removed": "control characters removed from text"}
 
 
 @dataclass
 class ReportPage:
-    """What the page shows. ``report``: the quality_report.json content. ``rejected_rows``: the
-    first rejected rows (entity, source_file, row_number, record_id, reasons list, raw dict).
-    ``aggregates``: per_day / per_doctor / per_specialty of the loaded appointments, or None.
-    ``trends``: recent runs (run_id, started_at, status, metrics {key: value}, loaded, rejected)."""
+    """What the page shows: the quality_report.json content, the first rejected rows, the loaded
+    appointments' aggregates (None: nothing loaded, ``loaded_note`` says why) and recent runs."""
 
     report: dict[str, Any]
     rejected_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -50,62 +38,44 @@ class ReportPage:
     rejections_csv: str = ""
     notes: list[str] = field(default_factory=list)
     ledger: Optional[dict[str, Any]] = None
-    loaded_note: str = "this run loaded nothing"  # shown when ``aggregates`` is None
+    loaded_note: str = "this run loaded nothing"
 
 
 def render(page: ReportPage) -> str:
     """The whole HTML document as text."""
     report = page.report
     charts: list[dict[str, Any]] = []
-    sections = [
-        _run_section(page),
-        _metrics_section(report),
-        _rejections_section(page, charts),
-        _loaded_section(page, charts),
-        _oddities_section(report),
-        _trends_section(page, charts),
-        _rejected_rows_section(page),
-    ]
-    specs = "\n".join(
-        f'<script type="application/json" id="spec-{i}">{embed_json(spec)}</script>' for i, spec in enumerate(charts)
-    )
-    title = f"Data quality report - run {report.get('run_id', '?')}"
-    return "".join(
-        [
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            # No network: nothing may be fetched, whatever a spec says.
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-            "script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src data:\">",
-            f"<title>{_e(title)}</title><style>{_CSS}</style><script>{_ERRORS_JS}</script></head>\n",
-            f'<body data-charts-expected="{len(charts)}" data-charts-rendered="0" data-chart-errors="0">\n',
-            f"<header><h1>{_e(title)}</h1>{_badge(report.get('status', '?'), 'quality')}"
-            f"{_badge(report.get('load_status', '?'), 'load')}</header>\n",
-            "".join(f'<p class="note">{_e(note)}</p>' for note in page.notes),
-            "\n".join(sections),
-            f'<footer>healthtech-etl · charts: vega {ASSET_VERSIONS["vega"]}, vega-lite '
-            f'{ASSET_VERSIONS["vega-lite"]}, vega-embed {ASSET_VERSIONS["vega-embed"]} (BSD-3-Clause, inlined)</footer>\n',
-            '<pre id="chart-errors" hidden></pre>\n',
-            specs,
-            "\n",
-            "".join(f"<script>{_asset(name)}</script>\n" for name in _SCRIPTS),
-            f"<script>{_BOOT_JS}</script>\n</body></html>\n",
-        ]
-    )
+    sections = [_run_section(page), _metrics_section(report), _rejections_section(page, charts),
+                _loaded_section(page, charts), _oddities_section(report), _trends_section(page, charts),
+                _rejected_rows_section(page)]
+    specs = "\n".join(f'<script type="application/json" id="spec-{i}">{embed_json(spec)}</script>'
+                      for i, spec in enumerate(charts))
+    title = _e(f"Data quality report - run {report.get('run_id', '?')}")
+    return "".join([
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        # No network: nothing may be fetched, whatever a spec says.
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        "script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src data:\">",
+        f"<title>{title}</title><style>{_CSS}</style><script>{_ERRORS_JS}</script></head>\n",
+        f'<body data-charts-expected="{len(charts)}" data-charts-rendered="0" data-chart-errors="0">\n',
+        f"<header><h1>{title}</h1>{_badge(report.get('status', '?'), 'quality')}"
+        f"{_badge(report.get('load_status', '?'), 'load')}</header>\n",
+        "".join(f'<p class="note">{_e(note)}</p>' for note in page.notes),
+        "\n".join(sections),
+        f'<footer>healthtech-etl · charts: vega {ASSET_VERSIONS["vega"]}, vega-lite '
+        f'{ASSET_VERSIONS["vega-lite"]}, vega-embed {ASSET_VERSIONS["vega-embed"]} (BSD-3-Clause, inlined)</footer>\n',
+        '<pre id="chart-errors" hidden></pre>\n', specs, "\n",
+        "".join(f"<script>{_ASSETS.joinpath(name).read_text(encoding='utf-8')}</script>\n" for name in _SCRIPTS),
+        f"<script>{_BOOT_JS}</script>\n</body></html>\n",
+    ])
 
 
 def write_html(path: Path, page: ReportPage) -> Path:
     """Render ``page`` into ``path`` atomically (tmp file + rename: never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(render(page), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    text = render(page)
+    return write_atomically(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def embed_json(value: Any) -> str:
@@ -114,76 +84,56 @@ def embed_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-# --- sections ------------------------------------------------------------------------------
-
-
 def _run_section(page: ReportPage) -> str:
-    report = page.report
-    ledger = page.ledger or {}
+    report, ledger = page.report, page.ledger or {}
     timings = report.get("timings_seconds") or {}
     rows = [
-        ("run id", report.get("run_id")),
-        ("as of", report.get("as_of")),
-        ("quality", report.get("status")),
-        ("load status", report.get("load_status")),
-        ("started", ledger.get("started_at")),
-        ("finished", ledger.get("finished_at")),
-        ("report generated", report.get("generated_at")),
+        ("run id", report.get("run_id")), ("as of", report.get("as_of")), ("quality", report.get("status")),
+        ("load status", report.get("load_status")), ("started", ledger.get("started_at")),
+        ("finished", ledger.get("finished_at")), ("report generated", report.get("generated_at")),
         ("timings", ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in timings.items()) or None),
         ("settings", ", ".join(f"{k}={v}" for k, v in (report.get("settings") or {}).items()) or None),
         ("error", ledger.get("error")),
     ]
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows if v not in (None, ""))
     counts = report.get("counts") or {}
-    inputs = report.get("inputs") or {}
     input_rows = "".join(
-        "<tr>"
-        f"<td>{_e(entity)}</td><td>{_e(info.get('file'))}</td><td class=\"mono\">{_e(info.get('sha256'))}</td>"
+        f"<tr><td>{_e(entity)}</td><td>{_e(info.get('file'))}</td><td class=\"mono\">{_e(info.get('sha256'))}</td>"
         f"<td>{_e(info.get('reader', '-'))}</td>"
-        + "".join(
-            f'<td class="num">{_n((counts.get(entity) or {}).get(key))}</td>'
-            for key in ("read", "loaded", "rejected", "blank_rows_skipped")
-        )
+        + "".join(f'<td class="num">{_n((counts.get(entity) or {}).get(key))}</td>'
+                  for key in ("read", "loaded", "rejected", "blank_rows_skipped"))
         + "</tr>"
-        for entity, info in inputs.items()
+        for entity, info in (report.get("inputs") or {}).items()
     )
-    return (
-        '<section id="run"><h2>Run</h2>'
-        f'<table class="kv">{body}</table>'
-        '<table><thead><tr><th>entity</th><th>file</th><th>SHA-256</th><th>reader</th><th>read</th>'
-        "<th>loaded</th><th>rejected</th><th>blank rows skipped</th></tr></thead>"
-        f"<tbody>{input_rows}</tbody></table></section>"
-    )
+    return (f'<section id="run"><h2>Run</h2><table class="kv">{body}</table>'
+            '<table><thead><tr><th>entity</th><th>file</th><th>SHA-256</th><th>reader</th><th>read</th>'
+            "<th>loaded</th><th>rejected</th><th>blank rows skipped</th></tr></thead>"
+            f"<tbody>{input_rows}</tbody></table></section>")
 
 
 def _metrics_section(report: dict[str, Any]) -> str:
     rows = []
     for key, metric in (report.get("metrics") or {}).items():
-        status = str(metric.get("status", "?"))
+        status, value = str(metric.get("status", "?")), metric.get("value")
         sign = "<" if metric.get("alert_when") == "below" else ">"
-        rows.append(
-            f'<tr class="status-{_e(status)}"><td>{_e(key)}</td><td class="num">{_pct(metric.get("value"))}</td>'
-            f'<td class="num">alert if {_e(sign)} {_e(_fmt(metric.get("threshold")))}</td>'
-            f"<td>{_badge(status)}</td><td>{_e(metric.get('description', ''))}</td></tr>"
-        )
-    return (
-        '<section id="metrics"><h2>Quality metrics</h2><table><thead><tr><th>metric</th><th>value</th>'
-        "<th>threshold</th><th>status</th><th>definition</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table></section>"
-    )
+        value = f"{value:.2f} %" if _finite(value) else _e(value)
+        rows.append(f'<tr class="status-{_e(status)}"><td>{_e(key)}</td><td class="num">{value}</td>'
+                    f'<td class="num">alert if {_e(sign)} {_e(_fmt(metric.get("threshold")))}</td>'
+                    f"<td>{_badge(status)}</td><td>{_e(metric.get('description', ''))}</td></tr>")
+    return ('<section id="metrics"><h2>Quality metrics</h2><table><thead><tr><th>metric</th><th>value</th>'
+            "<th>threshold</th><th>status</th><th>definition</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></section>")
 
 
 def _rejections_section(page: ReportPage, charts: list[dict[str, Any]]) -> str:
     reasons = page.report.get("rejections") or {}
+    head = '<section id="rejections"><h2>Rejections by reason</h2>'
     if not reasons:
-        return '<section id="rejections"><h2>Rejections by reason</h2><p>No row was rejected.</p></section>'
+        return head + "<p>No row was rejected.</p></section>"
     values = [{"reason": code, "rows": int(count)} for code, count in reasons.items()]
     spec = _bar(values, "reason", "rows", "rows rejected", color="#c62828")
-    return (
-        '<section id="rejections"><h2>Rejections by reason</h2>'
-        f"{_chart(charts, spec, 'rejections by reason code')}"
-        "<p class=\"small\">A row can have several reasons; it counts once under each.</p></section>"
-    )
+    return (head + _chart(charts, spec, "rejections by reason code")
+            + "<p class=\"small\">A row can have several reasons; it counts once under each.</p></section>")
 
 
 def _loaded_section(page: ReportPage, charts: list[dict[str, Any]]) -> str:
@@ -196,26 +146,18 @@ def _loaded_section(page: ReportPage, charts: list[dict[str, Any]]) -> str:
         parts.append(f'<p class="note">{_e(aggregates["note"])}</p>')
     per_day = aggregates.get("per_day") or []
     if per_day:
-        spec = {
-            "width": 820,
-            "height": 220,
-            "data": {"values": per_day},
-            "mark": {"type": "bar"},
-            "encoding": {
-                "x": {"field": "day", "type": "temporal", "timeUnit": "utcyearmonthdate", "title": "booking day",
-                      "axis": {"format": "%b %d", "labelAngle": -45}},
-                "y": {"field": "appointments", "type": "quantitative", "aggregate": "sum", "title": "appointments",
-                      "axis": {"tickMinStep": 1, "format": "d"}},
-                "color": _status_color(per_day),
-                "tooltip": [{"field": "day", "type": "nominal"}, {"field": "status", "type": "nominal"},
-                            {"field": "appointments", "type": "quantitative"}],
-            },
-        }
+        spec = {"width": 820, "height": 220, "data": {"values": per_day}, "mark": {"type": "bar"}, "encoding": {
+            "x": {"field": "day", "type": "temporal", "timeUnit": "utcyearmonthdate", "title": "booking day",
+                  "axis": {"format": "%b %d", "labelAngle": -45}},
+            "y": {"field": "appointments", "type": "quantitative", "aggregate": "sum", "title": "appointments",
+                  "axis": {"tickMinStep": 1, "format": "d"}},
+            "color": _status_color(per_day),
+            "tooltip": [{"field": "day", "type": "nominal"}, {"field": "status", "type": "nominal"},
+                        {"field": "appointments", "type": "quantitative"}]}}
         parts.append("<h3>Per day, by status</h3>" + _chart(charts, spec, "appointments per day by status"))
     per_doctor = aggregates.get("per_doctor") or []
     if per_doctor:
-        shown = len(per_doctor)
-        total = aggregates.get("doctors_total", shown)
+        shown, total = len(per_doctor), aggregates.get("doctors_total", len(per_doctor))
         title = f"Confirmed per doctor (top {shown} of {total:,} doctors)" if total > shown else "Confirmed per doctor"
         spec = _bar(per_doctor, "doctor", "confirmed", "confirmed appointments", color="#2e7d32")
         parts.append(f"<h3>{_e(title)}</h3>" + _chart(charts, spec, "confirmed appointments per doctor"))
@@ -225,13 +167,11 @@ def _loaded_section(page: ReportPage, charts: list[dict[str, Any]]) -> str:
                     domain=[0, 100], extra_tooltip=["confirmed", "appointments"])
         parts.append("<h3>Confirmation ratio per specialty</h3>"
                      + _chart(charts, spec, "confirmation ratio per specialty"))
-    parts.append("</section>")
-    return "".join(parts)
+    return "".join(parts) + "</section>"
 
 
 def _oddities_section(report: dict[str, Any]) -> str:
-    unknown = report.get("unknown_status_values") or {}
-    items = list(unknown.items())
+    items = list((report.get("unknown_status_values") or {}).items())
     unknown_html = (
         "<table><thead><tr><th>status value (loaded as unknown)</th><th>rows</th></tr></thead><tbody>"
         + "".join(f"<tr><td class=\"mono\">{_e(repr(value))}</td><td class=\"num\">{_n(count)}</td></tr>"
@@ -240,15 +180,12 @@ def _oddities_section(report: dict[str, Any]) -> str:
         + (f"<p class=\"small\">... and {len(items) - LIST_MAX:,} more values.</p>" if len(items) > LIST_MAX else "")
         if items else "<p>Every status value was recognised.</p>"
     )
-    inputs = report.get("inputs") or {}
     counts = report.get("counts") or {}
-    rows = []
-    missing = False
-    for entity, info in inputs.items():
+    rows, missing = [], False
+    for entity, info in (report.get("inputs") or {}).items():
         ignored = list(info.get("ignored_columns") or [])
         shown = ", ".join(repr(str(c)) for c in ignored[:LIST_MAX]) + (" ..." if len(ignored) > LIST_MAX else "")
-        entity_counts = counts.get(entity) or {}
-        shown_counts = [entity_counts.get(key) for key in SKIP_COUNTS]
+        shown_counts = [(counts.get(entity) or {}).get(key) for key in SKIP_COUNTS]
         missing = missing or None in shown_counts
         rows.append(f"<tr><td>{_e(entity)}</td><td class=\"mono\">{_e(shown or '-')}</td>"
                     + "".join(f'<td class="num">{_n("-" if value is None else value)}</td>' for value in shown_counts)
@@ -269,42 +206,24 @@ def _trends_section(page: ReportPage, charts: list[dict[str, Any]]) -> str:
     head = f'<section id="trends"><h2>Trends over the last {count} run{"s" if count != 1 else ""}</h2>'
     if not page.trends:
         return head + "<p>No run history in the database.</p></section>"
-    metric_values = [
-        {"started": run["started_at"], "run": run["run_id"], "metric": key, "value": value}
-        for run in page.trends
-        for key, value in (run.get("metrics") or {}).items()
-        if _finite(value)
-    ]
-    row_values = [
-        {"started": run["started_at"], "run": run["run_id"], "series": series, "rows": run.get(series)}
-        for run in page.trends
-        for series in ("loaded", "rejected")
-        if run.get(series) is not None
-    ]
+    metric_values = [{"started": run["started_at"], "run": run["run_id"], "metric": key, "value": value}
+                     for run in page.trends for key, value in (run.get("metrics") or {}).items() if _finite(value)]
+    row_values = [{"started": run["started_at"], "run": run["run_id"], "series": series, "rows": run.get(series)}
+                  for run in page.trends for series in ("loaded", "rejected") if run.get(series) is not None]
     parts = [head]
-    for values, y, title, color in (
-        (metric_values, "value", "metric value (%)", "metric"),
-        (row_values, "rows", "appointment rows", "series"),
-    ):
+    for values, y, title, color in ((metric_values, "value", "metric value (%)", "metric"),
+                                    (row_values, "rows", "appointment rows", "series")):
         if not values:
             continue
-        spec = {
-            "width": 820,
-            "height": 200,
-            "data": {"values": values},
-            "mark": {"type": "line", "point": True},
-            "encoding": {
-                "x": {"field": "started", "type": "temporal", "title": "run started (UTC)", "scale": {"type": "utc"},
-                      "axis": {"format": "%b %d %H:%M", "labelAngle": -30}},
-                "y": {"field": y, "type": "quantitative", "title": title},
-                "color": {"field": color, "type": "nominal", "title": None},
-                "tooltip": [{"field": "run", "type": "nominal"}, {"field": color, "type": "nominal"},
-                            {"field": y, "type": "quantitative"}],
-            },
-        }
+        spec = {"width": 820, "height": 200, "data": {"values": values}, "mark": {"type": "line", "point": True},
+                "encoding": {"x": {"field": "started", "type": "temporal", "title": "run started (UTC)",
+                                   "scale": {"type": "utc"}, "axis": {"format": "%b %d %H:%M", "labelAngle": -30}},
+                             "y": {"field": y, "type": "quantitative", "title": title},
+                             "color": {"field": color, "type": "nominal", "title": None},
+                             "tooltip": [{"field": "run", "type": "nominal"}, {"field": color, "type": "nominal"},
+                                         {"field": y, "type": "quantitative"}]}}
         parts.append(_chart(charts, spec, title + " per run"))
-    parts.append("</section>")
-    return "".join(parts)
+    return "".join(parts) + "</section>"
 
 
 def _rejected_rows_section(page: ReportPage) -> str:
@@ -312,30 +231,17 @@ def _rejected_rows_section(page: ReportPage) -> str:
     where = f" The full list is in {page.rejections_csv}." if page.rejections_csv else ""
     shown = f"The first {len(rows):,} of {page.rejected_total:,} rejected rows." if rows else "No rejected rows."
     body = "".join(
-        "<tr>"
-        f"<td>{_e(row.get('entity'))}</td><td class=\"num\">{_n(row.get('row_number'))}</td>"
-        f"<td class=\"num\">{_e(_fmt(row.get('record_id')))}</td>"
-        f"<td>{_e(', '.join(row.get('reasons') or []))}</td>"
-        f"<td class=\"mono\">{_raw_cells(row.get('raw'))}</td>"
-        "</tr>"
+        f"<tr><td>{_e(row.get('entity'))}</td><td class=\"num\">{_n(row.get('row_number'))}</td>"
+        f"<td class=\"num\">{_e(_fmt(row.get('record_id')))}</td><td>{_e(', '.join(row.get('reasons') or []))}</td>"
+        f"<td class=\"mono\">{_raw_cells(row.get('raw'))}</td></tr>"
         for row in rows
     )
-    table = (
-        "<table><thead><tr><th>entity</th><th>row</th><th>record id</th><th>reasons</th><th>raw cells</th>"
-        f"</tr></thead><tbody>{body}</tbody></table>"
-        if rows
-        else ""
-    )
-    return (
-        '<section id="rejected-rows"><h2>Rejected rows</h2>'
-        '<p class="phi"><strong>Protected health information:</strong> this table holds patient ids and the '
-        "raw cells of rejected rows. It is the only place in this report that does; share the report "
-        "accordingly.</p>"
-        f"<p>{_e(shown + where)}</p>{table}</section>"
-    )
-
-
-# --- helpers --------------------------------------------------------------------------------
+    table = ("<table><thead><tr><th>entity</th><th>row</th><th>record id</th><th>reasons</th><th>raw cells</th>"
+             f"</tr></thead><tbody>{body}</tbody></table>") if rows else ""
+    return ('<section id="rejected-rows"><h2>Rejected rows</h2>'
+            '<p class="phi"><strong>Protected health information:</strong> this table holds patient ids and the '
+            "raw cells of rejected rows. It is the only place in this report that does; share the report "
+            f"accordingly.</p><p>{_e(shown + where)}</p>{table}</section>")
 
 
 def _chart(charts: list[dict[str, Any]], spec: dict[str, Any], label: str) -> str:
@@ -354,15 +260,9 @@ def _bar(values: list[dict[str, Any]], category: str, amount: str, title: str, c
     tooltip = [{"field": category, "type": "nominal"}, {"field": amount, "type": "quantitative"}]
     tooltip += [{"field": name, "type": "quantitative"} for name in extra_tooltip or []]
     return {
-        "width": 560,
-        "height": {"step": 18},
-        "data": {"values": values},
-        "mark": {"type": "bar", "color": color},
-        "encoding": {
-            "y": {"field": category, "type": "nominal", "sort": "-x", "title": None, "axis": {"labelLimit": 260}},
-            "x": x,
-            "tooltip": tooltip,
-        },
+        "width": 560, "height": {"step": 18}, "data": {"values": values}, "mark": {"type": "bar", "color": color},
+        "encoding": {"y": {"field": category, "type": "nominal", "sort": "-x", "title": None,
+                           "axis": {"labelLimit": 260}}, "x": x, "tooltip": tooltip},
     }
 
 
@@ -387,8 +287,7 @@ def _raw_cells(raw: Any) -> str:
 
 
 def _badge(status: Any, label: str = "") -> str:
-    text = f"{label} {status}".strip()
-    return f'<span class="badge badge-{_e(status)}">{_e(text)}</span>'
+    return f'<span class="badge badge-{_e(status)}">{_e(f"{label} {status}".strip())}</span>'
 
 
 def _e(value: Any) -> str:
@@ -405,20 +304,8 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _pct(value: Any) -> str:
-    return f"{value:.2f} %" if _finite(value) else _e(value)
-
-
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _asset(name: str) -> str:
-    return resources.files("healthtech_etl").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
-
-
-def generated_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 _CSS = """
@@ -450,9 +337,8 @@ footer{margin-top:30px;color:var(--muted);font-size:12px;border-top:1px solid #e
  {-webkit-print-color-adjust:exact;print-color-adjust:exact}a{color:inherit;text-decoration:none}}
 """
 
-# _ERRORS_JS (in <head>, before the libraries) collects script errors and console.error calls;
-# _BOOT_JS renders every spec. body@data-charts-rendered counts the charts drawn,
-# data-chart-errors the errors (their messages go to #chart-errors): what the browser test reads.
+# _ERRORS_JS (in <head>) collects script errors and console.error calls; _BOOT_JS draws every spec.
+# body@data-charts-rendered / data-chart-errors count both (messages in #chart-errors): the browser test reads them.
 _ERRORS_JS = """
 window.__reportErrors=[];
 window.addEventListener('error',function(e){window.__reportErrors.push('error: '+e.message);});

@@ -1,7 +1,6 @@
 """Logging setup: readable lines locally, JSON lines on AWS; a size-rotated file log under ``log_dir``.
 
-Logs carry row numbers, ids and reason codes - never whole records or credentials: every
-formatted line goes through :func:`healthtech_etl.redact.redact`. A log file that cannot be
+Every formatted line goes through :func:`healthtech_etl.redact.redact`. A log file that cannot be
 written (full disk) costs one warning on stderr, never a traceback or the run.
 """
 
@@ -27,18 +26,11 @@ _MARK = "\x00HT-MESSAGE\x00"
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message (+ run_id when known)."""
+    """One JSON object per line: time, level, logger, message (+ error_type)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        payload = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        run_id = getattr(record, "run_id", None)
-        if run_id:
-            payload["run_id"] = run_id
+        payload = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+                   "level": record.levelname, "logger": record.name, "message": record.getMessage()}
         if record.exc_info and record.exc_info[0] is not None:
             payload["error_type"] = record.exc_info[0].__name__
         return redact(json.dumps(payload, ensure_ascii=False))
@@ -64,16 +56,13 @@ class RotatingLogFile(logging.handlers.RotatingFileHandler):
         if not self.failed:
             self.failed = True
             reason = describe_os_error(error) if error is not None else "write failed"
-            print(f"healthtech-etl: warning: cannot write the log file {self.baseFilename}: {reason}",
-                  file=sys.stderr)
+            print(f"healthtech-etl: warning: cannot write the log file {self.baseFilename}: {reason}", file=sys.stderr)
 
 
 def configure_logging(json_logs: bool = False, log_dir: Optional[Path] = None, level: str = "INFO",
                       max_bytes: int = DEFAULT_LOG_MAX_BYTES, backups: int = DEFAULT_LOG_BACKUPS) -> None:
-    """(Re)configure the package's loggers; safe to call more than once.
-
-    ``log_dir``: write ``etl_pipeline.log`` there, rotated at ``max_bytes`` (0: never) keeping
-    ``backups`` old files. Raises ConfigError (one line) if the file cannot be opened."""
+    """(Re)configure the package's loggers; ``log_dir``: ``etl_pipeline.log`` there, rotated at
+    ``max_bytes`` (0: never) keeping ``backups`` files. ConfigError if the file cannot be opened."""
     package = logging.getLogger("healthtech_etl")
     for handler in list(package.handlers):
         package.removeHandler(handler)
@@ -83,8 +72,7 @@ def configure_logging(json_logs: bool = False, log_dir: Optional[Path] = None, l
     formatter: logging.Formatter = JsonFormatter() if json_logs else RedactingFormatter(_TEXT_FORMAT)
     console = logging.StreamHandler(sys.stdout if json_logs else sys.stderr)
     console.setFormatter(formatter)
-    # Records logged with extra={"console": False} go to the file only (the CLI prints its
-    # own one-line error and must not say it twice).
+    # Records logged with extra={"console": False} go to the file only (the CLI prints its own error).
     console.addFilter(lambda record: getattr(record, "console", True))
     if not json_logs:
         # Locally the console shows the summary; one line per rejected row goes to the file.
@@ -103,10 +91,8 @@ def configure_logging(json_logs: bool = False, log_dir: Optional[Path] = None, l
 
 
 def log_lines(logger: logging.Logger, level: int, messages: Iterable[str]) -> int:
-    """Log many messages, one line each, formatted exactly as ``logger.log`` would.
-
-    Formatting a full LogRecord per rejected row costs ~20 us; for a million-row export this
-    writes the same lines by formatting the prefix/suffix once per handler."""
+    """Log many messages, one line each, exactly as ``logger.log`` would, formatting the prefix and
+    suffix once per handler (a LogRecord per rejected row costs ~20 us)."""
     lines: list[str] = list(messages)
     if not lines or not logger.isEnabledFor(level):
         return 0
@@ -121,12 +107,11 @@ def log_lines(logger: logging.Logger, level: int, messages: Iterable[str]) -> in
                     handler.handle(logger.makeRecord(logger.name, level, "(bulk)", 0, line, (), None))
                 continue
             template = handler.format(record)
-            escaped = json.dumps(_MARK)[1:-1]
             if _MARK in template:
                 prefix, _, suffix = template.partition(_MARK)
                 body = lines
             else:  # the formatter escaped the message (JSON)
-                prefix, _, suffix = template.partition(escaped)
+                prefix, _, suffix = template.partition(json.dumps(_MARK)[1:-1])
                 body = [json.dumps(line, ensure_ascii=False)[1:-1] for line in lines]
             pieces = [f"{prefix}{line}{suffix}{handler.terminator}" for line in body]
             handler.acquire()
@@ -148,8 +133,7 @@ def log_lines(logger: logging.Logger, level: int, messages: Iterable[str]) -> in
 
 
 def _write_rotating(handler: logging.handlers.RotatingFileHandler, pieces: list[str]) -> None:
-    """Write pre-formatted lines, rolling the file over whenever it would exceed ``maxBytes``
-    (what ``RotatingFileHandler.emit`` does per record, done per batch)."""
+    """Write pre-formatted lines, rolling the file over whenever it would exceed ``maxBytes``."""
     if handler.stream is None:
         handler.stream = handler._open()
     limit = handler.maxBytes

@@ -1,24 +1,6 @@
-"""Merge mode: upsert this run's rows by id and keep every version of each appointment.
-
-``load.load_run`` calls :func:`merge_tables` inside its transaction, under its advisory lock,
-instead of TRUNCATE + COPY. Set-based, whatever the size:
-
-1. the rows are copied (binary ``COPY``, bulk.py) into temporary tables shaped like the tables;
-2. ``INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE (row differs)`` upserts doctors and then
-   appointments: new ids are inserted, changed rows updated, unchanged rows not written at all,
-   ids absent from the file kept;
-3. the appointments the upsert wrote (``RETURNING``, into a temporary table) close their open
-   version in ``appointment_history`` (``valid_to`` = this load's time) and open a new one.
-
-History across a replace: replace runs write no history, so the first merge after a replace
-first brings the history in line with the replaced contents, as of that replace (its
-``finished_at`` and ``run_id``): open versions that no longer match the table are closed, and
-every appointment without an open version gets one. A merge after a merge skips this step.
-
-The statements are derived from the declaration (schema.py): the columns of ``doctors`` and
-``appointments``, their key, and ``appointment_history``, whose columns are an appointment's
-(``booking_id`` for its ``id``) followed by the version's span and run.
-"""
+"""Merge mode: upsert this run's rows by id (unchanged rows are not written, absent ids kept) and
+keep every version of each appointment in ``appointment_history``. Replace runs write no history,
+so the first merge after one brings it in line with the table as of that replace."""
 
 import json
 import logging
@@ -53,8 +35,7 @@ _FRAGMENTS = {
 
 
 def _upsert(table: Table) -> str:
-    """Insert the staged rows of ``table``; update those whose values differ; leave the rest
-    (the upsert of a ``WITH written AS (...)``, whose RETURNING follows)."""
+    """Insert the staged rows of ``table``, update those that differ (RETURNING follows)."""
     values = [name for name in table.names if name not in table.key]
     return sql(
         "INSERT INTO {table} AS t ({columns}) SELECT {columns} FROM {staged}"
@@ -74,8 +55,7 @@ _UPSERT_APPOINTMENTS = sql("""WITH written AS ({upsert} RETURNING {returned}, t.
     INSERT INTO {written} SELECT * FROM written""", upsert=_upsert(APPOINTMENTS), **_FRAGMENTS)
 _WRITTEN_COUNTS = sql("SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM {written}",
                       **_FRAGMENTS)
-# Only updated rows have an open version to close (a new id has none: a version left open for
-# an id the table lacks would make the insert below fail on appointment_history_open_idx).
+# Only updated rows have an open version to close.
 _CLOSE_WRITTEN = sql("""WITH closed AS (
         UPDATE {appointment_history} h SET valid_to = CAST(:at AS timestamptz)
         FROM {written} w WHERE NOT w.inserted AND h.{booking} = w.id AND h.valid_to IS NULL
@@ -88,8 +68,7 @@ _OPEN_WRITTEN = sql("""WITH opened AS (
     SELECT count(*) FROM opened""", **_FRAGMENTS)
 _LAST_LOAD = sql("""SELECT run_id, mode, finished_at FROM {etl_runs}
     WHERE status = 'succeeded' AND run_id <> :run_id ORDER BY finished_at DESC NULLS LAST LIMIT 1""")
-# After a replace: close the open versions the table no longer holds, open one for every
-# appointment without one.
+# After a replace: close the open versions the table lacks, open one where there is none.
 _CLOSE_REPLACED = sql("""WITH closed AS (
         UPDATE {appointment_history} h SET valid_to = greatest(h.valid_from, CAST(:at AS timestamptz))
         WHERE h.valid_to IS NULL AND NOT EXISTS (SELECT 1 FROM {appointments} a WHERE {same_version})
@@ -103,7 +82,6 @@ _OPEN_REPLACED = sql("""WITH opened AS (
     SELECT count(*) FROM opened""", **_FRAGMENTS)
 _RECORD_COUNTS = sql("""UPDATE {etl_runs} SET counts = coalesce(counts, CAST('{{}}' AS jsonb)) || CAST(:merge AS jsonb)
     WHERE run_id = :run_id""")
-_LOADED_DOCTORS = sql("SELECT id FROM {doctors}")
 
 
 def loaded_doctor_ids(config: DbConfig) -> np.ndarray:
@@ -112,7 +90,7 @@ def loaded_doctor_ids(config: DbConfig) -> np.ndarray:
     try:
         connection.run("START TRANSACTION READ ONLY")
         exists = connection.run("SELECT to_regclass(:name) IS NOT NULL", name=DOCTORS.qualified)[0][0]
-        rows = connection.run(_LOADED_DOCTORS) if exists else []
+        rows = connection.run(sql("SELECT id FROM {doctors}")) if exists else []
         connection.run("COMMIT")
     except Exception as exc:
         raise DatabaseError(f"cannot read the doctors already loaded: {_short(exc)}") from exc
@@ -121,11 +99,9 @@ def loaded_doctor_ids(config: DbConfig) -> np.ndarray:
     return np.array([row[0] for row in rows], dtype="int64")
 
 
-def merge_tables(
-    connection: Any, run_id: str, doctors: pd.DataFrame, appointments: pd.DataFrame
-) -> dict[str, Any]:
-    """Merge the run's valid rows in (see the module docstring); returns what changed, also
-    added to the run's ``etl_runs.counts`` under ``"merge"``. Needs the caller's transaction."""
+def merge_tables(connection: Any, run_id: str, doctors: pd.DataFrame,
+                 appointments: pd.DataFrame) -> dict[str, Any]:
+    """Merge the run's rows in; returns what changed, also added to ``etl_runs.counts``."""
     # One time for the whole run, taken after the lock: serialised runs get increasing times.
     loaded_at = connection.run("SELECT clock_timestamp()")[0][0]
     counts: dict[str, Any] = {"loaded_at": loaded_at.isoformat()}
@@ -133,16 +109,13 @@ def merge_tables(
     counts["doctors"] = _upsert_doctors(connection, doctors)
     counts["appointments"], counts["history"] = _upsert_appointments(connection, run_id, loaded_at, appointments)
     connection.run(_RECORD_COUNTS, merge=json.dumps({"merge": counts}), run_id=run_id)
-    logger.info(
-        "merge: doctors %s; appointments %s; history %s",
-        _describe(counts["doctors"]), _describe(counts["appointments"]), _describe(counts["history"]),
-    )
+    logger.info("merge: doctors %s; appointments %s; history %s",
+                _describe(counts["doctors"]), _describe(counts["appointments"]), _describe(counts["history"]))
     return counts
 
 
 def _sync_history_after_replace(connection: Any, run_id: str, loaded_at: Any) -> Optional[dict[str, Any]]:
-    """If the tables were last written by a replace run (or by no run), record their contents
-    in the history as of that run; None when the last load was a merge (history in line)."""
+    """After a replace run (or none), record the tables in the history as of it; None after a merge."""
     last = connection.run(_LAST_LOAD, run_id=run_id)
     if last and last[0][1] == "merge":
         return None
@@ -153,7 +126,6 @@ def _sync_history_after_replace(connection: Any, run_id: str, loaded_at: Any) ->
 
 
 def _stage(connection: Any, table: Table, frame: pd.DataFrame) -> None:
-    """A temporary copy of ``table``'s columns holding ``frame``'s rows."""
     connection.run(staging_table(table, STAGED[table.name]))
     bulk.copy_frame(connection, table, frame[list(table.names)], into=STAGED[table.name])
 
@@ -164,15 +136,11 @@ def _upsert_doctors(connection: Any, doctors: pd.DataFrame) -> dict[str, int]:
     return _split(len(doctors), inserted, updated)
 
 
-def _upsert_appointments(
-    connection: Any, run_id: str, loaded_at: Any, appointments: pd.DataFrame
-) -> tuple[dict[str, int], dict[str, int]]:
+def _upsert_appointments(connection: Any, run_id: str, loaded_at: Any,
+                         appointments: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
     _stage(connection, APPOINTMENTS, appointments)
     connection.run(_STAGE_WRITTEN)
-    # A large upsert maintains the foreign key (one trigger call per inserted row) and the plain
-    # indexes row by row; dropping them and rebuilding once afterwards was ~1.4x faster at 200k
-    # rows. The key stays (the upsert's arbiter). Like replace's TRUNCATE, this keeps readers out
-    # until COMMIT.
+    # Rebuilding the foreign key and indexes (not the key) once was ~1.4x faster at 200k rows.
     with bulk.rebuilt_indexes(connection, APPOINTMENTS, len(appointments), keep_keys=True):
         connection.run(_UPSERT_APPOINTMENTS)
     closed = connection.run(_CLOSE_WRITTEN, at=loaded_at)[0][0]

@@ -1,8 +1,4 @@
-"""Output directories and files: checked before anything starts, written atomically.
-
-``check_output_dir`` looks without creating anything, so a run that cannot write its reports
-or logs stops (exit 2) before a database server starts or a folder appears.
-"""
+"""Output directories and files: checked before anything starts (creating nothing), written atomically."""
 
 import errno
 import os
@@ -12,18 +8,12 @@ from pathlib import Path
 from .errors import ConfigError
 
 
-def _reason(exc: OSError) -> str:
-    return exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-
-
 def check_output_dir(path: Path, what: str) -> None:
     """Raise ConfigError unless ``path`` is (or can be created as) a writable directory with
     free space. Creates nothing."""
     path = Path(path)
     probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if probe != path and not probe.is_dir():
         raise ConfigError(f"{what} {path} cannot be created: {probe} is a file")
@@ -45,15 +35,13 @@ def make_output_dir(path: Path, what: str) -> Path:
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"{what} {path} cannot be created: {_reason(exc)}") from exc
+        raise ConfigError(f"{what} {path} cannot be created: {describe_os_error(exc)}") from exc
     return Path(path)
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
-    """Write ``path`` through ``<path>.<pid>.tmp`` + rename: ``write(tmp_path)`` writes the
-    content. Readers see the old file or the whole new one, never half of it; on failure the
-    temporary file is removed and the error propagates. The pid keeps two concurrent runs
-    writing the same report from renaming each other's temporary file."""
+    """Write ``path`` through ``<path>.<pid>.tmp`` (``write(tmp_path)``) + rename: readers never see
+    half a file; on failure the temporary file is removed. The pid keeps concurrent runs apart."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
@@ -72,4 +60,4 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
 
 def describe_os_error(exc: OSError) -> str:
     """``strerror`` of an OSError (``No space left on device``), for one-line messages."""
-    return _reason(exc)
+    return exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)

@@ -1,10 +1,7 @@
 """Progress of long work on a terminal: one stderr line per stage with rows and rows/s.
 
-Off unless the CLI turns it on (``configure``), and then only when both stdout and stderr are
-terminals and ``--quiet`` is not given: pipes, files, CI logs and the Glue job stay clean. While a
-stage runs, a daemon thread redraws the line (elapsed time, and rows so far where the work
-reports them) four times a second; the work itself only bumps an integer, so progress never
-costs the run measurable time. No dependency: Glue has neither rich nor tqdm.
+Only when the CLI turns it on (stdout and stderr terminals, no ``--quiet``). A daemon thread redraws
+the line four times a second; the work only bumps an integer. No dependency (Glue has no tqdm).
 """
 
 import sys
@@ -23,14 +20,11 @@ class Progress:
     """A stage line on ``stream``: ``start`` it, optionally ``advance`` it, ``done`` it."""
 
     def __init__(self, stream: TextIO, enabled: bool) -> None:
-        self.stream = stream
-        self.enabled = enabled
+        self.stream, self.enabled = stream, enabled
         self._lock = threading.Lock()
         self._stage: Optional[str] = None
-        self._what = ""
-        self._rows = 0
         self._total: Optional[int] = None
-        self._started = 0.0
+        self._what, self._rows, self._started = "", 0, 0.0
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -59,24 +53,19 @@ class Progress:
         elapsed = time.perf_counter() - self._started
         count = self._rows if rows is None else rows
         line = f"  {self._stage:<6} {count:>11,} rows in {elapsed:6.2f} s ({_rate(count, elapsed)})"
-        if note or self._what:
-            line += f"  {note or self._what}"
-        self._write(line, final=True)
+        self._write(line + (f"  {note or self._what}" if note or self._what else ""), final=True)
         self._stage = None
 
     def stop(self) -> None:
         """Abandon the current stage (the run failed): stop redrawing and clear the line."""
-        if not self.enabled or self._stage is None:
-            return
-        self._finish_thread()
-        self._write("", final=False)
-        self._stage = None
+        if self.enabled and self._stage is not None:
+            self._finish_thread()
+            self._write("", final=False)
+            self._stage = None
 
     def counted(self, items: Iterable[T]) -> Iterable[T]:
         """``items`` unchanged; when enabled, counted into the current stage as they pass."""
-        if not self.enabled:
-            return items
-        return self._count(items)
+        return self._count(items) if self.enabled else items
 
     def _count(self, items: Iterable[T]) -> Iterator[T]:
         pending = 0
@@ -100,8 +89,8 @@ class Progress:
             rows = self._rows
             parts = [f"  {self._stage:<6} "]
             if rows:
-                parts.append(f"{rows:>11,} rows" + (f" of {self._total:,}" if self._total else ""))
-                parts.append(f" ({_rate(rows, elapsed)})")
+                parts.append(f"{rows:>11,} rows" + (f" of {self._total:,}" if self._total else "")
+                             + f" ({_rate(rows, elapsed)})")
             elif self._total:
                 parts.append(f"{self._total:>11,} rows")
             parts.append(f"  {elapsed:5.1f} s  {self._what}")
@@ -123,9 +112,8 @@ def _rate(rows: int, seconds: float) -> str:
 
 def wanted(quiet: bool, stdout: Any = None, stderr: Any = None) -> bool:
     """Progress is shown only on a terminal (stdout and stderr) and without ``--quiet``."""
-    stdout = sys.stdout if stdout is None else stdout
-    stderr = sys.stderr if stderr is None else stderr
-    return not quiet and _isatty(stdout) and _isatty(stderr)
+    return (not quiet and _isatty(sys.stdout if stdout is None else stdout)
+            and _isatty(sys.stderr if stderr is None else stderr))
 
 
 def _isatty(stream: Any) -> bool:

@@ -40,8 +40,7 @@ def _percent(part: int, whole: int) -> float:
 
 
 def compute_metrics(appointments: "CleanResult") -> dict[str, dict[str, Any]]:
-    """``{key: {value, threshold, status, description}}`` for the five metrics
-    (``critical_threshold`` too for a metric with two levels)."""
+    """``{key: {value, threshold, alert_when, status, description[, critical_threshold]}}``."""
     stats = appointments.stats
     values = {
         "id_completeness": _percent(stats["ids_complete"], stats["read"]),
@@ -57,13 +56,9 @@ def compute_metrics(appointments: "CleanResult") -> dict[str, dict[str, Any]]:
         status = metric.severity if breached else OK
         if metric.critical_threshold is not None and value < metric.critical_threshold:
             status = CRITICAL
-        metrics[metric.key] = {
-            "value": value,
-            "threshold": metric.threshold,
-            "alert_when": "below" if metric.alert_below else "above",
-            "status": status,
-            "description": metric.description,
-        }
+        metrics[metric.key] = {"value": value, "threshold": metric.threshold,
+                               "alert_when": "below" if metric.alert_below else "above", "status": status,
+                               "description": metric.description}
         if metric.critical_threshold is not None:
             metrics[metric.key]["critical_threshold"] = metric.critical_threshold
     return metrics
@@ -76,22 +71,17 @@ def overall_status(metrics: dict[str, dict[str, Any]]) -> str:
 
 def gate_tripped(status: str, fail_on: str) -> bool:
     """True when ``--fail-on`` says a report of ``status`` must stop the run before loading."""
-    if fail_on == "never":
-        return False
-    return SEVERITY_ORDER[status] >= SEVERITY_ORDER[fail_on]
+    return fail_on != "never" and SEVERITY_ORDER[status] >= SEVERITY_ORDER[fail_on]
 
 
 def tripped_metrics(metrics: dict[str, dict[str, Any]], fail_on: str) -> list[str]:
     """``["acceptance_rate 0.00 % < 50 (critical)", ...]``: each metric at or above ``fail_on``."""
-    if fail_on == "never":
-        return []
     tripped = []
     for key, metric in metrics.items():
-        if SEVERITY_ORDER[metric["status"]] < SEVERITY_ORDER[fail_on] or metric["status"] == OK:
+        if not gate_tripped(metric["status"], fail_on) or metric["status"] == OK:
             continue
-        threshold = metric["threshold"]
-        if metric["status"] == CRITICAL and metric.get("critical_threshold") is not None:
-            threshold = metric["critical_threshold"]
+        critical = metric["status"] == CRITICAL and metric.get("critical_threshold") is not None
+        threshold = metric["critical_threshold"] if critical else metric["threshold"]
         sign = "<" if metric["alert_when"] == "below" else ">"
         tripped.append(f"{key} {metric['value']:.2f} % {sign} {threshold:g} ({metric['status']})")
     return tripped
@@ -106,9 +96,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         levels = f"{metric['threshold']:g}" + (f" (critical < {critical:g})" if critical is not None else "")
         lines.append(f"  {key:<22} {metric['value']:>7.2f} %  alert if {sign} {levels}  [{metric['status']}]")
     for entity, counts in report["counts"].items():
-        lines.append(
-            f"  {entity:<22} read {counts['read']:>9,}  loaded {counts['loaded']:>9,}  rejected {counts['rejected']:>9,}"
-        )
+        lines.append(f"  {entity:<22} read {counts['read']:>9,}  loaded {counts['loaded']:>9,}"
+                     f"  rejected {counts['rejected']:>9,}")
     if report["rejections"]:
         lines.append("  rejections: " + ", ".join(f"{code}={n:,}" for code, n in report["rejections"].items()))
     if report.get("unknown_status_values"):

@@ -1,16 +1,15 @@
 """Answer the business questions: run every ``sql/*.sql`` file, print and save the results."""
 
-import logging
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Optional
 
 from .csv_export import write_csv
 from .db import DbConfig, _short, connect
 from .errors import ConfigError, DatabaseError
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,17 +28,16 @@ def sql_dir() -> Path:
     raise ConfigError("cannot find the business queries (sql/*.sql)")
 
 
-def list_queries(directory: Optional[Path] = None) -> list[Path]:
-    return sorted(Path(directory or sql_dir()).glob("*.sql"))
+def list_queries() -> list[Path]:
+    return sorted(sql_dir().glob("*.sql"))
 
 
-def run_queries(db_config: DbConfig, out_dir: Optional[Path] = None, directory: Optional[Path] = None) -> list[QueryResult]:
+def run_queries(db_config: DbConfig, out_dir: Optional[Path] = None) -> list[QueryResult]:
     """Run each query read-only; save ``<out_dir>/<query>.csv`` when ``out_dir`` is given."""
-    connection = connect(db_config)
     results = []
-    try:
+    with closing(connect(db_config)) as connection:
         connection.run("START TRANSACTION READ ONLY")
-        for path in list_queries(directory):
+        for path in list_queries():
             try:
                 rows = connection.run(path.read_text(encoding="utf-8"))
             except Exception as exc:
@@ -50,18 +48,16 @@ def run_queries(db_config: DbConfig, out_dir: Optional[Path] = None, directory: 
                 result.csv_path = write_csv(Path(out_dir) / f"{path.stem}.csv", columns, result.rows)
             results.append(result)
         connection.run("COMMIT")
-    finally:
-        connection.close()
     return results
 
 
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """An aligned plain-text table (numbers right-aligned)."""
-    cells = [[_text(value) for value in row] for row in rows]
+    cells = [["" if value is None else str(value) for value in row] for row in rows]
     widths = [len(name) for name in columns]
     for row in cells:
         widths = [max(width, len(cell)) for width, cell in zip(widths, row)]
-    numeric = [all(_is_number(row[i]) for row in rows) and bool(rows) for i in range(len(columns))]
+    numeric = [bool(rows) and all(_is_number(row[i]) for row in rows) for i in range(len(columns))]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
@@ -73,11 +69,5 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
 def _is_number(value: Any) -> bool:
-    from decimal import Decimal
-
     return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)

@@ -1,12 +1,7 @@
-"""Read one sheet of an .xlsx workbook with python-calamine, the one reader on every path.
-
-The package is checked first (:mod:`.guard`), then calamine reads the sheet and hands over
-its typed cells unchanged: ``str``, ``float``, ``bool``, ``datetime``/``date``/``time``/
-``timedelta``; an empty cell (and an Excel error cell, which calamine returns as empty) is
-None. What a cell is worth is judged later, once, by :mod:`.cells` and :mod:`.clean`. The
-header is the first row among the first 20 holding every mandatory column; row numbers are
-the sheet's own.
-"""
+"""Read one sheet of an .xlsx workbook with python-calamine, the one reader on every path: the
+package checked first (:mod:`.guard`), calamine's typed cells handed over unchanged (an empty or
+error cell: None), judged later by :mod:`.cells` and :mod:`.clean`. The header is the first row
+among the first 20 holding every mandatory column; row numbers are the sheet's own."""
 
 import logging
 import os
@@ -50,7 +45,7 @@ class SheetData:
 def calamine() -> Any:
     """The python_calamine module, checked to be the release whose semantics we document."""
     try:
-        from importlib.metadata import version
+        from importlib.metadata import version  # here: the tests patch it
 
         import python_calamine
     except ImportError as exc:
@@ -70,9 +65,8 @@ def normalize_header(name: Any) -> str:
 
 def read_sheet(path: Path, mandatory_columns: Sequence[str], sheet: Optional[str] = None,
                entity: str = "workbook", limits: Optional[guard.Limits] = None) -> SheetData:
-    """Read ``sheet`` (None: the first one) of ``path`` keeping ``mandatory_columns``. Raises
-    :class:`InputFileError` (exit 3) for a missing, unreadable, oversized or empty file, a
-    missing sheet, or no header row holding every mandatory column in the first 20 rows."""
+    """Read ``sheet`` (None: the first) of ``path`` keeping ``mandatory_columns``; :class:`InputFileError`
+    for a missing, unreadable, oversized or empty file or sheet, or no header in the first 20 rows."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{entity} file not found: {path}")
@@ -106,17 +100,21 @@ class _Rows:
 
 
 def _rows(sheet: Any, mandatory_columns: Sequence[str]) -> _Rows:
-    """The sheet's rows from row 1; below the header only the mandatory cells are kept (a
-    free-text column is let go row by row). calamine cannot hand over a row holding a
-    date-formatted cell past 9999-12-31 (Python's dates end there): that row comes back
-    empty, its number in ``unreadable`` (the cleaner rejects it as ``unreadable_row``)."""
+    """The sheet's rows from row 1; below the header only the mandatory cells, kept row by row. A
+    row calamine cannot hand over (a date cell past 9999-12-31, where Python's dates end) comes
+    back empty, its number in ``unreadable`` (the cleaner rejects it as ``unreadable_row``)."""
     rows = _Rows()
     if sheet.start is None:  # no cell at all (calamine cannot iterate such a sheet)
         return rows
     iterator = sheet.iter_rows()
     for row in iterator:
         rows.first.append(row)
-        rows.header_index, rows.positions = _find_header(row, mandatory_columns, len(rows.first) - 1)
+        positions: dict[str, int] = {}
+        for position, key in enumerate(map(normalize_header, row)):
+            if key in mandatory_columns:
+                positions.setdefault(key, position)
+        if len(positions) == len(mandatory_columns):  # the header: the first row holding them all
+            rows.header_index, rows.positions = len(rows.first) - 1, positions
         if rows.header_index >= 0 or len(rows.first) == HEADER_SEARCH_ROWS:
             break
     if rows.header_index < 0:
@@ -134,16 +132,6 @@ def _rows(sheet: Any, mandatory_columns: Sequence[str]) -> _Rows:
             append(blank)
 
 
-def _find_header(cells: list[Any], mandatory_columns: Sequence[str], index: int) -> tuple[int, dict[str, int]]:
-    """(``index``, positions) if ``cells`` hold every mandatory column, else (-1, {})."""
-    positions: dict[str, int] = {}
-    for position, name in enumerate(cells):
-        key = normalize_header(name)
-        if key in mandatory_columns and key not in positions:
-            positions[key] = position
-    return (index, positions) if len(positions) == len(mandatory_columns) else (-1, {})
-
-
 def _select(rows: _Rows, mandatory_columns: Sequence[str], scan: guard.SheetScan, entity: str,
             name: str) -> SheetData:
     if rows.header_index < 0:
@@ -154,12 +142,14 @@ def _select(rows: _Rows, mandatory_columns: Sequence[str], scan: guard.SheetScan
     if extras:
         logger.warning("%s file %s: ignoring extra column(s) %s", entity, name,
                        ", ".join(safe_text(extra) for extra in extras[:20]) + (", ..." if len(extras) > 20 else ""))
-    first_row = rows.header_index + 2
-    source_rows = np.arange(first_row, first_row + len(rows.picked), dtype="int64")
+    source_rows = np.arange(len(rows.picked), dtype="int64") + (rows.header_index + 2)
     blank = np.ones(len(rows.picked), dtype=bool)
     columns = {}
     for index, column in enumerate(mandatory_columns):
-        columns[column], empty = _cells(list(map(itemgetter(index), rows.picked)))
+        cells = columns[column] = np.empty(len(rows.picked), dtype=object)
+        cells[:] = list(map(itemgetter(index), rows.picked))
+        empty = cells == ""
+        cells[empty] = None  # calamine's empty cell
         blank &= empty
     rows.picked.clear()
     blank[np.isin(source_rows, rows.unreadable)] = False
@@ -174,15 +164,6 @@ def _select(rows: _Rows, mandatory_columns: Sequence[str], scan: guard.SheetScan
                      skipped_header_rows=rows.header_index, unreadable=rows.unreadable)
 
 
-def _cells(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """One column as an object array, calamine's empty cell ``""`` made None; and where."""
-    cells = np.empty(len(values), dtype=object)
-    cells[:] = values
-    empty = cells == ""
-    cells[empty] = None
-    return cells, empty
-
-
 def _no_header(rows: list[list[Any]], mandatory_columns: Sequence[str], scan: guard.SheetScan, entity: str,
                name: str) -> InputFileError:
     seen = next((cells for cells in rows[:HEADER_SEARCH_ROWS] if any(c not in (None, "") for c in cells)), None)
@@ -194,7 +175,6 @@ def _no_header(rows: list[list[Any]], mandatory_columns: Sequence[str], scan: gu
     text = " | ".join(_CONTROL.sub("", str(cell)) for cell in seen if cell not in (None, ""))
     shown = text[:40] + ("..." if len(text) > 40 else "")
     hint = "; is the header row missing?" if len(missing) == len(mandatory_columns) else ""
-    return InputFileError(
-        f"{entity} file {name}: no row among the first {HEADER_SEARCH_ROWS} of {where} holds every "
-        f"mandatory column; lacks mandatory column(s) {', '.join(missing)} (first row seen: {shown!r}{hint})"
-    )
+    return InputFileError(f"{entity} file {name}: no row among the first {HEADER_SEARCH_ROWS} of {where} holds "
+                          f"every mandatory column; lacks mandatory column(s) {', '.join(missing)} (first row seen: "
+                          f"{shown!r}{hint})")

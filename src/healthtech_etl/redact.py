@@ -1,9 +1,5 @@
-"""Make text safe for logs and the console: credentials masked, free text cut short.
-
-Pure functions, no I/O. Every message that leaves the process (stderr, the log file, the
-ledger's ``error`` column) goes through :func:`redact`; every value taken from a workbook
-(statuses, headers, sheet names) goes through :func:`safe_text` before it is logged.
-"""
+"""Make text safe for logs and the console: :func:`redact` masks credentials in every message that
+leaves the process; :func:`safe_text` escapes and cuts workbook values before they are logged."""
 
 import re
 import unicodedata
@@ -15,6 +11,7 @@ FREE_TEXT_LIMIT = 40
 # an unencoded password may itself hold "/", ":", "@" or "?" (postgresql://u:1234/secret@host/db).
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^\n]*@")
 _PASSWORD_PARAM = re.compile(r"(?i)(?P<key>\bpassword\s*=\s*)(?P<value>[^&\s]+)")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def redact(text: str) -> str:
@@ -24,10 +21,8 @@ def redact(text: str) -> str:
 
 
 def _escape_char(char: str) -> str:
-    if char in "\n\r\t":
-        return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}[char]
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return _ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
 def safe_text(value: Any, limit: int = FREE_TEXT_LIMIT) -> str:
@@ -35,7 +30,7 @@ def safe_text(value: Any, limit: int = FREE_TEXT_LIMIT) -> str:
     characters (then ``...(N chars)``), so no cell can forge log lines or flood the log."""
     text = str(value)
     cut = len(text) > limit
-    head = text[: limit] if cut else text
+    head = text[:limit] if cut else text
     escaped = "".join(
         _escape_char(char) if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") else char for char in head
     )

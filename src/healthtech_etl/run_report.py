@@ -1,11 +1,5 @@
-"""``quality_report.html`` of the run that just happened, written beside quality_report.json.
-
-The page's data comes from memory (the report, the first rejected rows, the aggregates of the
-loaded rows, computed during the load) and from the database (run history). After a load the
-run's report and aggregates are stored there too (``etl_run_reports``, which keeps those of the
-last --keep-runs runs), so that ``healthtech-etl report`` can rebuild the page later. Writing the page is
-best effort: a problem is logged as a warning and never changes the run's outcome.
-"""
+"""``quality_report.html`` of the run that just happened, beside quality_report.json; after a load
+the run's snapshot is stored for ``healthtech-etl report``. Best effort: a problem is only logged."""
 
 import logging
 import math
@@ -27,29 +21,19 @@ logger = logging.getLogger(__name__)
 LOADED, GATE, FAILED = "loaded", "gate", "failed"
 
 
-def write_run_html(
-    report_dir: Path,
-    report: dict[str, Any],
-    rejected: dict[str, pd.DataFrame],
-    db_config: DbConfig,
-    outcome: str,
-    rejections_file: Optional[Path] = None,
-    aggregates: Optional["Future[dict[str, Any]]"] = None,
-    keep_runs: int = DEFAULT_KEEP_RUNS,
-) -> Optional[Path]:
+def write_run_html(report_dir: Path, report: dict[str, Any], rejected: dict[str, pd.DataFrame], db_config: DbConfig,
+                   outcome: str, rejections_file: Optional[Path] = None,
+                   aggregates: Optional["Future[dict[str, Any]]"] = None,
+                   keep_runs: int = DEFAULT_KEEP_RUNS) -> Optional[Path]:
     """Write ``report_dir/quality_report.html`` for a run that ``outcome`` = loaded / gate / failed;
-    ``aggregates``: :func:`aggregate_in_background` of what was loaded; ``keep_runs``: snapshots
-    kept in ``etl_run_reports`` (--keep-runs). Returns the page's path, or None when it could not
-    be written (logged)."""
+    ``aggregates``: :func:`aggregate_in_background` of what was loaded. None when not written (logged)."""
     clock = time.perf_counter()
     try:
         page = ReportPage(
-            report=report,
-            rejected_rows=first_rejected_rows(rejected),
+            report=report, rejected_rows=first_rejected_rows(rejected),
             rejected_total=sum(len(frame) for frame in rejected.values()),
             # By name: the page travels (S3, e-mail) with the CSV beside it, not with this machine's path.
             rejections_csv=f"{Path(rejections_file).name} (beside this report)" if rejections_file else "",
-            ledger=None,
         )
         if outcome == LOADED and aggregates is not None:
             page.aggregates = aggregates.result()
@@ -84,8 +68,7 @@ def _add_database_parts(page: ReportPage, db_config: DbConfig, outcome: str, kee
 
 
 def aggregate_in_background(doctors: pd.DataFrame, appointments: pd.DataFrame) -> "Future[dict[str, Any]]":
-    """Start :func:`frame_aggregates` of the rows about to be loaded in a worker thread: it runs
-    while the client waits for the server during the load, so the page costs the run nothing."""
+    """:func:`frame_aggregates` of the rows about to be loaded, in a worker thread during the load."""
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthtech-aggregates")
     try:
         return executor.submit(frame_aggregates, doctors, appointments)
@@ -103,20 +86,15 @@ def first_rejected_rows(rejected: dict[str, pd.DataFrame], limit: int = REJECTED
         head = frame.sort_values(SOURCE_ROW, kind="stable").head(limit - len(rows))
         raw_columns = [c for c in head.columns if c not in (ENTITY, SOURCE_ROW, RECORD_ID, REASONS)]
         for record in head.to_dict("records"):
-            rows.append({
-                "entity": record.get(ENTITY, entity),
-                "row_number": int(record[SOURCE_ROW]),
-                "record_id": _plain(record.get(RECORD_ID)),
-                "reasons": str(record.get(REASONS) or "").split(";"),
-                "raw": {column: _plain(record.get(column)) for column in raw_columns},
-            })
+            rows.append({"entity": record.get(ENTITY, entity), "row_number": int(record[SOURCE_ROW]),
+                         "record_id": _plain(record.get(RECORD_ID)),
+                         "reasons": str(record.get(REASONS) or "").split(";"),
+                         "raw": {column: _plain(record.get(column)) for column in raw_columns}})
     return rows
 
 
 def _plain(value: Any) -> Any:
     """NaN / NA / None -> None; numpy scalars -> Python ones."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, float) and math.isnan(value):
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
         return None
     return value.item() if hasattr(value, "item") else value

@@ -1,10 +1,5 @@
-"""Messy sample workbooks, like real clinic exports (``healthtech-etl sample``).
-
-Deterministic for a given seed. Contains every kind of mess the cleaner handles: numeric and
-padded-string ids, junk ids, mixed date formats (date cells, Excel serials, several string
-formats), impossible and far-future dates, status variants, orphan doctors, exact duplicates and
-repeated ids, empty cells, accents and stray whitespace in names.
-"""
+"""Messy sample workbooks, like real clinic exports (``healthtech-etl sample``), deterministic for
+a seed: every kind of mess the cleaner handles (ids, date formats, statuses, duplicates, orphans...)."""
 
 import datetime as dt
 from collections.abc import Sequence
@@ -26,29 +21,19 @@ _STATUS_VARIANTS = [
     ("Canceled", 8), ("CANCELLED", 4), ("cancel-led", 1), ("pending", 2), ("no show", 1), ("", 1),
 ]
 _DATE_STYLES = ("cell", "serial", "mdy", "mdy_short_time", "ymd", "ymd_slash", "mdy_dash", "iso")
-
-
-def _excel_serial(moment: dt.datetime) -> float:
-    delta = moment - dt.datetime(1899, 12, 30)
-    return delta.days + delta.seconds / 86400.0
+_DATE_FORMATS = {"mdy": "%m/%d/%Y", "ymd": "%Y-%m-%d %H:%M:%S", "ymd_slash": "%Y/%m/%d", "mdy_dash": "%m-%d-%Y %H:%M",
+                 "iso": "%Y-%m-%dT%H:%M:%S"}
 
 
 def _render_date(moment: dt.datetime, style: str) -> Any:
     if style == "cell":
         return moment
-    if style == "serial":
-        return round(_excel_serial(moment), 6)
-    if style == "mdy":
-        return moment.strftime("%m/%d/%Y")
+    if style == "serial":  # an Excel serial: days since 1899-12-30
+        delta = moment - dt.datetime(1899, 12, 30)
+        return round(delta.days + delta.seconds / 86400.0, 6)
     if style == "mdy_short_time":
         return f"{moment.month}/{moment.day}/{moment.year} {moment:%H:%M}"
-    if style == "ymd":
-        return moment.strftime("%Y-%m-%d %H:%M:%S")
-    if style == "ymd_slash":
-        return moment.strftime("%Y/%m/%d")
-    if style == "mdy_dash":
-        return moment.strftime("%m-%d-%Y %H:%M")
-    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+    return moment.strftime(_DATE_FORMATS[style])
 
 
 def _render_id(value: int, style: float) -> Any:
@@ -69,11 +54,9 @@ def sample_doctors(count: int, rng: np.random.Generator) -> list[tuple[Any, ...]
             name = f"  {name.replace(' ', '   ', 1)} "
         specialty = _SPECIALTIES[int(rng.integers(len(_SPECIALTIES)))]
         rows.append((_render_id(doctor_id, float(rng.random())), name, specialty or None))
-    rows.append(("D-9", "Dr. Junk Id", "Cardiology"))  # invalid_doctor_id
-    rows.append((count + 1, None, "Neurology"))  # missing_name
-    rows.append(rows[2])  # duplicate_row
-    rows.append((3, "Dr. Someone Else", "Oncology"))  # duplicate_doctor_id
-    return rows
+    # invalid_doctor_id, missing_name, duplicate_row, duplicate_doctor_id
+    return rows + [("D-9", "Dr. Junk Id", "Cardiology"), (count + 1, None, "Neurology"), rows[2],
+                   (3, "Dr. Someone Else", "Oncology")]
 
 
 def sample_appointments(rows: int, doctor_count: int, rng: np.random.Generator) -> list[tuple[Any, ...]]:
@@ -140,13 +123,11 @@ def write_workbook(path: Path, header: Sequence[str], rows: Sequence[Sequence[An
         worksheet.write_row(0, 0, list(header))
         for r, row in enumerate(progress.counted(rows), start=1):
             for c, value in enumerate(row):
-                if value is None:
-                    continue
                 if isinstance(value, dt.datetime):
                     worksheet.write_datetime(r, c, value, date_format)
                 elif isinstance(value, str):
                     worksheet.write_string(r, c, value)
-                else:
+                elif value is not None:
                     worksheet.write_number(r, c, value)
         workbook.close()
         return path
@@ -168,8 +149,7 @@ def write_sample_workbooks(out_dir: Path, rows: int = 200, seed: int = 7) -> tup
     out_dir = Path(out_dir)
     doctors = write_workbook(out_dir / "doctors.xlsx", DOCTOR_HEADER, sample_doctors(doctor_count, rng), "doctors")
     progress.start("sample", "appointments.xlsx", total=rows)
-    appointments = write_workbook(
-        out_dir / "appointments.xlsx", APPOINTMENT_HEADER, sample_appointments(rows, doctor_count, rng), "appointments"
-    )
+    appointments = write_workbook(out_dir / "appointments.xlsx", APPOINTMENT_HEADER,
+                                  sample_appointments(rows, doctor_count, rng), "appointments")
     progress.done()
     return doctors, appointments

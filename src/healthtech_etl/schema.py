@@ -1,30 +1,20 @@
-"""What healthtech-etl stores, declared once: the tables with their columns, types and keys, the
-reason codes a rejected row can carry, and the column names of the frames that carry rows
-between the steps.
-
-Everything else is derived from here: the DDL (:func:`create_statements`), the types COPY
-encodes each column by (``Column.type``), the merge's staging tables (:func:`staging_table`)
-and the column lists of the ledger and report queries. No pandas, no database: plain data.
-"""
+"""What healthtech-etl stores, declared once: the tables (columns, types, keys), the reason codes
+of rejected rows and the columns of the frames between the steps. The DDL, COPY encodings, staging
+tables and query column lists are derived from here. Plain data: no pandas, no database."""
 
 from dataclasses import dataclass
 
 SCHEMA = "healthtech"
 
-# --- the frames between the steps ---------------------------------------------------------------
-
 # The workbooks' mandatory columns (header names, normalized).
 DOCTOR_COLUMNS = ("doctor_id", "name", "specialty")
 APPOINTMENT_COLUMNS = ("booking_id", "patient_id", "doctor_id", "booking_date", "status")
-# The spreadsheet row a frame row came from.
-SOURCE_ROW = "source_row"
+SOURCE_ROW = "source_row"  # the spreadsheet row a frame row came from
 # A rejection frame: these columns, then the row's cells as read.
 ENTITY = "entity"
 RECORD_ID = "record_id"
 REASONS = "reasons"  # the reason codes of the row, joined with ";"
 REASON_SEPARATOR = ";"
-
-# --- reason codes -------------------------------------------------------------------------------
 
 MISSING_NAME = "missing_name"
 INVALID_NAME = "invalid_name"
@@ -65,15 +55,11 @@ STATUSES = ("confirmed", "cancelled", "unknown")
 LOAD_MODES = ("replace", "merge")
 RUN_STATUSES = ("running", "succeeded", "failed")
 
-# --- tables -------------------------------------------------------------------------------------
-
 
 @dataclass(frozen=True)
 class Column:
-    """One column. ``type`` is the SQL type as the DDL writes it (and COPY encodes it); ``key``:
-    part of the primary key; ``check``/``default``/``references`` the rest of its definition
-    (``references``: a table of this schema and its column); ``added``: databases created before
-    it lack it (see :func:`create_statements`)."""
+    """One column: ``type`` as the DDL writes it (and COPY encodes it); ``key``: part of the primary
+    key; ``added``: databases created before it lack it (see :func:`create_statements`)."""
 
     name: str
     type: str
@@ -123,9 +109,9 @@ class Table:
     def types(self, names: tuple[str, ...]) -> tuple[str, ...]:
         """The declared types of ``names`` (KeyError for a column the table lacks)."""
         declared = {column.name: column.type for column in self.columns}
-        missing_names = [name for name in names if name not in declared]
-        if missing_names:
-            raise KeyError(f"{self.qualified} has no column {', '.join(missing_names)}")
+        unknown = [name for name in names if name not in declared]
+        if unknown:
+            raise KeyError(f"{self.qualified} has no column {', '.join(unknown)}")
         return tuple(declared[name] for name in names)
 
 
@@ -134,16 +120,12 @@ def _quoted(values: tuple[str, ...]) -> str:
 
 
 DOCTORS = Table("doctors", (
-    Column("id", "bigint", key=True),
-    Column("name", "text"),
-    Column("specialty", "text", null=True),
+    Column("id", "bigint", key=True), Column("name", "text"), Column("specialty", "text", null=True),
 ))
 
 APPOINTMENTS = Table("appointments", (
-    Column("id", "bigint", key=True),
-    Column("patient_id", "bigint"),
-    Column("doctor_id", "bigint", references="doctors (id)"),
-    Column("booking_date", "timestamp"),
+    Column("id", "bigint", key=True), Column("patient_id", "bigint"),
+    Column("doctor_id", "bigint", references="doctors (id)"), Column("booking_date", "timestamp"),
     Column("status", "text", check=f"status IN ({_quoted(STATUSES)})"),
 ), indexes=(
     Index("appointments_doctor_id_idx", ("doctor_id",)),
@@ -152,49 +134,34 @@ APPOINTMENTS = Table("appointments", (
 
 # The ledger: one row per run, whatever its outcome.
 ETL_RUNS = Table("etl_runs", (
-    Column("run_id", "text", key=True),
-    Column("started_at", "timestamptz"),
+    Column("run_id", "text", key=True), Column("started_at", "timestamptz"),
     Column("finished_at", "timestamptz", null=True),
     Column("status", "text", check=f"status IN ({_quoted(RUN_STATUSES)})"),
-    Column("doctors_file", "text", null=True),
-    Column("doctors_sha256", "text", null=True),
-    Column("appointments_file", "text", null=True),
-    Column("appointments_sha256", "text", null=True),
-    Column("counts", "jsonb", null=True),
-    Column("metrics", "jsonb", null=True),
+    Column("doctors_file", "text", null=True), Column("doctors_sha256", "text", null=True),
+    Column("appointments_file", "text", null=True), Column("appointments_sha256", "text", null=True),
+    Column("counts", "jsonb", null=True), Column("metrics", "jsonb", null=True),
     Column("error", "text", null=True),
     Column("mode", "text", default="'replace'", check=f"mode IN ({_quoted(LOAD_MODES)})", added=True),
 ))
 
 ETL_REJECTIONS = Table("etl_rejections", (
-    Column("id", "bigserial", key=True),
-    Column("run_id", "text", references="etl_runs (run_id)"),
-    Column("entity", "text"),
-    Column("source_file", "text"),
-    Column("row_number", "integer"),
-    Column("record_id", "bigint", null=True),
-    Column("reasons", "text[]"),
-    Column("raw", "jsonb"),
+    Column("id", "bigserial", key=True), Column("run_id", "text", references="etl_runs (run_id)"),
+    Column("entity", "text"), Column("source_file", "text"), Column("row_number", "integer"),
+    Column("record_id", "bigint", null=True), Column("reasons", "text[]"), Column("raw", "jsonb"),
 ), indexes=(Index("etl_rejections_run_id_idx", ("run_id",)),))
 
 # One row per version of an appointment, written by merge runs (see merge.py).
 APPOINTMENT_HISTORY = Table("appointment_history", (
-    Column("booking_id", "bigint", key=True),
-    Column("patient_id", "bigint"),
-    Column("doctor_id", "bigint"),
-    Column("booking_date", "timestamp"),
-    Column("status", "text"),
+    Column("booking_id", "bigint", key=True), Column("patient_id", "bigint"), Column("doctor_id", "bigint"),
+    Column("booking_date", "timestamp"), Column("status", "text"),
     Column("valid_from", "timestamptz", key=True),
-    Column("valid_to", "timestamptz", null=True, check="valid_to >= valid_from"),
-    Column("run_id", "text"),
+    Column("valid_to", "timestamptz", null=True, check="valid_to >= valid_from"), Column("run_id", "text"),
 ), indexes=(Index("appointment_history_open_idx", ("booking_id",), unique=True, where="valid_to IS NULL"),))
 
-# Each loaded run's report and aggregates, so its page can be rebuilt later (history.py creates
-# it after the load, under a lock of its own).
+# Each loaded run's report and aggregates, so its page can be rebuilt (history.py creates it).
 ETL_RUN_REPORTS = Table("etl_run_reports", (
     Column("run_id", "text", key=True, references="etl_runs (run_id) ON DELETE CASCADE"),
-    Column("created_at", "timestamptz", default="now()"),
-    Column("report", "jsonb"),
+    Column("created_at", "timestamptz", default="now()"), Column("report", "jsonb"),
     Column("aggregates", "jsonb", null=True),
 ))
 
@@ -205,8 +172,6 @@ TABLES = LOAD_TABLES + (ETL_RUN_REPORTS,)
 # The columns of etl_rejections a load writes (its id is the server's).
 REJECTION_COLUMNS = tuple(name for name in ETL_REJECTIONS.names if name != "id")
 
-# --- derived SQL --------------------------------------------------------------------------------
-
 _CREATE_TABLE = "CREATE TABLE IF NOT EXISTS {table} (\n    {body}\n)"
 _CREATE_INDEX = "CREATE {unique}INDEX IF NOT EXISTS {name} ON {table} ({columns}){where}"
 # Guarded, because even a no-op ALTER TABLE locks the table against readers until COMMIT.
@@ -216,19 +181,15 @@ _ADD_COLUMN = """DO $$ BEGIN
         ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {definition};
     END IF;
 END $$"""
-_STAGING_TABLE = "CREATE TEMPORARY TABLE {name} ({columns}) ON COMMIT DROP"
 
 
 def sql(template: str, **fragments: str) -> str:
-    """A statement naming the declared tables: ``{doctors}``, ``{etl_runs}``... stand for their
-    qualified names; ``fragments`` fill the other placeholders (column lists derived from the
-    declaration). Only identifiers of this module go in, never input: values are parameters."""
+    """``template`` with ``{doctors}``... as qualified names and ``fragments`` (ours, never input)."""
     return template.format(**{table.name: table.qualified for table in TABLES}, **fragments)
 
 
 def create_statements(table: Table) -> list[str]:
-    """``CREATE TABLE IF NOT EXISTS`` with its key and indexes, then, for each column marked
-    ``added``, a guarded ``ALTER TABLE ... ADD COLUMN`` for databases created before it."""
+    """``CREATE TABLE IF NOT EXISTS``, its indexes, and a guarded ``ADD COLUMN`` per ``added`` column."""
     body = [column.definition() for column in table.columns] + [f"PRIMARY KEY ({', '.join(table.key)})"]
     statements = [_CREATE_TABLE.format(table=table.qualified, body=",\n    ".join(body))]
     statements += [
@@ -241,13 +202,13 @@ def create_statements(table: Table) -> list[str]:
     return statements
 
 
-def schema_statements(tables: tuple[Table, ...] = LOAD_TABLES) -> list[str]:
-    """The schema and ``tables``, created if missing."""
-    return [f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"] + [statement for table in tables for statement in create_statements(table)]
+def schema_statements() -> list[str]:
+    """The schema and the tables a load writes, created if missing."""
+    tables = [statement for table in LOAD_TABLES for statement in create_statements(table)]
+    return [f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}", *tables]
 
 
 def staging_table(table: Table, name: str, extra: tuple[Column, ...] = ()) -> str:
-    """A temporary table with ``table``'s columns and types (no constraints) and ``extra``
-    columns, dropped at COMMIT or ROLLBACK."""
+    """A temporary table with ``table``'s columns (no constraints) and ``extra``, dropped at COMMIT."""
     columns = ", ".join(f"{column.name} {column.type}" for column in table.columns + extra)
-    return _STAGING_TABLE.format(name=name, columns=columns)
+    return f"CREATE TEMPORARY TABLE {name} ({columns}) ON COMMIT DROP"

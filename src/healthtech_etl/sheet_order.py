@@ -1,9 +1,6 @@
-"""A copy of a workbook whose sheet rows are written out of order, with them in order.
-
-calamine sizes a sheet from its first and last cell as written and silently drops a cell
-outside that span; Excel always writes rows in order, but other writers need not. The
-guard (:mod:`.guard`) sees the order; this puts the rows of such a sheet in order in a copy,
-so every cell is read at its reference. Only such sheets pay for it.
+"""A copy of a workbook whose sheet rows are written out of order, with them in order: calamine
+sizes a sheet from its first and last cell as written and silently drops a cell outside that span.
+Excel writes rows in order, other writers need not; only such sheets (see :mod:`.guard`) pay for it.
 """
 
 import re
@@ -18,8 +15,7 @@ _ROW_NUMBER = re.compile(rb'^<row\b[^>]*?\sr\s*=\s*["\'](\d+)')
 
 
 def sorted_copy(path: Path, scan: SheetScan, target: Path) -> Path:
-    """Write ``path`` to ``target`` with ``scan``'s sheet rows sorted by row number (the guard
-    has checked the sizes and that no number repeats)."""
+    """``path`` copied to ``target``, ``scan``'s sheet rows sorted (the guard has checked sizes and numbers)."""
     with zipfile.ZipFile(path) as source, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as copy:
         for info in source.infolist():
             if info.filename.lower() != scan.member.lower():
@@ -31,17 +27,12 @@ def sorted_copy(path: Path, scan: SheetScan, target: Path) -> Path:
 
 
 def sort_rows(xml: bytes) -> bytes:
-    """The sheet XML with its ``<row>`` elements in row-number order (rows without a number
-    keep their place before the numbered ones)."""
+    """The sheet XML with its ``<row>`` elements in row-number order (unnumbered rows first)."""
     start = xml.find(b">", xml.find(b"<sheetData")) + 1
     end = xml.rfind(b"</sheetData>")
     starts = [match.start() for match in _ROW_START.finditer(xml, start, end)]
     if not starts:
         return xml
     pieces = [xml[a:b] for a, b in zip(starts, starts[1:] + [end])]
-
-    def number(piece: bytes) -> int:
-        found = _ROW_NUMBER.match(piece)
-        return int(found.group(1)) if found else 0
-
-    return xml[: starts[0]] + b"".join(sorted(pieces, key=number)) + xml[end:]
+    pieces.sort(key=lambda piece: int(found.group(1)) if (found := _ROW_NUMBER.match(piece)) else 0)
+    return xml[: starts[0]] + b"".join(pieces) + xml[end:]
