@@ -14,10 +14,12 @@ from html import unescape
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
+
 from .errors import ConfigError, InputFileError
 
 MAX_ROWS, MAX_COLUMNS = 1_048_576, 16_384  # Excel's own limits
-PIECE = 8 << 20
+PIECE, STEP = 8 << 20, 1 << 20  # the longest run without a tag; what is inflated at a time
 # A row tag's number; a cell's column letters (b"" for a cell written without a reference);
 # {p}: the namespace prefix the sheet's elements are written with (usually none).
 _ROW = rb'<{p}row\b[^>]*?\sr\s*=\s*["\'](\d+)'
@@ -58,10 +60,7 @@ class SheetScan:
     letters: set[bytes] = field(default_factory=set)  # column letters of the cells' references
     unreferenced: int = 0  # cells without a reference (calamine counts them along the row)
     patterns: Optional[tuple["re.Pattern[bytes]", "re.Pattern[bytes]"]] = None
-
-    @property
-    def in_order(self) -> bool:
-        return all(a < b for a, b in zip(self.rows, self.rows[1:]))
+    in_order: bool = True  # row numbers ascending as written
 
 
 def check_workbook(path: Path, sheet: Optional[str], entity: str, limits: Limits = Limits()) -> SheetScan:
@@ -83,18 +82,20 @@ def check_workbook(path: Path, sheet: Optional[str], entity: str, limits: Limits
         for piece in part(scan.member, limits.sheet_bytes):
             _scan_piece(piece, scan)
     where += f", sheet {scan.name!r}"  # now the grid calamine will build for the sheet
-    bad = next((number for number in scan.rows if not 1 <= number <= MAX_ROWS), None)
-    if bad is not None:
+    if scan.rows and not 1 <= min(scan.rows) <= max(scan.rows) <= MAX_ROWS:
+        bad = next(number for number in scan.rows if not 1 <= number <= MAX_ROWS)
         raise InputFileError(f"{where}: row number {bad:,} is outside Excel's 1 to {MAX_ROWS:,}")
     # b"A" -> 1, b"xfd" -> 16384 (calamine reads lower case as upper case)
     columns = [reduce(lambda number, letter: number * 26 + letter - 64, letters.upper(), 0)
                for letters in scan.letters if letters] or [1]
     if max(columns) > MAX_COLUMNS:
         raise InputFileError(f"{where}: a cell reference lies past Excel's last column (XFD)")
-    seen: set[int] = set()
-    twice = next((number for number in scan.rows if number in seen or seen.add(number)), None)  # type: ignore
-    if twice is not None:
-        raise InputFileError(f"{where}: row {twice:,} is written twice")
+    numbers = np.asarray(scan.rows, dtype="int64")
+    scan.in_order = bool((np.diff(numbers) > 0).all())
+    if not scan.in_order:
+        distinct, counts = np.unique(numbers, return_counts=True)
+        if (counts > 1).any():
+            raise InputFileError(f"{where}: row {int(distinct[counts > 1][0]):,} is written twice")
     width = min(max(columns) + scan.unreferenced, MAX_COLUMNS) - min(columns) + 1
     last_row = max(scan.rows, default=0)
     allowed = max(limits.grid_cells, scan.xml_bytes // 8)
@@ -183,6 +184,6 @@ def _inflated(path: str, info: zipfile.ZipInfo) -> Iterator[bytes]:
                 raise zlib.error("truncated member")
             left -= len(data)
             while data:
-                yield inflater.decompress(data, PIECE) if inflater else data
+                yield inflater.decompress(data, STEP) if inflater else data
                 data = inflater.unconsumed_tail if inflater else b""
         yield inflater.flush() if inflater else b""

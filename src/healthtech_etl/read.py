@@ -1,6 +1,6 @@
 """Read one sheet of an .xlsx workbook with python-calamine, the one reader on every path: the
 package checked first (:mod:`.guard`), calamine's typed cells handed over unchanged (an empty or
-error cell: None), judged later by :mod:`.cells` and :mod:`.clean`. The header is the first row
+error cell: "", as calamine gives it), judged later by :mod:`.cells` and :mod:`.clean`. The header is the first row
 among the first 20 holding every mandatory column; row numbers are the sheet's own."""
 
 import logging
@@ -142,22 +142,21 @@ def _select(rows: _Rows, mandatory_columns: Sequence[str], scan: guard.SheetScan
     if extras:
         logger.warning("%s file %s: ignoring extra column(s) %s", entity, name,
                        ", ".join(safe_text(extra) for extra in extras[:20]) + (", ..." if len(extras) > 20 else ""))
-    source_rows = np.arange(len(rows.picked), dtype="int64") + (rows.header_index + 2)
-    blank = np.ones(len(rows.picked), dtype=bool)
-    columns = {}
-    for index, column in enumerate(mandatory_columns):
-        cells = columns[column] = np.empty(len(rows.picked), dtype=object)
-        cells[:] = list(map(itemgetter(index), rows.picked))
-        empty = cells == ""
-        cells[empty] = None  # calamine's empty cell
-        blank &= empty
-    rows.picked.clear()
+    size, width = len(rows.picked), len(mandatory_columns)
+    source_rows = np.arange(size, dtype="int64") + (rows.header_index + 2)
+    blank = np.fromiter(map((("",) * width).__eq__, rows.picked), dtype=bool, count=size)
     blank[np.isin(source_rows, rows.unreadable)] = False
+    block = np.empty((width, size), dtype=object)  # the frame's storage, filled in place
+    for index in range(width):
+        block[index] = list(map(itemgetter(index), rows.picked))
+    rows.picked.clear()
     filled = np.flatnonzero(~blank)
     # Blank rows after the last record are formatting leftovers, not counted.
     blank_rows = int(blank[: filled[-1] + 1].sum()) if len(filled) else 0
-    frame = pd.DataFrame({column: cells[filled] for column, cells in columns.items()}, dtype=object)
-    frame[SOURCE_ROW] = source_rows[filled]
+    if len(filled) < size:
+        block, source_rows = block[:, filled], source_rows[filled]
+    frame = pd.DataFrame(block.T, columns=list(mandatory_columns), dtype=object, copy=False)
+    frame[SOURCE_ROW] = source_rows
     if frame.empty:
         raise InputFileError(f"{entity} file {name} has a header but no data rows")
     return SheetData(frame=frame, sheet=scan.name, extra_columns=extras, blank_rows=blank_rows,

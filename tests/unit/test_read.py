@@ -29,7 +29,7 @@ def test_cells_are_handed_over_typed_with_the_sheets_row_numbers(make_xlsx):
     assert list(frame.columns) == ["booking_id", "booking_date", "source_row"]
     assert frame["booking_id"].tolist() == [1.0, "104.0", "37X", True, 104.5]
     assert frame["booking_date"].tolist() == [dt.datetime(2025, 10, 21, 10, 30), 45950.5, "10/21/2025",
-                                              dt.date(2025, 1, 2), None]
+                                              dt.date(2025, 1, 2), ""]
     assert frame["source_row"].tolist() == [2, 3, 4, 5, 6]
     assert sheet.extra_columns == ["Notes"] and sheet.reader.startswith("python-calamine")
 
@@ -56,8 +56,8 @@ def test_empty_cells_and_error_cells_are_none(tmp_path):
                                                 [e("#N/A"), s("x")], [n(1), empty()], [inline(""), b(False)],
                                                 [e("#DIV/0!"), s("")]])
     sheet = read_sheet(path, COLUMNS)
-    assert sheet.frame["booking_id"].tolist() == [None, 1.0, None]
-    assert sheet.frame["booking_date"].tolist() == ["x", None, False]
+    assert sheet.frame["booking_id"].tolist() == ["", 1.0, ""]
+    assert sheet.frame["booking_date"].tolist() == ["x", "", False]
     assert sheet.blank_rows == 0  # the last row, error and empty text only, reads as blank
 
 
@@ -67,7 +67,7 @@ def test_a_date_past_9999_loses_only_its_row(tmp_path):
     sheet = read_sheet(path, COLUMNS)
     assert sheet.unreadable == [3]
     assert sheet.frame["source_row"].tolist() == [2, 3, 4]
-    assert sheet.frame["booking_id"].tolist() == [1.0, None, 3.0]
+    assert sheet.frame["booking_id"].tolist() == [1.0, "", 3.0]
 
 
 def test_rows_written_out_of_order_are_read_at_their_references(tmp_path, caplog, monkeypatch):
