@@ -19,7 +19,7 @@ import numpy as np
 from .errors import ConfigError, InputFileError
 
 MAX_ROWS, MAX_COLUMNS = 1_048_576, 16_384  # Excel's own limits
-PIECE, STEP = 8 << 20, 1 << 20  # the longest run without a tag; what is inflated at a time
+PIECE = 8 << 20
 # A row tag's number; a cell's column letters (b"" for a cell written without a reference);
 # {p}: the namespace prefix the sheet's elements are written with (usually none).
 _ROW = rb'<{p}row\b[^>]*?\sr\s*=\s*["\'](\d+)'
@@ -184,6 +184,6 @@ def _inflated(path: str, info: zipfile.ZipInfo) -> Iterator[bytes]:
                 raise zlib.error("truncated member")
             left -= len(data)
             while data:
-                yield inflater.decompress(data, STEP) if inflater else data
+                yield inflater.decompress(data, PIECE) if inflater else data
                 data = inflater.unconsumed_tail if inflater else b""
         yield inflater.flush() if inflater else b""
