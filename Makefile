@@ -9,9 +9,10 @@ PIP         := $(PY) -m pip --disable-pip-version-check -q
 LOCK        := requirements/lock.txt
 ARGS        ?=
 REQUIRE_APPROVAL ?=
+CONFIRM_PROD ?=
 
 .PHONY: help install install-dev check-python up down db-stop etl queries run sample test test-unit test-integration \
-        test-glue-local test-compat test-infra lint build-glue synth deploy bench lock clean
+        test-glue-local test-compat test-infra lint build-glue synth diff deploy destroy destroy-guard bench lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -52,7 +53,7 @@ down: ## Stop the Docker Compose PostgreSQL
 	@$(DOCKER_CHECK)
 	docker compose down
 
-db-stop: ## Stop the embedded PostgreSQL in .pgdata/ (runs start and stop it on their own)
+db-stop: ## Stop the embedded PostgreSQL in .pgdata/ (runs leave it running; idle 30 min: it stops itself)
 	@if [ -x $(VENV)/bin/healthtech-etl ]; then $(VENV)/bin/healthtech-etl db stop; \
 	 else echo "no .venv: nothing started the embedded PostgreSQL from here"; fi
 
@@ -73,19 +74,19 @@ lint: install-dev ## ruff (target py39) and the import layers (import-linter, py
 	$(VENV)/bin/lint-imports --no-cache
 
 test: install-dev lint build-glue ## The whole suite: unit, integration (real PostgreSQL), AWS chain (moto), CDK
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+	t=$$(mktemp -d "$${TMPDIR:-/tmp}/healthtech-pytest.XXXXXX") && $(VENV)/bin/pytest -q -p no:cacheprovider --basetemp="$$t" tests && rm -rf "$$t"
 
 test-unit: install-dev
-	$(VENV)/bin/pytest -q tests/unit
+	t=$$(mktemp -d "$${TMPDIR:-/tmp}/healthtech-pytest.XXXXXX") && $(VENV)/bin/pytest -q --basetemp="$$t" tests/unit && rm -rf "$$t"
 
 test-integration: install-dev
-	$(VENV)/bin/pytest -q tests/integration
+	t=$$(mktemp -d "$${TMPDIR:-/tmp}/healthtech-pytest.XXXXXX") && $(VENV)/bin/pytest -q --basetemp="$$t" tests/integration && rm -rf "$$t"
 
 test-glue-local: install-dev build-glue ## The AWS chain alone: Lambda -> Step Functions -> Glue job (moto + real PostgreSQL)
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests/aws
+	t=$$(mktemp -d "$${TMPDIR:-/tmp}/healthtech-pytest.XXXXXX") && $(VENV)/bin/pytest -q -p no:cacheprovider --basetemp="$$t" tests/aws && rm -rf "$$t"
 
 test-infra: install-dev build-glue ## CDK assertions, cdk-nag and cfn-lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests/infra
+	t=$$(mktemp -d "$${TMPDIR:-/tmp}/healthtech-pytest.XXXXXX") && $(VENV)/bin/pytest -q -p no:cacheprovider --basetemp="$$t" tests/infra && rm -rf "$$t"
 
 test-compat: ## Glue's Python 3.9 library set, the staged wheels installed as Glue's launcher does
 	bash scripts/test-compat.sh
@@ -93,11 +94,21 @@ test-compat: ## Glue's Python 3.9 library set, the staged wheels installed as Gl
 build-glue: install-dev ## Build the wheel, stage it with python-calamine + packaging (pinned, verified) in dist/glue
 	bash scripts/build-glue.sh
 
-synth: install-dev build-glue ## cdk synth, fully offline (CDK CLI from npm, installed locally)
-	bash scripts/cdk.sh synth
+synth: install-dev build-glue ## cdk synth of HealthTechEtl-<env>, fully offline (CONTEXT="-c env=prod -c alertEmail=...")
+	bash scripts/cdk.sh synth $(CONTEXT)
 
-deploy: install-dev build-glue ## cdk deploy: fetches the RDS CA bundle, needs AWS credentials (CONTEXT="-c env=prod", REQUIRE_APPROVAL=never)
+diff: install-dev build-glue ## cdk diff against the deployed HealthTechEtl-<env>, needs AWS credentials (CONTEXT as for deploy)
+	bash scripts/cdk.sh diff $(CONTEXT)
+
+deploy: install-dev build-glue ## cdk deploy: fetches the RDS CA bundle, needs AWS credentials (CONTEXT="-c env=prod -c alertEmail=...", REQUIRE_APPROVAL=never)
 	REQUIRE_APPROVAL="$(REQUIRE_APPROVAL)" bash scripts/cdk.sh deploy $(CONTEXT)
+
+# destroy-guard comes first: prod is refused (exit 2) before anything is built or cdk runs.
+destroy: destroy-guard install-dev build-glue ## cdk destroy HealthTechEtl-<env> (prod: CONTEXT as for deploy and CONFIRM_PROD=yes; README "Teardown")
+	CONFIRM_PROD="$(CONFIRM_PROD)" bash scripts/cdk.sh destroy $(CONTEXT)
+
+destroy-guard:
+	@CONFIRM_PROD="$(CONFIRM_PROD)" bash scripts/cdk.sh check-destroy $(CONTEXT)
 
 # The glue line needs the Python 3.9 stand-in (.venv-compat with glue-python-libs, scripts/test-compat.sh);
 # without it the line is skipped with the reason and the results go to benchmarks/.cache/results/.
@@ -114,4 +125,4 @@ clean: ## Stop the embedded PostgreSQL, then remove venvs, build output, reports
 	 elif [ -f .pgdata/postmaster.pid ]; then pid=$$(head -n1 .pgdata/postmaster.pid); \
 	   if tr '\0' ' ' <"/proc/$$pid/cmdline" 2>/dev/null | grep -q -- "-D $$(pwd)/.pgdata"; then \
 	     kill -INT "$$pid"; for i in $$(seq 100); do kill -0 "$$pid" 2>/dev/null || break; sleep 0.1; done; fi; fi
-	rm -rf $(VENV) .venv-compat dist build reports logs .pgdata .pgdata-* infra/cdk.out infra/node_modules node_modules src/*.egg-info
+	rm -rf $(VENV) .venv-compat dist build reports logs .pgdata .pgdata.lock .pgdata-* infra/cdk.out infra/node_modules node_modules src/*.egg-info

@@ -1,6 +1,7 @@
 """The bench's embedded PostgreSQL: start it, reset the tables between runs, checksum what a
 run loaded, export the clean rows for the limit line, prepare and check the merge line."""
 
+import atexit
 import os
 import subprocess
 import tempfile
@@ -13,8 +14,10 @@ from inputs import previous_month
 
 def start_database() -> tuple:
     from healthtech_etl.db import connect, start_embedded
+    from healthtech_etl.embedded import stop_server
 
     server = start_embedded(CACHE / "pgdata")
+    atexit.register(stop_server, CACHE / "pgdata", True)  # a server outlives its process: stopped with the bench
     admin = connect(server)
     try:
         if not admin.run("SELECT 1 FROM pg_database WHERE datname = :name", name=DATABASE):

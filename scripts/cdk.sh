@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Run the pinned AWS CDK CLI (infra/package.json, installed into infra/node_modules) on infra/app.py.
 #
-#   scripts/cdk.sh synth                 offline: no AWS account, no lookups, no notices/telemetry
+#   scripts/cdk.sh synth [cdk args]      offline: no AWS account, no lookups, no notices/telemetry
 #   scripts/cdk.sh deploy [cdk args]     e.g. -c env=prod -c alertEmail=ops@example.org
+#   scripts/cdk.sh diff|destroy [cdk args]   the stack of the env in the args (default: cdk.json's, dev)
+#   scripts/cdk.sh check-destroy [cdk args]  only the prod guard below, without cdk (make destroy)
 #   scripts/cdk.sh bootstrap aws://ACCOUNT/REGION   once per account and region (needs no venv or wheel)
-#   scripts/cdk.sh <any cdk command>     diff, destroy, ls ...
+#   scripts/cdk.sh <any cdk command>     ls, ...
+#
+# The app has one stack per environment, HealthTechEtl-<env> (context env). `destroy` of env=prod
+# refuses (exit 2, before running cdk) unless CONFIRM_PROD=yes is set.
 #
 # The app runs with the project venv (PY, default .venv/bin/python); `make synth` / `make deploy`
 # create it, build the Glue wheel into dist/ and stage the job's library wheels (python-calamine,
@@ -12,6 +17,8 @@
 # to dist/rds-ca/global-bundle.pem (git-ignored), which the stack copies beside the Glue script; it
 # refuses to deploy without it (the job verifies RDS with it).
 # REQUIRE_APPROVAL (never | any-change | broadening) is passed to deploy as --require-approval.
+# CDK_BIN runs another CDK CLI instead of the pinned one (the tests use a stand-in that records its
+# arguments); then nothing is installed from npm.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,12 +26,42 @@ INFRA="$ROOT/infra"
 PY="${PY:-$ROOT/.venv/bin/python}"
 
 if [[ $# -eq 0 ]]; then
-  echo "usage: scripts/cdk.sh {synth|deploy|bootstrap|diff|destroy|ls} [cdk options]" >&2
+  echo "usage: scripts/cdk.sh {synth|deploy|diff|destroy|check-destroy|bootstrap|ls} [cdk options]" >&2
   exit 2
 fi
-command -v npm >/dev/null || { echo "cdk.sh: npm (Node.js >= 18) is required for the CDK CLI" >&2; exit 1; }
 cmd="$1"
 shift
+
+# The environment these arguments select: the last -c/--context env=..., else cdk.json's.
+target_env() {
+  local env="" arg value
+  env="$(sed -n 's/^ *"env": *"\([^"]*\)".*/\1/p' "$INFRA/cdk.json" | head -n 1)"
+  while [[ $# -gt 0 ]]; do
+    arg="$1"
+    shift
+    case "$arg" in
+      -c | --context) value="${1:-}"; [[ $# -gt 0 ]] && shift ;;
+      --context=* | -c=*) value="${arg#*=}" ;;
+      *) continue ;;
+    esac
+    [[ "$value" == env=* ]] && env="${value#env=}"
+  done
+  env="$(printf '%s' "${env:-dev}" | tr -d '[:space:]' | tr '[:upper:]' '[:lower:]')"
+  echo "${env:-dev}"
+}
+
+if [[ "$cmd" == "destroy" || "$cmd" == "check-destroy" ]]; then
+  if [[ "$(target_env "$@")" == "prod" && "${CONFIRM_PROD:-}" != "yes" ]]; then
+    echo "cdk.sh: refusing to destroy the prod stack HealthTechEtl-prod without CONFIRM_PROD=yes (it keeps a database snapshot, the buckets and the log groups, see the README's Teardown): make destroy CONTEXT=\"-c env=prod ...\" CONFIRM_PROD=yes" >&2
+    exit 2
+  fi
+  [[ "$cmd" == "check-destroy" ]] && exit 0
+fi
+
+CDK="${CDK_BIN:-$INFRA/node_modules/.bin/cdk}"
+if [[ -z "${CDK_BIN:-}" ]]; then
+  command -v npm >/dev/null || { echo "cdk.sh: npm (Node.js >= 18) is required for the CDK CLI" >&2; exit 1; }
+fi
 # bootstrap deploys CDK's own toolkit stack into an explicit aws://ACCOUNT/REGION: it does not
 # run our app (which is environment-agnostic), so it needs neither the venv nor the wheel.
 if [[ "$cmd" != "bootstrap" ]]; then
@@ -42,11 +79,13 @@ if [[ "$cmd" != "bootstrap" ]]; then
 fi
 
 # Install the exact CLI version from package-lock.json when missing or different.
-pinned="$(cd "$INFRA" && node -p 'require("./package-lock.json").packages["node_modules/aws-cdk"].version')"
-installed="$(cd "$INFRA" && node -p 'try { require("./node_modules/aws-cdk/package.json").version } catch (e) { "" }')"
-if [[ "$installed" != "$pinned" ]]; then
-  echo "cdk.sh: installing aws-cdk $pinned into infra/node_modules" >&2
-  (cd "$INFRA" && npm ci --no-audit --no-fund --loglevel=error)
+if [[ -z "${CDK_BIN:-}" ]]; then
+  pinned="$(cd "$INFRA" && node -p 'require("./package-lock.json").packages["node_modules/aws-cdk"].version')"
+  installed="$(cd "$INFRA" && node -p 'try { require("./node_modules/aws-cdk/package.json").version } catch (e) { "" }')"
+  if [[ "$installed" != "$pinned" ]]; then
+    echo "cdk.sh: installing aws-cdk $pinned into infra/node_modules" >&2
+    (cd "$INFRA" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
 fi
 
 # Offline and quiet: no version check, no notices, no telemetry; Node 20 runs with a warning only.
@@ -60,7 +99,7 @@ case "$cmd" in
   bootstrap)
     ;;
   synth)
-    # Writes infra/cdk.out/HealthTechEtlStack.template.json; cdk-nag findings fail the synth.
+    # Writes infra/cdk.out/HealthTechEtl-<env>.template.json; cdk-nag findings fail the synth.
     args+=(--app "$PY app.py" --quiet)
     ;;
   deploy)
@@ -86,4 +125,4 @@ esac
 
 # bootstrap runs outside infra/ so that the CLI does not pick up (and synthesize) the app of cdk.json.
 if [[ "$cmd" == "bootstrap" ]]; then cd "$ROOT"; else cd "$INFRA"; fi
-exec "$INFRA/node_modules/.bin/cdk" "$cmd" "${args[@]}" "$@"
+exec "$CDK" "$cmd" "${args[@]}" "$@"

@@ -15,6 +15,7 @@ from helpers import APPOINTMENT_ROWS, APPOINTMENTS_HEADER, DOCTOR_ROWS, DOCTORS_
 from hypothesis import settings
 
 from healthtech_etl.db import DbConfig, connect, start_embedded
+from healthtech_etl.embedded import stop_server
 
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
@@ -35,10 +36,11 @@ def pg_server() -> Iterator[DbConfig]:
         yield DbConfig.from_url(url, source="TEST_DATABASE_URL")
         return
     pgdata = Path(tempfile.mkdtemp(prefix="healthtech-test-pg-"))
-    # atexit runs last-registered first: the server's own exit hook (registered by
-    # start_embedded) stops it, then this removes its files.
+    # A server outlives the process that started it: stopped when the session ends (it has no idle
+    # watchdog), then its files removed.
     atexit.register(shutil.rmtree, pgdata, ignore_errors=True)
     yield start_embedded(pgdata / "pgdata")
+    stop_server(pgdata / "pgdata", force=True)
 
 
 @pytest.fixture

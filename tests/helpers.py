@@ -95,7 +95,9 @@ def snapshot(config: DbConfig) -> dict[str, Any]:
         "doctors": fetch(config, "SELECT id, name, specialty FROM healthtech.doctors ORDER BY id"),
         "appointments": fetch(config, "SELECT id, patient_id, doctor_id, booking_date, status "
                                       "FROM healthtech.appointments ORDER BY id"),
-        "rejections": fetch(config, "SELECT count(*) FROM healthtech.etl_rejections"),
+        # A gated run records its own rejected rows (and nothing else): those are not counted here.
+        "rejections": fetch(config, "SELECT count(*) FROM healthtech.etl_rejections WHERE run_id NOT IN "
+                                    "(SELECT run_id FROM healthtech.etl_runs WHERE status = 'gated')"),
     }
 
 

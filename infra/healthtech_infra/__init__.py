@@ -1,4 +1,5 @@
-"""AWS CDK v2 app for healthtech-etl: one stack, one construct module per concern."""
+"""AWS CDK v2 app for healthtech-etl: one stack per environment (HealthTechEtl-<env>), one construct
+module per concern."""
 
 from __future__ import annotations
 
@@ -9,14 +10,20 @@ from typing import Any
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from .config import EtlConfig
+from .config import STACK_NAME_PREFIX, ConfigError, EtlConfig
 from .nag import acknowledge_findings
 from .stack import HealthTechEtlStack
 
-STACK_NAME = "HealthTechEtlStack"
 CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 
-__all__ = ["STACK_NAME", "EtlConfig", "HealthTechEtlStack", "build_app", "cdk_json_context"]
+__all__ = [
+    "STACK_NAME_PREFIX",
+    "ConfigError",
+    "EtlConfig",
+    "HealthTechEtlStack",
+    "build_app",
+    "cdk_json_context",
+]
 
 
 def cdk_json_context() -> dict[str, Any]:
@@ -27,7 +34,8 @@ def cdk_json_context() -> dict[str, Any]:
 def build_app(
     context: dict[str, Any] | None = None, outdir: str | None = None, nag: bool = True
 ) -> tuple[cdk.App, HealthTechEtlStack]:
-    """The CDK app with its one stack and the cdk-nag AwsSolutions checks (findings fail synth).
+    """The CDK app with the stack of one environment, `HealthTechEtl-<env>` (context `env`), and
+    the cdk-nag AwsSolutions checks (findings fail synth). A bad setting raises ConfigError.
 
     cdk.json's context (settings and feature flags) is always the base, `context` goes over it
     (tests); values the CDK CLI passes (`-c key=value`) take precedence over both.
@@ -39,7 +47,7 @@ def build_app(
     config = EtlConfig.from_context(app.node.try_get_context)
     stack = HealthTechEtlStack(
         app,
-        STACK_NAME,
+        config.stack_name,
         config=config,
         description=f"healthtech-etl ({config.env}): S3 -> Lambda -> Step Functions -> Glue -> RDS PostgreSQL",
         # Environment-agnostic on purpose: synth never looks anything up in an account.

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import aws_cdk as cdk
+from aws_cdk import Aws, Fn
 
 # infra/healthtech_infra/config.py -> repo root
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,12 @@ _REMOVAL_POLICIES = {
     "retain": cdk.RemovalPolicy.RETAIN,
     "snapshot": cdk.RemovalPolicy.SNAPSHOT,
 }
+STACK_NAME_PREFIX = "HealthTechEtl-"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class ConfigError(ValueError):
+    """A context setting that cannot be used: infra/app.py prints it as one line and exits 2."""
 
 
 def _bool(value: Any) -> bool:
@@ -68,7 +74,8 @@ class EtlConfig:
     settle_seconds: int = 180
     large_input_mb: int = DEFAULT_LARGE_INPUT_MB
     endpoint_azs: int = 1
-    trigger_reserved_concurrency: int = 5
+    # None: no reserved concurrency (a new account's quota of 10 cannot spare any).
+    trigger_reserved_concurrency: int | None = None
     rds_ca_bundle: Path = RDS_CA_BUNDLE_PATH
     load_mode: str = "replace"  # the Glue job's default --LOAD_MODE: replace | merge
 
@@ -98,59 +105,88 @@ class EtlConfig:
     def name_prefix(self) -> str:
         return f"healthtech-etl-{self.env}"
 
+    @property
+    def stack_name(self) -> str:
+        """One CloudFormation stack per environment: deploying prod never touches dev."""
+        return f"{STACK_NAME_PREFIX}{self.env}"
+
     @classmethod
     def from_context(cls, try_get: Callable[[str], Any]) -> EtlConfig:
+        """Read and check every setting; a bad one raises ConfigError with a one-line reason."""
         env = str(try_get("env") or "dev").strip().lower()
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,15}", env):
-            raise ValueError(f"context env={env!r}: use a short lower-case name such as dev or prod")
+            raise ConfigError(f"context env={env!r}: use a short lower-case name such as dev or prod")
         prod = env == "prod"
-
-        def pick(key: str, default: Any) -> Any:
-            value = try_get(key)
-            return default if value is None or value == "" else value
-
-        alert_email = str(pick("alertEmail", "")).strip()
+        ctx = _Context(try_get)
+        alert_email = str(ctx.pick("alertEmail", "")).strip()
         if alert_email and not _EMAIL.match(alert_email):
-            raise ValueError(f"context alertEmail={alert_email!r} is not an e-mail address")
-        instance_class = str(pick("dbInstanceClass", "t4g.micro")).strip()
+            raise ConfigError(f"context alertEmail={alert_email!r} is not an e-mail address")
+        if prod and not alert_email:
+            raise ConfigError(
+                "context alertEmail is required for env=prod (failures and alarms must reach someone): "
+                'add -c alertEmail=ops@example.org, e.g. make deploy CONTEXT="-c env=prod -c alertEmail=ops@example.org"'
+            )
+        instance_class = str(ctx.pick("dbInstanceClass", "t4g.micro")).strip()
         instance_class = instance_class[3:] if instance_class.startswith("db.") else instance_class
-        removal = str(pick("removalPolicy", "retain" if prod else "destroy")).strip().lower()
+        removal = str(ctx.pick("removalPolicy", "retain" if prod else "destroy")).strip().lower()
         if removal not in _REMOVAL_POLICIES:
-            raise ValueError(f"context removalPolicy={removal!r}: one of {sorted(_REMOVAL_POLICIES)}")
-        settle_seconds = int(pick("settleSeconds", 180))
-        if not 0 <= settle_seconds <= 3600:
-            raise ValueError(f"context settleSeconds={settle_seconds}: 0 to 3600")
-        large_input_mb = int(pick("largeInputMb", DEFAULT_LARGE_INPUT_MB))
-        if large_input_mb < 1:
-            raise ValueError(f"context largeInputMb={large_input_mb}: at least 1")
-        endpoint_azs = int(pick("endpointAzs", 1))
-        if endpoint_azs not in (1, 2):
-            raise ValueError(f"context endpointAzs={endpoint_azs}: 1 (the job's AZ) or 2")
-        reserved = int(pick("triggerReservedConcurrency", 5))
-        if reserved < 1:
-            raise ValueError(f"context triggerReservedConcurrency={reserved}: at least 1")
-        ca_bundle = Path(str(pick("rdsCaBundle", RDS_CA_BUNDLE_PATH)))
-        load_mode = str(pick("loadMode", "replace")).strip().lower()
+            raise ConfigError(f"context removalPolicy={removal!r}: one of {sorted(_REMOVAL_POLICIES)}")
+        reserved = ctx.number("triggerReservedConcurrency", None, "at least 1 (or empty for none)", minimum=1)
+        ca_bundle = Path(str(ctx.pick("rdsCaBundle", RDS_CA_BUNDLE_PATH)))
+        load_mode = str(ctx.pick("loadMode", "replace")).strip().lower()
         if load_mode not in ("replace", "merge"):
-            raise ValueError(f"context loadMode={load_mode!r}: replace or merge")
+            raise ConfigError(f"context loadMode={load_mode!r}: replace or merge")
         return cls(
-            settle_seconds=settle_seconds,
-            large_input_mb=large_input_mb,
-            endpoint_azs=endpoint_azs,
+            settle_seconds=ctx.number("settleSeconds", 180, "0 to 3600", minimum=0, maximum=3600),
+            large_input_mb=ctx.number("largeInputMb", DEFAULT_LARGE_INPUT_MB, "at least 1", minimum=1),
+            endpoint_azs=ctx.number("endpointAzs", 1, "1 (the job's AZ) or 2", minimum=1, maximum=2),
             trigger_reserved_concurrency=reserved,
             rds_ca_bundle=ca_bundle if ca_bundle.is_absolute() else REPO_ROOT / ca_bundle,
             env=env,
             alert_email=alert_email,
             db_instance_class=instance_class,
             removal_policy_name=removal,
-            multi_az=_bool(pick("multiAz", prod)),
-            deletion_protection=_bool(pick("deletionProtection", prod)),
-            backup_retention_days=int(pick("backupRetentionDays", 30 if prod else 7)),
-            log_retention_days=int(pick("logRetentionDays", 365 if prod else 30)),
-            glue_timeout_minutes=int(pick("glueTimeoutMinutes", 60)),
-            state_machine_timeout_minutes=int(pick("stateMachineTimeoutMinutes", 180)),
+            multi_az=_bool(ctx.pick("multiAz", prod)),
+            deletion_protection=_bool(ctx.pick("deletionProtection", prod)),
+            backup_retention_days=ctx.number("backupRetentionDays", 30 if prod else 7, "0 to 35", 0, 35),
+            log_retention_days=ctx.number("logRetentionDays", 365 if prod else 30, "days", minimum=1),
+            glue_timeout_minutes=ctx.number("glueTimeoutMinutes", 60, "at least 1", minimum=1),
+            state_machine_timeout_minutes=ctx.number("stateMachineTimeoutMinutes", 180, "at least 1", minimum=1),
             load_mode=load_mode,
         )
+
+
+class _Context:
+    """Context values as the CLI passes them (strings) or cdk.json holds them; empty means default."""
+
+    def __init__(self, try_get: Callable[[str], Any]) -> None:
+        self.try_get = try_get
+
+    def pick(self, key: str, default: Any) -> Any:
+        value = self.try_get(key)
+        return default if value is None or value == "" else value
+
+    def number(
+        self, key: str, default: int | None, allowed: str, minimum: int = 0, maximum: int | None = None
+    ) -> int | None:
+        value = self.pick(key, default)
+        if value is None:
+            return None
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"context {key}={value!r}: a whole number, {allowed}") from None
+        if number < minimum or (maximum is not None and number > maximum):
+            raise ConfigError(f"context {key}={number}: {allowed}")
+        return number
+
+
+def stack_unique(name: str) -> str:
+    """`name-<8 hex digits of this stack's id>`: stable for the life of a stack, new for every stack
+    created again. For physical names of resources a teardown retains (log groups whose name is fixed
+    by the service, such as RDS's): a redeploy after `destroy` must not collide with the retained one."""
+    stack_uuid = Fn.select(2, Fn.split("/", Aws.STACK_ID))
+    return f"{name}-{Fn.select(0, Fn.split('-', stack_uuid))}"
 
 
 def find_wheel(dist_dir: Path = DIST_DIR) -> Path:
@@ -200,5 +236,5 @@ def retention(days: int):
         3653: logs.RetentionDays.TEN_YEARS,
     }
     if days not in table:
-        raise ValueError(f"logRetentionDays={days}: one of {sorted(table)}")
+        raise ConfigError(f"context logRetentionDays={days}: one of {sorted(table)}")
     return table[days]

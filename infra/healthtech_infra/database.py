@@ -9,7 +9,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from constructs import Construct
 
-from .config import EtlConfig, retention
+from .config import EtlConfig, retention, stack_unique
 
 DB_PORT = 5432
 DB_NAME = "healthtech"
@@ -137,7 +137,9 @@ class Database(Construct):
             description="healthtech-etl: TLS only",
             parameters={"rds.force_ssl": "1"},
         )
-        instance_id = config.name_prefix
+        # RDS names its log group after the instance, and prod retains log groups on teardown: an
+        # identifier unique to this stack lets the stack be deployed again next to the retained group.
+        instance_id = stack_unique(config.name_prefix)
         # Created here (not by RDS) so that it has a retention and our key.
         self.db_log_group = logs.LogGroup(
             self,

@@ -12,7 +12,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from .config import METRIC_NAMESPACE, RAW_PREFIX, REPORT_PREFIX, EtlConfig, retention
+from .config import METRIC_NAMESPACE, RAW_PREFIX, REPORT_PREFIX, EtlConfig, retention, stack_unique
 from .database import Database
 
 
@@ -65,7 +65,8 @@ class EtlJob(Construct):
         self.log_group = logs.LogGroup(
             self,
             "JobLogs",
-            log_group_name=f"/aws-glue/{config.name_prefix}",
+            # Retained in prod: unique to this stack, so that a redeploy does not collide with it.
+            log_group_name=stack_unique(f"/aws-glue/{config.name_prefix}"),
             retention=retention(config.log_retention_days),
             encryption_key=key,
             removal_policy=config.removal_policy,

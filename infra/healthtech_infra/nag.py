@@ -48,6 +48,12 @@ def acknowledge_findings(stack: HealthTechEtlStack) -> None:
     _glue_service_logs(stack)
     _database(stack)
     _bucket_deployments(stack, artifacts_arn)
+    ack(
+        stack.uploads.policy,
+        f"AwsSolutions-IAM5[Resource::<{raw_arn}.Arn>/raw/<aws:PrincipalTag/source>/*]",
+        "Clinics upload workbooks with names they choose: PutObject is limited to the raw/<source>/ folder "
+        "named by the caller's own source tag, which only an administrator can set.",
+    )
     for handler in _children_starting_with(stack, "BucketNotificationsHandler"):
         ack(
             handler,

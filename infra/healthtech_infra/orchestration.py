@@ -17,7 +17,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from .config import CLAIM_PREFIX, LAMBDA_DIR, RAW_PREFIX, REPORT_PREFIX, EtlConfig, retention
+from .config import CLAIM_PREFIX, LAMBDA_DIR, RAW_PREFIX, REPORT_PREFIX, EtlConfig, retention, stack_unique
 
 STATE_SETTLE = "SettleUploads"
 STATE_RESOLVE = "ResolveInputs"
@@ -220,10 +220,11 @@ class Orchestration(Construct):
         )
 
     def _log_group(self, construct_id: str, name: str) -> logs.LogGroup:
+        """`name-<stack id>`: prod retains its log groups on teardown, and a redeploy must not collide."""
         return logs.LogGroup(
             self,
             construct_id,
-            log_group_name=name,
+            log_group_name=stack_unique(name),
             retention=retention(self.config.log_retention_days),
             encryption_key=self.key,
             removal_policy=self.config.removal_policy,
@@ -339,7 +340,7 @@ class Orchestration(Construct):
             log_group=self.function_log_group,
             memory_size=256,
             timeout=Duration.seconds(30),
-            # Bounds what a flood of uploads can do to the account's concurrency and to Step Functions.
+            # None by default: reserving any fails on a new account (quota 10, 10 must stay unreserved).
             reserved_concurrent_executions=config.trigger_reserved_concurrency,
             # Async invocations from S3: 2 retries, then the event goes to the queue (alarmed).
             retry_attempts=2,

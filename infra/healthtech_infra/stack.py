@@ -1,4 +1,4 @@
-"""HealthTechEtlStack: the whole system, assembled from one construct per concern."""
+"""HealthTechEtlStack: the whole system of one environment, assembled from one construct per concern."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .glue_logs import GlueServiceLogGroups
 from .monitoring import Monitoring
 from .orchestration import Orchestration
 from .storage import Storage
+from .uploads import ClinicUploadPolicy
 
 
 class HealthTechEtlStack(cdk.Stack):
@@ -25,6 +26,9 @@ class HealthTechEtlStack(cdk.Stack):
 
         self.storage = Storage(self, "Storage", config=config)
         key = self.storage.key
+        self.uploads = ClinicUploadPolicy(
+            self, "ClinicUploads", config=config, raw_bucket=self.storage.raw_bucket, key=key
+        )
         self.database = Database(self, "Database", config=config, key=key)
         self.monitoring = Monitoring(self, "Monitoring", config=config, key=key)
         self.etl = EtlJob(
@@ -58,6 +62,7 @@ class HealthTechEtlStack(cdk.Stack):
             function=self.orchestration.function,
             dead_letters=self.orchestration.dead_letters,
             job_name=self.etl.job.job_name,
+            job_log_group_name=self.etl.log_group.log_group_name,
             database=self.database.instance,
         )
 
@@ -79,6 +84,10 @@ class HealthTechEtlStack(cdk.Stack):
             ),
             "DatabaseSecretArn": (self.database.secret.secret_arn, "Database credentials"),
             "DashboardName": (self.monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
+            "ClinicUploadPolicyArn": (
+                self.uploads.policy.managed_policy_arn,
+                "Attach to a clinic's IAM user or role tagged source=<clinic>: it may write raw/<clinic>/ only",
+            ),
         }
         for name, (value, description) in out.items():
             cdk.CfnOutput(self, name, value=value, description=description)

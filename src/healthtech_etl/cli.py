@@ -58,17 +58,27 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    common = OneLineParser(add_help=False)  # the options of every command
-    common.add_argument("--report-dir", type=Path, default=Path(env.get("REPORT_DIR", "reports")),
-                        help="where quality_report.json, rejected_rows.csv and query CSVs go (default: reports/)")
-    common.add_argument("--log-dir", type=Path, default=Path(env.get("LOG_DIR", "logs")),
-                        help=f"where {LOG_FILE_NAME} goes (default: logs/)")
-    common.add_argument("--log-max-bytes", type=int, default=env.get("LOG_MAX_BYTES", str(DEFAULT_LOG_MAX_BYTES)),
-                        help="rotate the log file at this size, keeping 5 old files; 0: never "
-                        f"(env LOG_MAX_BYTES, default {DEFAULT_LOG_MAX_BYTES})")
-    common.add_argument("--json-logs", action="store_true", help="log JSON lines (as on AWS)")
-    common.add_argument("--verbose", "-v", action="store_true", help="show info messages on the console")
-    common.add_argument("--quiet", "-q", action="store_true", help="no progress display and no summary")
+    # Each command gets the options that apply to it: every command that reaches the database logs to
+    # a file; report-dir and JSON log lines for those whose stdout is not their data (runs and
+    # rejections print JSON / CSV there); quiet for the ETL (progress, summary). Log options are
+    # listed last, under "logging" (argparse merges the parents' groups of the same title).
+    logs = OneLineParser(add_help=False)
+    logging_options = logs.add_argument_group("logging")
+    logging_options.add_argument("--log-dir", type=Path, default=Path(env.get("LOG_DIR", "logs")),
+                                 help=f"where {LOG_FILE_NAME} goes (default: logs/)")
+    logging_options.add_argument("--log-max-bytes", type=int,
+                                 default=env.get("LOG_MAX_BYTES", str(DEFAULT_LOG_MAX_BYTES)),
+                                 help="rotate the log file at this size, keeping 5 old files; 0: never "
+                                 f"(env LOG_MAX_BYTES, default {DEFAULT_LOG_MAX_BYTES})")
+    logging_options.add_argument("--verbose", "-v", action="store_true", help="show info messages on the console")
+    outputs = OneLineParser(add_help=False)
+    outputs.add_argument("--report-dir", type=Path, default=Path(env.get("REPORT_DIR", "reports")),
+                         help="where quality_report.json/.html, rejected_rows.csv and query CSVs go "
+                         "(default: reports/)")
+    outputs.add_argument_group("logging").add_argument("--json-logs", action="store_true",
+                                                       help="log JSON lines (as on AWS)")
+    quiet = OneLineParser(add_help=False)
+    quiet.add_argument("--quiet", "-q", action="store_true", help="no progress display and no summary")
 
     etl = OneLineParser(add_help=False)
     etl.add_argument("--doctors", type=Path, default=Path(env.get("DOCTORS_INPUT") or DEFAULT_DOCTORS),
@@ -84,6 +94,9 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     etl.add_argument("--day-first", action="store_true", help="read ambiguous dates as DD/MM/YYYY")
     etl.add_argument("--fail-on", choices=FAIL_ON_CHOICES, default="never",
                      help="exit 5 before loading when quality reaches this level (default: never)")
+    etl.add_argument("--contract", type=Path, default=env.get("QUALITY_CONTRACT") or None, metavar="FILE",
+                     help="quality contract: a quality.toml, or a pyproject.toml with [tool.healthtech-etl.quality] "
+                     "(env QUALITY_CONTRACT; default: the built-in thresholds, as in the repository's quality.toml)")
     etl.add_argument("--keep-runs", type=int, default=env.get("KEEP_RUNS", str(DEFAULT_KEEP_RUNS)),
                      help="keep the etl_rejections rows and etl_run_reports snapshots of this many most recent runs "
                      f"(env KEEP_RUNS, default {DEFAULT_KEEP_RUNS})")
@@ -91,13 +104,13 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                      help="replace: the tables become this file's rows; merge: upsert by id, keep rows absent from "
                      "the file, record appointment changes in appointment_history (env LOAD_MODE, default replace)")
 
-    commands.add_parser("etl", parents=[common, etl], help="extract, clean, report and load",
+    commands.add_parser("etl", parents=[outputs, quiet, etl, logs], help="extract, clean, report and load",
                         description="Extract, clean, report and load the workbooks (one transaction).")
-    commands.add_parser("queries", parents=[common], help="answer the business questions",
+    commands.add_parser("queries", parents=[outputs, logs], help="answer the business questions",
                         description="Run sql/*.sql, print each result and save it as CSV in the report dir.")
-    commands.add_parser("run", parents=[common, etl], help="etl, then queries",
+    commands.add_parser("run", parents=[outputs, quiet, etl, logs], help="etl, then queries",
                         description="The ETL, then the business questions.")
-    history_commands.add_parsers(commands, common)
+    history_commands.add_parsers(commands, listing=[logs], report_parents=[outputs, logs])
     sample = commands.add_parser("sample", help="write messy sample workbooks",
                                  description="Write doctors.xlsx and appointments.xlsx with realistic mess.")
     sample.add_argument("--rows", type=int, default=200, help="appointment rows (default: 200)")
@@ -106,7 +119,8 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     sample.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     db = commands.add_parser("db", help="the embedded PostgreSQL: status, start, stop",
                              description="Manage the embedded PostgreSQL kept in .pgdata/ (env PGDATA_DIR). Runs start "
-                             "it on demand and stop it when they end; 'start' keeps it running until 'stop'.")
+                             "it on demand and leave it running for the next command; it stops after "
+                             "EMBEDDED_IDLE_MINUTES (default 30; 0: never) without use, or on 'stop'.")
     db.add_argument("action", choices=("status", "start", "stop"))
     db.add_argument("--force", action="store_true", help="stop: even while a run is using it (its load rolls back)")
     return parser
@@ -142,20 +156,29 @@ def _main(argv: Optional[list[str]]) -> int:
     from_dotenv = set(dotenv) - set(os.environ)
     args = build_parser(env).parse_args(argv)
     progress.configure(progress.wanted(getattr(args, "quiet", False)))
+    from .runtime_check import missing_runtime
+
+    missing = None if args.command == "db" else missing_runtime()
+    if missing is not None:  # the wheel without its runtime extra: one line, not a traceback
+        return _fail(missing)
     if args.command == "sample":
         return _sample(args)
     if args.command == "db":
         return _db(args, env, from_dotenv)
-    from .pipeline import RunProgress
+    if args.command in ("etl", "run"):
+        from .pipeline import RunProgress  # pandas (0.3 s): only for the commands that run the ETL
 
-    run_state = RunProgress()
+        run_state: Any = RunProgress()
+    else:  # (its fields, never set: nothing of a run to explain after an interrupt)
+        run_state = argparse.Namespace(run=None, committed=False)
     db_config: Optional[DbConfig] = None
     logging_ready = False
     try:
         # Everything that can be checked is checked before a server starts or a folder appears.
         configured = DbConfig.from_env(env, from_dotenv)
         settings = _settings(args) if args.command in ("etl", "run") else None
-        check_output_dir(args.report_dir, "--report-dir")
+        if args.report_dir is not None:  # runs and rejections write no report
+            check_output_dir(args.report_dir, "--report-dir")
         check_output_dir(args.log_dir, "--log-dir")
         configure_logging(json_logs=args.json_logs, log_dir=args.log_dir, max_bytes=args.log_max_bytes)
         logging_ready = True
@@ -223,7 +246,7 @@ def _settings(args: argparse.Namespace) -> "EtlSettings":
 
     settings = EtlSettings(as_of=args.as_of or date.today(), report_dir=args.report_dir, log_dir=args.log_dir,
                            day_first=args.day_first, horizon_days=args.horizon_days, fail_on=args.fail_on,
-                           keep_runs=args.keep_runs, mode=args.mode)
+                           keep_runs=args.keep_runs, mode=args.mode, contract=args.contract)
     settings.validate()
     calamine()  # the reader and its release, before a server starts
     Limits.from_env(os.environ)
@@ -291,7 +314,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _db(args: argparse.Namespace, env: dict[str, str], from_dotenv: set[str]) -> int:
     """``db status|start|stop`` for the embedded server in PGDATA_DIR (default .pgdata)."""
-    from .embedded import server_state, start_server, stop_server
+    from .embedded import idle_minutes_from, server_state, start_server, stop_server
 
     pgdata = embedded_pgdata(env)
     try:
@@ -301,10 +324,12 @@ def _db(args: argparse.Namespace, env: dict[str, str], from_dotenv: set[str]) ->
                 print(f"runs use {configured.describe()}, not the embedded server")
             print(server_state(pgdata).describe())
         elif args.action == "start":
+            minutes = idle_minutes_from(env)
             if not pgdata.exists():
                 make_output_dir(pgdata.parent, "PGDATA_DIR parent")
-            config = start_server(pgdata, keep_running=True)
-            print(f"embedded PostgreSQL running: {config.url()} - stop it with 'healthtech-etl db stop' "
+            config = start_server(pgdata, minutes)
+            until = f"stops after {minutes:g} idle minutes, or" if minutes else "runs until you"
+            print(f"embedded PostgreSQL running: {config.url()} - {until} stop it with 'healthtech-etl db stop' "
                   "(or 'make db-stop')")
         else:
             print(stop_server(pgdata, force=args.force))

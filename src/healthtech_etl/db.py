@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .db_config import DEFAULT_KEEP_RUNS, DbConfig, _short, embedded_pgdata, read_dotenv
+from .embedded import idle_minutes_from
 from .embedded import start_server as start_embedded
 from .errors import DatabaseError
 
@@ -133,5 +134,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 def resolve_config(env: Mapping[str, str], pgdata: Optional[Path] = None,
                    from_dotenv: Collection[str] = ()) -> DbConfig:
-    """The database a local run uses: the environment's if any, else the embedded one."""
-    return DbConfig.from_env(env, from_dotenv) or start_embedded(embedded_pgdata(env, pgdata))
+    """The database a local run uses: the environment's if any, else the embedded one (started or
+    reused, and left running for the next command: it stops after EMBEDDED_IDLE_MINUTES unused)."""
+    return DbConfig.from_env(env, from_dotenv) or start_embedded(embedded_pgdata(env, pgdata),
+                                                                  idle_minutes_from(env))

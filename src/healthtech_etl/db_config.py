@@ -5,11 +5,12 @@ the only text about a connection that reaches a log or an error."""
 import os
 import ssl
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
+from .conninfo import PREFIXES, parse_uri
 from .errors import ConfigError
 from .redact import redact
 
@@ -24,7 +25,7 @@ class DbConfig:
 
     database: str = "postgres"
     user: str = "postgres"
-    password: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
     host: Optional[str] = "localhost"
     port: int = 5432
     unix_socket_dir: Optional[str] = None
@@ -35,35 +36,30 @@ class DbConfig:
 
     @classmethod
     def from_url(cls, url: str, source: str = "DATABASE_URL") -> "DbConfig":
-        """Parse a libpq URI (``?host=/dir``: a unix socket). The credentials run to the last ``@``
-        (an unencoded ``/`` or ``@`` stays in the password); errors never quote the URL."""
-        scheme, sep, rest = url.partition("://")
-        if not sep or scheme not in ("postgres", "postgresql"):
-            shown = scheme if sep else "none"
-            raise ConfigError(f"{source} must start with postgresql:// (got scheme {shown!r})")
-        userinfo, _, location = rest.rpartition("@")  # no "@": ("", "", rest)
-        user_text, colon, password_text = userinfo.partition(":")
-        try:
-            parts = urlsplit(f"{scheme}://{location}")
-            query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-            host = unquote(parts.hostname) if parts.hostname else None
-            url_port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"{source} is not a valid URL (host or port unreadable)") from exc
-        query_host = query.get("host") or ""
-        socket_dir = query_host if query_host.startswith("/") else None
-        if query_host and not socket_dir:
-            host = query_host
-        if host is None and socket_dir is None:
-            host = "localhost"
+        """A libpq URI read as libpq reads it (conninfo.py; ``host=/dir``: a unix socket). Shapes
+        a run cannot use (several hosts, an abstract socket, a control character) are ConfigErrors;
+        errors never quote the URL."""
+        if not url.startswith(PREFIXES):
+            scheme, sep, _ = url.partition("://")
+            shown = repr(scheme) if sep and len(scheme) <= 20 and scheme.replace("+", "").isalnum() else "none"
+            raise ConfigError(f"{source} must start with postgresql:// (got scheme {shown})")
+        if any(ord(char) < 32 or ord(char) == 127 for char in url):
+            raise ConfigError(f"{source} contains a control character (a line break or tab?): remove it")
+        values = parse_uri(url, source)
+        host, port = values.get("host") or "localhost", values.get("port") or "5432"
+        if "," in host or "," in port:
+            raise ConfigError(f"{source} names several hosts or ports; healthtech-etl connects to one: name one")
+        if host.startswith("@"):
+            raise ConfigError(f"{source} names an abstract unix socket (host=@...), which healthtech-etl "
+                              "cannot use: give the socket's directory")
+        socket_dir = host if host.startswith("/") else None
         return cls(
-            database=unquote(parts.path.lstrip("/")) or query.get("dbname") or "postgres",
-            user=unquote(user_text) if user_text else query.get("user", "postgres"),
-            password=unquote(password_text) if colon and password_text else query.get("password"),
-            host=host, port=_int_setting(query.get("port") or url_port or 5432, f"{source} port", 1, 65535),
-            unix_socket_dir=socket_dir, sslmode=query.get("sslmode", "prefer"), source=source,
-            sslrootcert=query.get("sslrootcert"),
-            connect_timeout=_int_setting(query.get("connect_timeout", 10), f"{source} connect_timeout", 1, 3600),
+            database=values.get("dbname") or "postgres", user=values.get("user") or "postgres",
+            password=values.get("password") or None, host=None if socket_dir else host,
+            port=_int_setting(port, f"{source} is not a valid URL: the port", 1, 65535),
+            unix_socket_dir=socket_dir, sslmode=values.get("sslmode", "prefer"), source=source,
+            sslrootcert=values.get("sslrootcert") or None,
+            connect_timeout=_int_setting(values.get("connect_timeout", 10), f"{source} connect_timeout", 1, 3600),
         ).validate()
 
     @classmethod
@@ -128,15 +124,16 @@ class DbConfig:
             query["port"] = str(self.port)  # names the socket file (.s.PGSQL.<port>)
             netloc = f"{auth}@"
         else:
-            netloc = f"{auth}@{self.host}:{self.port}"
-        return f"postgresql://{netloc}/{quote(self.database, safe='')}?{urlencode(query)}"
+            netloc = f"{auth}@{_url_host(self.host)}:{self.port}"
+        return f"postgresql://{netloc}/{quote(self.database, safe='')}?{urlencode(query, quote_via=quote)}"
 
     def with_database(self, database: str) -> "DbConfig":
         return replace(self, database=database)
 
     def describe(self) -> str:
         """Where we connect, without the password: safe for logs and error messages."""
-        where = f"unix socket {self.unix_socket_dir}" if self.unix_socket_dir else f"{self.host}:{self.port}"
+        where = f"unix socket {self.unix_socket_dir}" if self.unix_socket_dir else \
+            f"{_url_host(self.host)}:{self.port}"
         return f"{self.user}@{where}/{self.database} (from {self.source})"
 
     @property
@@ -161,6 +158,11 @@ class DbConfig:
         context.check_hostname = self.sslmode == "verify-full"
         context.verify_mode = ssl.CERT_REQUIRED
         return context
+
+
+def _url_host(host: Optional[str]) -> str:
+    """A host as a URI writes it: an IPv6 address in brackets, the rest percent-encoded."""
+    return f"[{quote(host, safe=':')}]" if host and ":" in host else quote(host or "", safe="")
 
 
 def _int_setting(value: Any, name: str, low: int, high: int) -> int:

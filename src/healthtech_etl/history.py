@@ -1,19 +1,20 @@
 """Run history from the database: the ledger (``etl_runs``), rejected rows, aggregates of the
 loaded appointments (GROUP BY in PostgreSQL) and the report snapshot each run stores
-(``etl_run_reports``) so that its HTML page can be rebuilt from the database alone."""
+(``etl_run_reports``) so that its HTML page can be rebuilt from the database alone; and the record
+of a run the quality gate stopped (:func:`record_gated_run`)."""
 
 import json
 import logging
 from datetime import date, datetime, timezone
 from typing import Any, Optional
 
-from .aggregates import TOP_DOCTORS, from_doctor_counts, per_day_rows
+from . import load, schema
 from .db import DEFAULT_KEEP_RUNS, DbConfig, _short, close_quietly, connect, rollback_quietly
 from .errors import ConfigError, DatabaseError
 from .html_report import REJECTED_ROWS_SHOWN, ReportPage
-from .load import prune_old_runs
+from .load import counts_not_loaded, prune_old_runs
 from .quality import overall_status
-from .schema import ETL_RUN_REPORTS, ETL_RUNS, REJECTION_COLUMNS, create_statements, sql
+from .schema import ETL_RUN_REPORTS, ETL_RUNS, NOT_LOADED_STATUSES, REJECTION_COLUMNS, create_statements, sql
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +28,17 @@ SNAPSHOT_PRUNED_NOTE = (
 
 # etl_run_reports, created by the first load that stores a snapshot (schema.py declares it).
 REPORTS_DDL = ";\n".join(create_statements(ETL_RUN_REPORTS))
+# What a gated run writes: the ledger tables only, never the data tables.
+LEDGER_DDL = ";\n".join(schema.schema_statements(schema.LEDGER_TABLES))
+FAILED_NOTE = "the load failed and was rolled back; the tables keep the previous data"
 
 # A ledger row: every column of etl_runs; a rejected row: every column of etl_rejections but its id.
 _RUN_SELECT = sql("SELECT {columns} FROM {etl_runs}", columns=", ".join(ETL_RUNS.names))
 _REJECTED_SELECT = sql("SELECT {columns} FROM {etl_rejections} WHERE run_id = :run_id AND (CAST(:reason AS text)"
                        " IS NULL OR :reason = ANY (reasons)) ORDER BY entity DESC, row_number, id",
                        columns=", ".join(REJECTION_COLUMNS))
-_REJECTED_COUNT = sql("SELECT count(*) FROM {etl_rejections} WHERE run_id = :run_id")
+_REJECTED_COUNT = sql("SELECT count(*) FROM {etl_rejections} WHERE run_id = :run_id AND (CAST(:reason AS text)"
+                      " IS NULL OR :reason = ANY (reasons))")
 _REJECTED_BY_REASON = sql("SELECT code, count(*) FROM {etl_rejections}, unnest(reasons) AS code"
                           " WHERE run_id = :run_id GROUP BY code ORDER BY count(*) DESC, code")
 _PER_DAY = sql("SELECT CAST(booking_date AS date), status, count(*) FROM {appointments} GROUP BY 1, 2 ORDER BY 1, 2")
@@ -81,6 +86,8 @@ def get_run(connection: Any, run_id: Optional[str]) -> dict[str, Any]:
 
 def _run_dict(row: list[Any]) -> dict[str, Any]:
     run = dict(zip(ETL_RUNS.names, row))
+    if run["status"] in NOT_LOADED_STATUSES and run["counts"]:  # rows of older releases said "loaded"
+        run["counts"] = counts_not_loaded(run["counts"])
     appointments = (run["counts"] or {}).get("appointments") or {}
     started, finished = run["started_at"], run["finished_at"]
     run["duration_seconds"] = round((finished - started).total_seconds(), 3) if started and finished else None
@@ -99,8 +106,17 @@ def trend_runs(connection: Any, until: Optional[datetime] = None, limit: int = T
                           until=until or datetime.now(timezone.utc), limit=limit)
     runs = [_run_dict(row) for row in reversed(rows)]
     return [{"run_id": run["run_id"], "started_at": run["started_at"].isoformat(), "status": run["status"],
+             "mode": run["mode"], "appointments_file": file_name(run["appointments_file"]),
              "metrics": {key: metric.get("value") for key, metric in (run["metrics"] or {}).items()},
              "loaded": run["rows_loaded"], "rejected": run["rows_rejected"]} for run in runs]
+
+
+def file_name(stored: Optional[str]) -> Optional[str]:
+    """An input's file name as the ledger stores it, without folders or S3 version: the same file
+    across runs (``s3://b/in/appointments.xlsx?versionId=3`` -> ``appointments.xlsx``)."""
+    if not stored:
+        return stored
+    return stored.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or stored
 
 
 def rejected_rows(connection: Any, run_id: str, reason: Optional[str] = None,
@@ -114,15 +130,22 @@ def rejected_rows(connection: Any, run_id: str, reason: Optional[str] = None,
     return [dict(zip(REJECTION_COLUMNS, row)) for row in connection.run(statement, **params)]
 
 
-def appointment_aggregates(connection: Any, top_doctors: int = TOP_DOCTORS) -> dict[str, Any]:
+def count_rejected(connection: Any, run_id: str, reason: Optional[str] = None) -> int:
+    """How many rejected rows of the run ``etl_rejections`` holds (of one reason)."""
+    return int(connection.run(_REJECTED_COUNT, run_id=run_id, reason=reason)[0][0])
+
+
+def appointment_aggregates(connection: Any, top_doctors: Optional[int] = None) -> dict[str, Any]:
     """The aggregates (see :mod:`healthtech_etl.aggregates`) of the appointments in the tables now:
     two GROUP BY scans in the server; the reference for ``frame_aggregates``."""
+    from .aggregates import TOP_DOCTORS, from_doctor_counts, per_day_rows  # numpy, pandas: not for ``runs``
+
     by_day = connection.run(_PER_DAY)
     doctors = connection.run(_PER_DOCTOR)
     return {
         "per_day": per_day_rows((row[0].isoformat() for row in by_day), (row[1] for row in by_day),
                                 (row[2] for row in by_day)),
-        **from_doctor_counts(doctors, top_doctors),
+        **from_doctor_counts(doctors, TOP_DOCTORS if top_doctors is None else top_doctors),
     }
 
 
@@ -148,6 +171,41 @@ def save_run_snapshot(config: DbConfig, report: dict[str, Any], aggregates: Opti
         close_quietly(connection)
 
 
+def record_gated_run(config: DbConfig, run: load.RunRecord, error: str, report: dict[str, Any],
+                     rejected: dict[str, Any], source_files: dict[str, str],
+                     keep_runs: int = DEFAULT_KEEP_RUNS) -> None:
+    """A run the quality gate stopped, in one short transaction that writes the ledger tables only:
+    its ``gated`` row (``error``: the gate's reason), its rejected rows and its report snapshot,
+    pruned to ``keep_runs`` runs as a load does. It waits for a load in progress (the load lock).
+    Raises DatabaseError when PostgreSQL is unreachable or lost, anything else as it is."""
+    from . import bulk
+
+    finished_at = datetime.now(timezone.utc)  # the run ends here, whatever it waits for below
+    prepared = [load.prepare_rejections(run.run_id, frame, source_files[entity])
+                for entity, frame in rejected.items() if len(frame)]
+    connection = connect(config)
+    try:
+        connection.run("START TRANSACTION")
+        # The load's lock (tables created once, etl_rejections not written under a load), then the snapshots'.
+        connection.run("SELECT pg_advisory_xact_lock(:key), pg_advisory_xact_lock(:snapshots)",
+                       key=load.ADVISORY_LOCK_KEY, snapshots=SNAPSHOT_LOCK_KEY)
+        connection.run(LEDGER_DDL)
+        load.insert_run(connection, run, "gated", finished_at=finished_at, error=error)
+        for data in prepared:
+            bulk.send(connection, schema.ETL_REJECTIONS, REJECTION_COLUMNS, data)
+        prune_old_runs(connection, schema.ETL_REJECTIONS.qualified, keep_runs)
+        connection.run(_STORE_SNAPSHOT, run_id=run.run_id, report=json.dumps(report, default=str), aggregates=None)
+        prune_snapshots(connection, keep_runs)
+        connection.run("COMMIT")
+    except Exception as exc:
+        rollback_quietly(connection)
+        if load.connection_lost(exc):
+            raise DatabaseError(f"lost the connection to PostgreSQL ({_short(exc)})") from exc
+        raise
+    finally:
+        close_quietly(connection)
+
+
 def prune_snapshots(connection: Any, keep_runs: int) -> None:
     """Delete the snapshots of all but the ``keep_runs`` most recent runs; a failure is rolled back
     to a savepoint and logged (the next run prunes)."""
@@ -162,9 +220,9 @@ def prune_snapshots(connection: Any, keep_runs: int) -> None:
 
 
 def snapshot_pruned(connection: Any, run: dict[str, Any]) -> bool:
-    """Whether a run without a snapshot lost it to pruning: it succeeded (only loaded runs store
-    one) and a later run still has its snapshot (a snapshot that failed to store reads as pruned too)."""
-    if run["status"] != "succeeded" or not _exists(connection, ETL_RUN_REPORTS.qualified):
+    """Whether a run without a snapshot lost it to pruning: it succeeded or was gated (the runs that
+    store one) and a later run still has its snapshot (a snapshot that failed to store reads as pruned too)."""
+    if run["status"] not in ("succeeded", "gated") or not _exists(connection, ETL_RUN_REPORTS.qualified):
         return False
     return bool(connection.run(_LATER_SNAPSHOT, run_id=run["run_id"])[0][0])
 
@@ -184,9 +242,9 @@ def page_for_run(config: DbConfig, run_id: Optional[str]) -> ReportPage:
         run_id = run["run_id"]
         notes = [f"Rebuilt from the database on {datetime.now(timezone.utc).isoformat(timespec='seconds')}."]
         snapshot = get_snapshot(connection, run_id)
-        total = int(connection.run(_REJECTED_COUNT, run_id=run_id)[0][0])
+        total = count_rejected(connection, run_id)
         by_reason = {code: int(count) for code, count in connection.run(_REJECTED_BY_REASON, run_id=run_id)}
-        loaded_note = "this run loaded nothing"
+        loaded_note = FAILED_NOTE if run["status"] == "failed" else "this run loaded nothing"
         if snapshot is not None:
             report, aggregates = snapshot
             if aggregates is None and run["status"] == "succeeded":
@@ -207,6 +265,11 @@ def page_for_run(config: DbConfig, run_id: Optional[str]) -> ReportPage:
                     loaded_note = "the loaded tables now hold a later run's data"
         if report.get("load_status") != run["status"] and run["status"] != "running":
             report = {**report, "load_status": run["status"]}
+        if run["status"] in NOT_LOADED_STATUSES:  # as the ledger says: nothing of it was loaded
+            report = {**report, "counts": counts_not_loaded(report.get("counts"))}
+        if run["status"] == "gated":
+            fail_on = (report.get("settings") or {}).get("fail_on")
+            loaded_note = f"the quality gate{f' (--fail-on {fail_on})' if fail_on else ''} stopped the run before loading"
         rows = rejected_rows(connection, run_id, limit=REJECTED_ROWS_SHOWN)
         if total == 0 and sum((report.get("counts") or {}).get(e, {}).get("rejected", 0) for e in
                               ("doctors", "appointments")):
@@ -242,15 +305,15 @@ def _iso(value: Any) -> Optional[str]:
 
 def read_trends_quietly(config: DbConfig) -> list[dict[str, Any]]:
     """Trends for a run that did not load (quality gate): best effort, read-only."""
-    try:
+    try:  # (the log file only: the gate's one line is what the console says)
         connection = connect(config)
     except DatabaseError as exc:
-        logger.warning("HTML report: run history not read: %s", exc)
+        logger.warning("HTML report: run history not read: %s", exc, extra={"console": False})
         return []
     try:
         return trend_runs(connection)
     except Exception as exc:
-        logger.warning("HTML report: run history not read: %s", _short(exc))
+        logger.warning("HTML report: run history not read: %s", _short(exc), extra={"console": False})
         return []
     finally:
         close_quietly(connection)

@@ -1,5 +1,7 @@
 """Load one run into PostgreSQL atomically: lock, TRUNCATE, COPY, ledger, commit - in one transaction
-under an advisory lock, so concurrent runs serialise and a failure leaves the previous data as it was."""
+under an advisory lock, so concurrent runs serialise and a failure leaves the previous data as it was.
+pandas, the COPY encoder and merge are imported by the functions that use them: the run history
+(``runs``...) imports this module without them."""
 
 import json
 import logging
@@ -7,18 +9,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import pandas as pd
-
-from . import bulk, schema
-from .copy_data import Chunk
+from . import schema
 from .db import DEFAULT_KEEP_RUNS, DbConfig, _short, close_quietly, connect, rollback_quietly
 from .errors import DatabaseError, EtlError
-from .merge import merge_tables
 from .redact import redact
 from .schema import APPOINTMENTS, DOCTORS, ETL_REJECTIONS, ETL_RUNS, REJECTION_COLUMNS, sql
 from .schema import LOAD_MODES as LOAD_MODES  # re-exported
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .copy_data import Chunk
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ _END_SESSION = sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
 # Loads of this process that took the lock and did not commit: run id -> (pid, backend start).
 _UNSETTLED: dict[str, tuple[int, datetime]] = {}
 _DDL = ";\n".join(schema.schema_statements())
-_NOT_RECORDED = "could not record the failed run %s in etl_runs: %s"
+_NOT_RECORDED = "could not record the %s run %s in etl_runs: %s"
 
 
 @dataclass
@@ -71,26 +74,28 @@ def ensure_schema(connection: Any) -> None:
     connection.run(_DDL)
 
 
-def load_run(config: DbConfig, run: RunRecord, doctors: pd.DataFrame, appointments: pd.DataFrame,
-             rejected: dict[str, pd.DataFrame], source_files: dict[str, str],
+def load_run(config: DbConfig, run: RunRecord, doctors: "pd.DataFrame", appointments: "pd.DataFrame",
+             rejected: "dict[str, pd.DataFrame]", source_files: dict[str, str],
              keep_runs: int = DEFAULT_KEEP_RUNS,
              before_commit: Optional[Callable[[], None]] = None) -> Optional[dict[str, Any]]:
     """Replace the tables' rows with this run's (``run.mode`` "replace") or merge them in
     (returns merge.py's counts), record the run and prune ``etl_rejections`` to ``keep_runs``
     runs - all or nothing. ``rejected``/``source_files``: entity -> rejection frame / file name.
     An :class:`EtlError` from ``before_commit`` (called last) rolls back and is raised as it is."""
+    from . import bulk
+
     changes = None
     connection = connect(config)
     # A worker encodes the rejections while this thread sends the appointments (and waits).
     workers = ThreadPoolExecutor(max_workers=1)
     try:
-        prepared = [workers.submit(_prepare_rejections, run.run_id, frame, source_files[entity])
+        prepared = [workers.submit(prepare_rejections, run.run_id, frame, source_files[entity])
                     for entity, frame in rejected.items() if len(frame)]
         connection.run("START TRANSACTION")
         _, pid, started = connection.run(_LOCK, key=ADVISORY_LOCK_KEY)[0]
         _UNSETTLED[run.run_id] = (pid, started)
         ensure_schema(connection)
-        _insert_run(connection, run, "running")
+        insert_run(connection, run, "running")
         changes = _write_tables(connection, run, doctors, appointments)
         for data in prepared:  # last: their COPY data is made meanwhile
             bulk.send(connection, ETL_REJECTIONS, REJECTION_COLUMNS, data.result())
@@ -104,7 +109,7 @@ def load_run(config: DbConfig, run: RunRecord, doctors: pd.DataFrame, appointmen
         rollback_quietly(connection)
         if isinstance(exc, EtlError):  # a DatabaseError, or before_commit's own error
             raise
-        if _connection_lost(exc):
+        if connection_lost(exc):
             raise DatabaseError(f"lost the connection to PostgreSQL during the load ({_short(exc)}): "
                                 "nothing was committed, previous data kept") from exc
         raise DatabaseError(f"load failed and was rolled back, previous data kept: {_short(exc)}") from exc
@@ -114,9 +119,12 @@ def load_run(config: DbConfig, run: RunRecord, doctors: pd.DataFrame, appointmen
     return changes
 
 
-def _write_tables(connection: Any, run: RunRecord, doctors: pd.DataFrame,
-                  appointments: pd.DataFrame) -> Optional[dict[str, Any]]:
+def _write_tables(connection: Any, run: RunRecord, doctors: "pd.DataFrame",
+                  appointments: "pd.DataFrame") -> Optional[dict[str, Any]]:
     """Replace the tables' rows with the run's (TRUNCATE, COPY), or merge them in."""
+    from . import bulk
+    from .merge import merge_tables
+
     if run.mode == "merge":
         return merge_tables(connection, run.run_id, doctors, appointments)
     connection.run(_TRUNCATE)
@@ -131,7 +139,7 @@ def prune_old_runs(connection: Any, table: str, keep_runs: int) -> None:
     connection.run(sql(_PRUNE, table=table), keep=max(1, int(keep_runs)))
 
 
-def _connection_lost(exc: BaseException) -> bool:
+def connection_lost(exc: BaseException) -> bool:
     """A dead socket (OSError, pg8000 InterfaceError), or SQLSTATE 57P (shutdown) or 08."""
     import pg8000.exceptions as pg_errors
 
@@ -141,14 +149,16 @@ def _connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, pg_errors.InterfaceError)) and not isinstance(exc, pg_errors.DatabaseError)
 
 
-def record_failed_run(config: DbConfig, run: RunRecord, error: str) -> Optional[str]:
+def record_failed_run(config: DbConfig, run: RunRecord, error: str, status: str = "failed",
+                      finished_at: Optional[datetime] = None) -> Optional[str]:
     """Settle a load that ended without a clean answer: end its session if the server still
-    has it, wait for the lock (a COMMIT in flight finishes), then write a ``failed`` row unless
-    the run is there. Returns its ledger status, None if unreachable. Never raises."""
+    has it, wait for the lock (a COMMIT in flight finishes), then write a ``status`` (failed, or
+    gated for a gated run from the backlog) row ending at ``finished_at`` (default: now) unless the
+    run is there. Returns its ledger status, None if not recorded. Never raises."""
     try:
         connection = connect(config)
     except DatabaseError as exc:
-        logger.warning(_NOT_RECORDED, run.run_id, exc, extra={"console": False})
+        logger.warning(_NOT_RECORDED, status, run.run_id, exc, extra={"console": False})
         return None
     try:
         session = _UNSETTLED.pop(run.run_id, None)
@@ -157,27 +167,44 @@ def record_failed_run(config: DbConfig, run: RunRecord, error: str) -> Optional[
         connection.run("START TRANSACTION")
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=ADVISORY_LOCK_KEY)
         ensure_schema(connection)
-        _insert_run(connection, run, "failed", finished_at=datetime.now(timezone.utc), error=redact(error)[:1000])
+        insert_run(connection, run, status, finished_at=finished_at or datetime.now(timezone.utc), error=error)
         rows = connection.run(_RUN_STATUS, run_id=run.run_id)
         connection.run("COMMIT")
         return str(rows[0][0]) if rows else None
     except Exception as exc:  # the ledger must never hide the original failure
-        logger.warning(_NOT_RECORDED, run.run_id, _short(exc), extra={"console": False})
+        logger.warning(_NOT_RECORDED, status, run.run_id, _short(exc), extra={"console": False})
         rollback_quietly(connection)
         return None
     finally:
         close_quietly(connection)
 
 
-def _insert_run(connection: Any, run: RunRecord, status: str, finished_at: Optional[datetime] = None,
-                error: Optional[str] = None) -> None:
-    values = {**asdict(run), "status": status, "finished_at": finished_at, "error": error,
-              "counts": json.dumps(run.counts), "metrics": json.dumps(run.metrics)}
+def insert_run(connection: Any, run: RunRecord, status: str, finished_at: Optional[datetime] = None,
+               error: Optional[str] = None) -> None:
+    """The run's ledger row (a run id is written once); a run that loaded nothing (failed, gated)
+    counts its valid rows as ``would_load``, never as ``loaded``."""
+    counts = counts_not_loaded(run.counts) if status in schema.NOT_LOADED_STATUSES else run.counts
+    values = {**asdict(run), "status": status, "finished_at": finished_at,
+              "error": None if error is None else redact(error)[:1000],
+              "counts": json.dumps(counts), "metrics": json.dumps(run.metrics)}
     connection.run(_INSERT_RUN, **values)
 
 
-def rejections_for_copy(run_id: str, rejected: pd.DataFrame, source_file: str) -> pd.DataFrame:
+def counts_not_loaded(counts: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """``counts`` (entity -> read/loaded/rejected/...) of a run that loaded nothing: each entity's
+    ``loaded`` becomes 0 and its valid rows ``would_load`` (unchanged if already done)."""
+    result: dict[str, Any] = {}
+    for entity, numbers in (counts or {}).items():
+        if isinstance(numbers, dict) and "loaded" in numbers and "would_load" not in numbers:
+            numbers = {**numbers, "loaded": 0, "would_load": numbers["loaded"]}
+        result[entity] = numbers
+    return result
+
+
+def rejections_for_copy(run_id: str, rejected: "pd.DataFrame", source_file: str) -> "pd.DataFrame":
     """``etl_rejections`` rows from a rejection frame: reasons as tuples, other cells as JSON."""
+    import pandas as pd
+
     described = (schema.ENTITY, schema.SOURCE_ROW, schema.RECORD_ID, schema.REASONS)
     raw_columns = [c for c in rejected.columns if c not in described]
     # One object per "\n" (splitlines() would also split at U+2028 and the like, kept by JSON).
@@ -192,6 +219,8 @@ def rejections_for_copy(run_id: str, rejected: pd.DataFrame, source_file: str) -
     }, columns=list(REJECTION_COLUMNS))
 
 
-def _prepare_rejections(run_id: str, rejected: pd.DataFrame, source_file: str) -> list[Chunk]:
+def prepare_rejections(run_id: str, rejected: "pd.DataFrame", source_file: str) -> "list[Chunk]":
     """One entity's ``etl_rejections`` COPY data, built in full (in a worker thread)."""
+    from . import bulk
+
     return bulk.encode(ETL_REJECTIONS, rejections_for_copy(run_id, rejected, source_file))

@@ -13,16 +13,18 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import numpy as np
 import pandas as pd
 
-from . import backlog, clean, progress, quality
+from . import backlog, clean, history, offending, profile, progress, quality
 from .cells import CONTROL_CHARACTERS
-from .db import DbConfig, close_quietly, connect
+from .contract import Contract
+from .contract import load as load_contract
+from .db import DbConfig, _short, close_quietly, connect
 from .errors import ConfigError, DatabaseError, QualityGateError
-from .load import DEFAULT_KEEP_RUNS, LOAD_MODES, RunRecord, load_run, record_failed_run
+from .load import DEFAULT_KEEP_RUNS, LOAD_MODES, RunRecord, counts_not_loaded, load_run, record_failed_run
 from .logs import REJECTIONS_LOGGER, log_lines
 from .merge import loaded_doctor_ids
 from .paths import describe_os_error, make_output_dir, write_atomically
@@ -60,6 +62,11 @@ class EtlSettings:
     fail_on: str = "never"
     mode: str = "replace"  # replace: the file is the whole truth; merge: upsert by id, keep history
     keep_runs: int = DEFAULT_KEEP_RUNS
+    contract: Optional[Path] = None  # the quality contract (quality.toml, or a pyproject.toml); None: the defaults
+
+    def quality_contract(self) -> Contract:
+        """The contract, read and checked (a bad one: ConfigError naming the key and its line)."""
+        return load_contract(self.contract)
 
     def validate(self) -> None:
         if self.mode not in LOAD_MODES:
@@ -71,6 +78,7 @@ class EtlSettings:
         clean.validate_window(self.as_of, self.horizon_days)
         if self.keep_runs < 1:
             raise ConfigError("--keep-runs must be 1 or more")
+        self.quality_contract()
 
 
 @dataclass
@@ -145,6 +153,9 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     timings["clean"] = time.perf_counter() - clock
     progress.done(sum(len(sheet.frame) for sheet in sheets.values()))
     report = build_report(run_id, settings, sheets, results, inputs, digests.result(), loaded_doctors)
+    gated = quality.gate_tripped(report["status"], settings.fail_on)
+    if gated:  # nothing will be loaded: the report says so from its first write
+        report.update(load_status="gated", counts=counts_not_loaded(report["counts"]))
     rejected = {entity: result.rejected for entity, result in results.items()}
     try:  # before the load: a report that cannot be written stops the run with nothing changed
         outputs = write_outputs(settings.report_dir, report, rejected, {e: s.display_name for e, s in inputs.items()})
@@ -155,16 +166,12 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     log_rejections(rejected)
     for line in quality.summary_lines(report):
         logger.info(line, extra={"summary": True})  # the CLI prints it: -v must not repeat it
-    if quality.gate_tripped(report["status"], settings.fail_on):
-        outputs.rejections_ready()
-        write_run_html(settings.report_dir, report, rejected, db_config, GATE, outputs.rejections_path)
-        tripped = "; ".join(quality.tripped_metrics(report["metrics"], settings.fail_on))
-        raise QualityGateError(f"data quality is {report['status']} and --fail-on={settings.fail_on}: {tripped}: "
-                               f"nothing loaded (see {outputs.report_path})")
     run = RunRecord(run_id=run_id, started_at=started_at, doctors_file=doctors.display_name,
                     doctors_sha256=report["inputs"]["doctors"]["sha256"], appointments_file=appointments.display_name,
                     appointments_sha256=report["inputs"]["appointments"]["sha256"], counts=report["counts"],
                     metrics=report["metrics"], mode=settings.mode)
+    if gated:
+        _stop_at_gate(db_config, run, report, outputs, settings)
     run_state.run = run
     aggregates = aggregate_in_background(results["doctors"].valid, results["appointments"].valid)  # for the page
     changes = _load(db_config, run, results, outputs, settings, timings)
@@ -192,6 +199,27 @@ class _Outputs:
                               "nothing loaded") from exc
 
 
+def _stop_at_gate(db_config: DbConfig, run: RunRecord, report: dict[str, Any], outputs: "_Outputs",
+                  settings: EtlSettings) -> NoReturn:
+    """The quality gate stopped the run: record it as gated (ledger tables only, never the data),
+    write its page and raise exit 5 - also when PostgreSQL cannot hear of it (then the backlog keeps it)."""
+    outputs.rejections_ready()
+    tripped = "; ".join(quality.tripped_metrics(report["metrics"], settings.fail_on, report.get("checks")))
+    reason = f"data quality is {report['status']} and --fail-on={settings.fail_on}: {tripped}: nothing loaded"
+    unrecorded = ""
+    try:
+        history.record_gated_run(db_config, run, reason, report, outputs.rejected,
+                                 {"doctors": run.doctors_file, "appointments": run.appointments_file},
+                                 keep_runs=settings.keep_runs)
+    except Exception as exc:  # the gate's answer stands; the ledger hears of the run later if it can
+        logger.warning("run %s not recorded in etl_runs: %s", run.run_id, _short(exc), extra={"console": False})
+        later = backlog.remember(settings.log_dir, run, reason, status="gated")
+        unrecorded = (f"; run {run.run_id} not in etl_runs (" + ("the next run that reaches PostgreSQL records it)"
+                                                                   if later else "not recorded)"))
+    write_run_html(settings.report_dir, report, outputs.rejected, db_config, GATE, outputs.rejections_path)
+    raise QualityGateError(f"{reason} (see {outputs.report_path}){unrecorded}")
+
+
 def _load(db_config: DbConfig, run: RunRecord, results: dict[str, clean.CleanResult], outputs: _Outputs,
           settings: EtlSettings, timings: dict[str, float]) -> Optional[dict[str, Any]]:
     """The load; a failure is recorded in the ledger (or the backlog) and the report says so."""
@@ -210,7 +238,7 @@ def _load(db_config: DbConfig, run: RunRecord, results: dict[str, clean.CleanRes
                            extra={"console": False})
             changes = None
         else:
-            outputs.report["load_status"] = "failed"
+            outputs.report.update(load_status="failed", counts=counts_not_loaded(outputs.report["counts"]))
             try:
                 _write_json(outputs.report_path, outputs.report)
             except OSError as write_error:
@@ -267,17 +295,21 @@ def build_report(run_id: str, settings: EtlSettings, sheets: dict[str, SheetData
                  loaded_doctors: Optional[np.ndarray] = None) -> dict[str, Any]:
     """The content of ``quality_report.json`` (load status filled in later); ``digests``: entity ->
     the input's SHA-256; ``loaded_doctors`` (merge): the doctors ``referential_integrity`` also knew."""
-    metrics = quality.compute_metrics(results["appointments"])
-    file_doctors = results["doctors"].valid["id"]
+    terms = settings.quality_contract()
+    metrics = quality.compute_metrics(results["appointments"], terms)
+    file_doctors = results["doctors"].valid["id"].to_numpy()
     known: dict[str, int] = {"in_file": len(file_doctors)}
+    known_ids = file_doctors if loaded_doctors is None else np.union1d(file_doctors, loaded_doctors)
+    basis = "doctors_in_file" if loaded_doctors is None else "doctors_in_file_and_database"
     if loaded_doctors is not None:
-        known.update(in_database=len(loaded_doctors), total=len(np.union1d(file_doctors.to_numpy(), loaded_doctors)))
-    metrics["referential_integrity"].update(
-        basis="doctors_in_file" if loaded_doctors is None else "doctors_in_file_and_database", known_doctors=known)
-    return {
+        known.update(in_database=len(loaded_doctors), total=len(known_ids))
+    metrics["referential_integrity"].update(basis=basis, known_doctors=known)
+    columns, checks = profile.profile_and_checks({entity: sheet.frame for entity, sheet in sheets.items()}, results,
+                                                 terms.checks, settings.day_first)
+    report = {
         "run_id": run_id, "as_of": settings.as_of.isoformat(), "mode": settings.mode,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "status": quality.overall_status(metrics), "load_status": "not_loaded", "metrics": metrics,
+        "status": quality.overall_status(metrics, checks), "load_status": "not_loaded", "metrics": metrics,
         "counts": {entity: {
             "read": int(result.stats["read"]), "loaded": len(result.valid), "rejected": len(result.rejected),
             "blank_rows_skipped": sheets[entity].blank_rows,
@@ -291,7 +323,14 @@ def build_report(run_id: str, settings: EtlSettings, sheets: dict[str, SheetData
                             "ignored_columns": sheets[entity].extra_columns} for entity, source in inputs.items()},
         "settings": {"day_first": settings.day_first, "horizon_days": settings.horizon_days,
                      "fail_on": settings.fail_on, "mode": settings.mode},
+        "contract": terms.describe(), "checks": checks,
+        "offending": offending.offending_values({entity: result.rejected for entity, result in results.items()},
+                                                known_ids, basis, settings.as_of, settings.horizon_days,
+                                                settings.day_first),
+        "profile": columns,
     }
+    report["verdict"] = quality.verdict(report)
+    return report
 
 
 def write_outputs(report_dir: Path, report: dict[str, Any], rejected: dict[str, pd.DataFrame],
@@ -336,6 +375,9 @@ def log_rejections(rejected: dict[str, pd.DataFrame]) -> None:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically (tmp + rename): never half-written, no tmp file left behind."""
+    """Atomically (tmp + rename): never half-written, no tmp file left behind. A report's verdict is
+    refreshed first: it follows the load status."""
+    if "load_status" in payload:
+        payload["verdict"] = quality.verdict(payload)
     text = json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n"
     write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -1,23 +1,58 @@
 """Make text safe for logs and the console: :func:`redact` masks credentials in every message that
 leaves the process; :func:`safe_text` escapes and cuts workbook values before they are logged."""
 
+import json
 import re
 import unicodedata
 from typing import Any
+from urllib.parse import unquote
 
 FREE_TEXT_LIMIT = 40
 
-# Everything between "://" and the LAST "@" of the line is credentials, whatever the URL's shape:
-# an unencoded password may itself hold "/", ":", "@" or "?" (postgresql://u:1234/secret@host/db).
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^\n]*@")
-_PASSWORD_PARAM = re.compile(r"(?i)(?P<key>\bpassword\s*=\s*)(?P<value>[^&\s]+)")
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_QUERY_KEY = re.compile(r"[?&]([^&=\s]*)=")
+_SECRET_KEY = re.compile(r"(?i)password|secret")
+# key=value text (libpq's "password='a b' host=h", PGPASSWORD=...): a quoted value to its quote.
+_PASSWORD_PARAM = re.compile(r"(?i)(?P<key>password\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|[^&\s]+)")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def redact(text: str) -> str:
-    """``text`` with URL credentials replaced by ``***`` and ``password=...`` values masked."""
-    text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
-    return _PASSWORD_PARAM.sub(lambda m: f"{m.group('key')}***", text)
+    """``text`` with URL credentials replaced by ``***`` and ``password=...`` values masked. A JSON
+    log line stays JSON: its string values are masked one by one."""
+    if text.startswith("{") and text.endswith("}"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return json.dumps(_redact_values(data), ensure_ascii=False)
+    return "\n".join(_redact_line(line) for line in text.split("\n"))
+
+
+def _redact_values(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _redact_values(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_values(item) for item in value]
+    return redact(value) if isinstance(value, str) else value
+
+
+def _redact_line(line: str) -> str:
+    """From a line's first ``scheme://`` on, whatever the URL's shape (libpq's or an unencoded
+    password holding "/", "@", "?", "&" or spaces): everything from ``://`` to the line's LAST ``@``
+    is credentials, and so is all that follows a password (or secret) query key, percent-encoded
+    or not, to the end of the line. Before it: ``password=...`` values."""
+    start = _URL_START.search(line)
+    head, url = (line[:start.start()], line[start.start():]) if start else (line, "")
+    if url:
+        secret = next((key for key in _QUERY_KEY.finditer(url) if _SECRET_KEY.search(unquote(key.group(1)))), None)
+        if secret:
+            url = url[:secret.end()] + "***"
+        scheme_end, at = url.index("://") + 3, url.rfind("@")
+        if at >= scheme_end:
+            url = f"{url[:scheme_end]}***{url[at:]}"
+    return _PASSWORD_PARAM.sub(lambda m: f"{m.group('key')}***", head + url)
 
 
 def _escape_char(char: str) -> str:

@@ -34,6 +34,7 @@ def write_run_html(report_dir: Path, report: dict[str, Any], rejected: dict[str,
             rejected_total=sum(len(frame) for frame in rejected.values()),
             # By name: the page travels (S3, e-mail) with the CSV beside it, not with this machine's path.
             rejections_csv=f"{Path(rejections_file).name} (beside this report)" if rejections_file else "",
+            rejections_href=Path(rejections_file).name if rejections_file else "",
         )
         if outcome == LOADED and aggregates is not None:
             page.aggregates = aggregates.result()

@@ -2,6 +2,7 @@
 of rejected rows and the columns of the frames between the steps. The DDL, COPY encodings, staging
 tables and query column lists are derived from here. Plain data: no pandas, no database."""
 
+import re
 from dataclasses import dataclass
 
 SCHEMA = "healthtech"
@@ -53,13 +54,17 @@ REASON_CODES = tuple(dict.fromkeys(DOCTOR_REASONS + APPOINTMENT_REASONS))
 
 STATUSES = ("confirmed", "cancelled", "unknown")
 LOAD_MODES = ("replace", "merge")
-RUN_STATUSES = ("running", "succeeded", "failed")
+# "gated": the --fail-on quality gate stopped the run before its load (databases created before it
+# are upgraded in place: see Column.widened).
+RUN_STATUSES = ("running", "succeeded", "failed", "gated")
+NOT_LOADED_STATUSES = ("failed", "gated")  # ended without loading anything
 
 
 @dataclass(frozen=True)
 class Column:
     """One column: ``type`` as the DDL writes it (and COPY encodes it); ``key``: part of the primary
-    key; ``added``: databases created before it lack it (see :func:`create_statements`)."""
+    key; ``added``: databases created before it lack it; ``widened``: its CHECK (``x IN ('a', ...)``)
+    allows values that databases created before lack (see :func:`create_statements`)."""
 
     name: str
     type: str
@@ -69,6 +74,7 @@ class Column:
     default: str = ""
     references: str = ""
     added: bool = False
+    widened: bool = False
 
     def definition(self) -> str:
         parts = [self.name, self.type, "" if self.null else "NOT NULL"]
@@ -136,7 +142,7 @@ APPOINTMENTS = Table("appointments", (
 ETL_RUNS = Table("etl_runs", (
     Column("run_id", "text", key=True), Column("started_at", "timestamptz"),
     Column("finished_at", "timestamptz", null=True),
-    Column("status", "text", check=f"status IN ({_quoted(RUN_STATUSES)})"),
+    Column("status", "text", check=f"status IN ({_quoted(RUN_STATUSES)})", widened=True),
     Column("doctors_file", "text", null=True), Column("doctors_sha256", "text", null=True),
     Column("appointments_file", "text", null=True), Column("appointments_sha256", "text", null=True),
     Column("counts", "jsonb", null=True), Column("metrics", "jsonb", null=True),
@@ -169,8 +175,13 @@ ETL_RUN_REPORTS = Table("etl_run_reports", (
 LOAD_TABLES = (DOCTORS, APPOINTMENTS, ETL_RUNS, ETL_REJECTIONS, APPOINTMENT_HISTORY)
 TABLES = LOAD_TABLES + (ETL_RUN_REPORTS,)
 
+# The tables that record runs (never the data): all a run stopped by the quality gate writes.
+LEDGER_TABLES = (ETL_RUNS, ETL_REJECTIONS, ETL_RUN_REPORTS)
+
 # The columns of etl_rejections a load writes (its id is the server's).
 REJECTION_COLUMNS = tuple(name for name in ETL_REJECTIONS.names if name != "id")
+# The raw cells of a rejected row in the workbook's order (rejected_rows.csv: doctors', then appointments').
+SHEET_COLUMNS = {"doctors": DOCTOR_COLUMNS, "appointments": APPOINTMENT_COLUMNS}
 
 _CREATE_TABLE = "CREATE TABLE IF NOT EXISTS {table} (\n    {body}\n)"
 _CREATE_INDEX = "CREATE {unique}INDEX IF NOT EXISTS {name} ON {table} ({columns}){where}"
@@ -179,6 +190,14 @@ _ADD_COLUMN = """DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{table}'::regclass
                    AND attname = '{name}' AND NOT attisdropped) THEN
         ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {definition};
+    END IF;
+END $$"""
+# A CHECK that lacks one of the values (an older release's): replaced, once, under the caller's lock.
+_WIDEN_CHECK = """DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = '{table}'::regclass AND conname = '{constraint}'
+                   AND pg_get_constraintdef(oid) LIKE ALL (ARRAY[{patterns}])) THEN
+        ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {constraint};
+        ALTER TABLE {table} ADD CONSTRAINT {constraint} CHECK ({check});
     END IF;
 END $$"""
 
@@ -199,13 +218,21 @@ def create_statements(table: Table) -> list[str]:
     ]
     statements += [_ADD_COLUMN.format(table=table.qualified, name=column.name, definition=column.definition())
                    for column in table.columns if column.added]
+    statements += [_widen_check(table, column) for column in table.columns if column.widened]
     return statements
 
 
-def schema_statements() -> list[str]:
-    """The schema and the tables a load writes, created if missing."""
-    tables = [statement for table in LOAD_TABLES for statement in create_statements(table)]
-    return [f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}", *tables]
+def _widen_check(table: Table, column: Column) -> str:
+    """The guarded replacement of ``column``'s CHECK (PostgreSQL's name for it), by its values."""
+    patterns = ", ".join(f"'%''{value}''%'" for value in re.findall(r"'([^']*)'", column.check))
+    return _WIDEN_CHECK.format(table=table.qualified, constraint=f"{table.name}_{column.name}_check",
+                               patterns=patterns, check=column.check)
+
+
+def schema_statements(tables: tuple[Table, ...] = LOAD_TABLES) -> list[str]:
+    """The schema and ``tables`` (default: those a load writes), created if missing."""
+    statements = [statement for table in tables for statement in create_statements(table)]
+    return [f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}", *statements]
 
 
 def staging_table(table: Table, name: str, extra: tuple[Column, ...] = ()) -> str:

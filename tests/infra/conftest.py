@@ -6,7 +6,9 @@ and every other context once per module that needs it; template helpers for the 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -14,6 +16,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The CDK's Python library (aws-cdk-lib) runs on Node.js (jsii): without both, every module of this
+# folder is reported skipped with this reason instead of failing at its first `import aws_cdk`.
+MISSING = [name for name, absent in (
+    ("Node.js (node on PATH)", shutil.which(os.environ.get("JSII_NODE", "node")) is None),
+    ("aws-cdk-lib (make install-dev)", importlib.util.find_spec("aws_cdk") is None)) if absent]
+SKIP_REASON = f"tests/infra needs {' and '.join(MISSING)}: not installed"
+
+
+class _Skipped(pytest.Item):
+    def runtest(self) -> None:
+        pytest.skip(SKIP_REASON)
+
+
+class _WithoutToolchain(pytest.Module):
+    """A test module left unimported: one skipped test stands for it (so `make test-infra` passes)."""
+
+    def collect(self) -> list[Any]:
+        return [_Skipped.from_parent(self, name="all")]
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent: Any) -> Any:
+    return _WithoutToolchain.from_parent(parent, path=module_path) if MISSING else None
 
 # Before aws_cdk starts its Node.js runtime: Node 20 works, just without the banner.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
@@ -164,3 +189,50 @@ def bucket_ids(synth: Synth) -> dict[str, str]:
         name: find_id(synth, "AWS::S3::Bucket", name)
         for name in ("StorageRawBucket", "StorageArtifactsBucket", "StorageAccessLogsBucket")
     }
+
+
+# --------------------------------------------------------------------------- physical names
+
+# The property that holds a resource's own physical name (other *Name properties refer to others).
+PHYSICAL_NAME = {
+    "AWS::RDS::DBInstance": "DBInstanceIdentifier",
+    "AWS::RDS::DBParameterGroup": "DBParameterGroupName",
+    "AWS::RDS::DBSubnetGroup": "DBSubnetGroupName",
+    "AWS::SecretsManager::Secret": "Name",
+    "AWS::SNS::Topic": "TopicName",
+    "AWS::SQS::Queue": "QueueName",
+    "AWS::Glue::Job": "Name",
+    "AWS::Lambda::Function": "FunctionName",
+    "AWS::StepFunctions::StateMachine": "StateMachineName",
+    "AWS::Logs::LogGroup": "LogGroupName",
+    "AWS::CloudWatch::Alarm": "AlarmName",
+    "AWS::CloudWatch::Dashboard": "DashboardName",
+    "AWS::S3::Bucket": "BucketName",
+    "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
+    "AWS::IAM::Role": "RoleName",
+    "AWS::KMS::Alias": "AliasName",
+    "AWS::EC2::SecurityGroup": "GroupName",
+}
+
+
+def render_name(value: Any) -> str:
+    """A name as text: Fn::Join joined, any other intrinsic (e.g. the stack-id suffix) as <token>."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and set(value) == {"Fn::Join"}:
+        delimiter, parts = value["Fn::Join"]
+        return delimiter.join(render_name(part) for part in parts)
+    return "<token>"
+
+
+def physical_names(synth: Synth) -> dict[str, tuple[str, Any]]:
+    """logical id -> (resource type, raw name value) of every resource the template names itself."""
+    names: dict[str, tuple[str, Any]] = {}
+    for logical_id, resource in synth.template["Resources"].items():
+        props = resource.get("Properties", {})
+        value = props.get(PHYSICAL_NAME.get(resource["Type"], ""))
+        if resource["Type"] == "AWS::Glue::Connection":
+            value = props["ConnectionInput"].get("Name")
+        if value is not None:
+            names[logical_id] = (resource["Type"], value)
+    return names

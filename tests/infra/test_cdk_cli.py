@@ -32,7 +32,7 @@ def test_cdk_cli_synth_is_offline_and_matches_the_committed_asl(glue_wheel: Path
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    template = json.loads((INFRA / "cdk.out" / "HealthTechEtlStack.template.json").read_text())
+    template = json.loads((INFRA / "cdk.out" / "HealthTechEtl-dev.template.json").read_text())
     from export_asl import ASL_FILE, synthesized_asl
 
     assert synthesized_asl(template) == json.loads(ASL_FILE.read_text())

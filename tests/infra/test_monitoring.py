@@ -13,8 +13,11 @@ from conftest import (
     find_id,
     get_att,
     ref,
+    render_name,
 )
 from healthtech_infra.config import METRIC_NAMESPACE
+
+from healthtech_etl.contract import DEFAULT_METRICS, MetricLevels
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -76,29 +79,12 @@ def test_topic_policy_lets_only_this_stacks_alarms_publish(synth: Synth) -> None
 def test_every_alarm_notifies_the_topic_and_matches_the_topic_policy(synth: Synth) -> None:
     topic_id, _ = synth.one("AWS::SNS::Topic")
     alarms = synth.resources("AWS::CloudWatch::Alarm")
-    assert len(alarms) == 10  # workflow x2, trigger errors, dead letters, 4 quality, acceptance x2
+    assert len(alarms) == 14  # workflow x2, trigger errors, dead letters, 5 quality metrics x2 levels
     for logical_id, alarm in alarms.items():
         props = alarm["Properties"]
         assert props["AlarmActions"] == [ref(topic_id)], logical_id
         # The name is what aws:SourceArn's pattern (alarm:healthtech-etl-dev-*) matches.
         assert props["AlarmName"].startswith("healthtech-etl-dev-"), logical_id
-
-
-def test_acceptance_rate_has_a_warning_and_a_critical_alarm(synth: Synth) -> None:
-    topic_id, _ = synth.one("AWS::SNS::Topic")
-    alarms = {
-        a["Properties"]["AlarmName"]: a["Properties"]
-        for a in synth.resources("AWS::CloudWatch::Alarm").values()
-        if a["Properties"]["MetricName"] == "AcceptanceRate"
-    }
-    assert sorted(alarms) == ["healthtech-etl-dev-dq-AcceptanceRate-critical", "healthtech-etl-dev-dq-AcceptanceRate-warning"]
-    for name, threshold, severity in (("warning", 90, "WARNING"), ("critical", 50, "CRITICAL")):
-        alarm = alarms[f"healthtech-etl-dev-dq-AcceptanceRate-{name}"]
-        assert alarm["Namespace"] == METRIC_NAMESPACE and "Dimensions" not in alarm
-        assert alarm["ComparisonOperator"] == "LessThanThreshold" and alarm["Threshold"] == threshold
-        assert alarm["Statistic"] == "Minimum" and alarm["TreatMissingData"] == "notBreaching"
-        assert alarm["AlarmDescription"].startswith(severity)
-        assert alarm["AlarmActions"] == [ref(topic_id)]
 
 
 def test_glue_python_shell_log_groups_get_retention_without_being_owned(synth: Synth) -> None:
@@ -154,26 +140,21 @@ def test_workflow_and_lambda_alarms_notify_the_topic(synth: Synth) -> None:
         assert alarm["AlarmActions"] == [ref(topic_id)]
 
 
-@pytest.mark.parametrize(
-    ("metric", "operator", "threshold"),
-    [
-        ("IdCompleteness", "LessThanThreshold", 100),
-        ("ReferentialIntegrity", "LessThanThreshold", 95),
-        ("DuplicateRate", "GreaterThanThreshold", 5),
-        ("TypingSuccess", "LessThanThreshold", 100),
-    ],
-)
-def test_data_quality_alarms_use_the_report_thresholds(
-    synth: Synth, metric: str, operator: str, threshold: float
-) -> None:
-    alarm = alarms_by_metric(synth)[metric]
+@pytest.mark.parametrize("levels", DEFAULT_METRICS, ids=lambda levels: levels.key)
+def test_data_quality_alarms_use_the_default_contract_levels(synth: Synth, levels: MetricLevels) -> None:
+    """Two alarms per metric, at the levels of the default quality contract the job judges with."""
+    metric = "".join(part.title() for part in levels.key.split("_"))
+    alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in synth.resources("AWS::CloudWatch::Alarm").values()
+              if a["Properties"]["MetricName"] == metric}
     topic_id, _ = synth.one("AWS::SNS::Topic")
-    assert alarm["Namespace"] == METRIC_NAMESPACE
-    assert "Dimensions" not in alarm
-    assert alarm["ComparisonOperator"] == operator
-    assert alarm["Threshold"] == threshold
-    assert alarm["TreatMissingData"] == "notBreaching"
-    assert alarm["AlarmActions"] == [ref(topic_id)]
+    assert sorted(alarms) == [f"healthtech-etl-dev-dq-{metric}-critical", f"healthtech-etl-dev-dq-{metric}-warning"]
+    for severity, level in (("warning", levels.warning), ("critical", levels.critical)):
+        alarm = alarms[f"healthtech-etl-dev-dq-{metric}-{severity}"]
+        assert alarm["Namespace"] == METRIC_NAMESPACE and "Dimensions" not in alarm
+        assert alarm["ComparisonOperator"] == ("LessThanThreshold" if levels.alert_below else "GreaterThanThreshold")
+        assert alarm["Threshold"] == level and alarm["AlarmDescription"].startswith(severity.upper())
+        assert alarm["Statistic"] == ("Minimum" if levels.alert_below else "Maximum")
+        assert alarm["TreatMissingData"] == "notBreaching" and alarm["AlarmActions"] == [ref(topic_id)]
 
 
 def test_dashboard_shows_workflow_quality_rows_and_database(synth: Synth) -> None:
@@ -192,6 +173,8 @@ def test_dashboard_shows_workflow_quality_rows_and_database(synth: Synth) -> Non
         "ApproximateNumberOfMessagesVisible",
     ):
         assert needle in body
+    # The job's own log group by reference (its name ends in the stack's id).
+    assert json.dumps(ref(find_id(synth, "AWS::Logs::LogGroup", "EtlJobLogs"))) in body
 
 
 def test_every_log_group_has_retention_and_the_stack_key(synth: Synth) -> None:
@@ -208,5 +191,5 @@ def test_every_log_group_has_retention_and_the_stack_key(synth: Synth) -> None:
         in log_groups
     )
     _, rds_instance = synth.one("AWS::RDS::DBInstance")
-    names = [g["Properties"].get("LogGroupName") for g in log_groups.values()]
-    assert f"/aws/rds/instance/{rds_instance['Properties']['DBInstanceIdentifier']}/postgresql" in names
+    names = [render_name(g["Properties"].get("LogGroupName")) for g in log_groups.values()]
+    assert f"/aws/rds/instance/{render_name(rds_instance['Properties']['DBInstanceIdentifier'])}/postgresql" in names

@@ -1,12 +1,19 @@
-"""The prod switches (context env=prod) and the context validation; one more synth for prod."""
+"""The prod switches (context env=prod), dev and prod side by side, and the context validation.
+
+One more synth for prod (module fixture); the dev app is the session's `synth`.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import Synth, synthesize
-from healthtech_infra.config import EtlConfig
+from conftest import INFRA, Synth, physical_names, render_name, synthesize
+from healthtech_infra.config import ConfigError, EtlConfig
 
 PROD_CONTEXT = {
     "env": "prod",
@@ -15,6 +22,7 @@ PROD_CONTEXT = {
     "endpointAzs": "2",
     "settleSeconds": "300",
     "largeInputMb": "8",
+    "triggerReservedConcurrency": "3",
 }
 
 
@@ -52,6 +60,15 @@ def test_endpoint_azs_and_pairing_knobs_reach_the_template(prod: Synth) -> None:
     assert resolver["LARGE_INPUT_BYTES"] == str(8 * 1024 * 1024)
 
 
+def test_reserved_concurrency_is_only_set_when_the_context_asks_for_it(prod: Synth, synth: Synth) -> None:
+    def reserved(app: Synth) -> object:
+        (trigger,) = [v for k, v in app.resources("AWS::Lambda::Function").items() if "TriggerFunction" in k]
+        return trigger["Properties"].get("ReservedConcurrentExecutions")
+
+    assert reserved(prod) == 3  # -c triggerReservedConcurrency=3
+    assert reserved(synth) is None  # default: none (a new account's quota of 10 has none to spare)
+
+
 def test_prod_alarm_names_match_the_topic_policy_pattern(prod: Synth) -> None:
     _, policy = prod.one("AWS::SNS::TopicPolicy")
     (allow,) = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
@@ -67,7 +84,7 @@ def test_prod_database_is_multi_az_protected_and_snapshotted(prod: Synth) -> Non
     assert props["DeletionProtection"] is True
     assert props["BackupRetentionPeriod"] >= 30
     assert props["DBInstanceClass"] == "db.m7g.large"
-    assert props["DBInstanceIdentifier"] == "healthtech-etl-prod"
+    assert render_name(props["DBInstanceIdentifier"]) == "healthtech-etl-prod-<token>"
     assert db["DeletionPolicy"] == "Snapshot"
 
 
@@ -99,6 +116,61 @@ def test_names_carry_the_environment(prod: Synth) -> None:
     assert machine["Properties"]["StateMachineName"] == "healthtech-etl-prod"
 
 
+# --------------------------------------------------------------------------- dev and prod side by side
+
+
+def test_dev_and_prod_are_separate_stacks_whose_physical_names_never_collide(prod: Synth, synth: Synth) -> None:
+    """Deploying prod where dev runs must create a second stack, not update (and replace) dev's."""
+    assert (synth.stack.stack_name, prod.stack.stack_name) == ("HealthTechEtl-dev", "HealthTechEtl-prod")
+    names = {}
+    for env, app in (("dev", synth), ("prod", prod)):
+        rendered = {logical_id: render_name(value) for logical_id, (_, value) in physical_names(app).items()}
+        for logical_id, name in rendered.items():
+            assert f"healthtech-etl-{env}" in name, (env, logical_id, name)
+        names[env] = set(rendered.values())
+        named_types = {resource_type for resource_type, _ in physical_names(app).values()}
+        assert named_types >= {
+            "AWS::RDS::DBInstance", "AWS::SecretsManager::Secret", "AWS::SNS::Topic", "AWS::SQS::Queue",
+            "AWS::Glue::Job", "AWS::Lambda::Function", "AWS::StepFunctions::StateMachine",
+            "AWS::Logs::LogGroup", "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard",
+            "AWS::IAM::ManagedPolicy",
+        }, named_types  # fmt: skip
+        assert len(rendered) >= 20
+    # Compared without the stack-id suffix (<token>): the environment alone keeps them apart.
+    assert names["dev"].isdisjoint(names["prod"]), names["dev"] & names["prod"]
+    # No other property sets a fixed name (the known ones are checked above).
+    other = {
+        (app.stack.stack_name, logical_id, key)
+        for app in (synth, prod)
+        for logical_id, resource in app.template["Resources"].items()
+        for key, value in resource.get("Properties", {}).items()
+        if key.endswith(("Name", "Identifier")) and isinstance(value, str)
+        and logical_id not in physical_names(app)
+        and key not in ("PolicyName", "DisplayName", "MetricName", "DBName")  # not account-wide names
+    }
+    assert not other, other
+
+
+def test_retained_resources_have_no_name_a_redeploy_would_collide_with(prod: Synth) -> None:
+    """prod retains log groups on destroy; the next stack must be able to create its own."""
+    names = physical_names(prod)
+    retained = {k: v for k, v in prod.template["Resources"].items() if v.get("DeletionPolicy") == "Retain"}
+    assert {v["Type"] for v in retained.values()} >= {"AWS::Logs::LogGroup", "AWS::S3::Bucket", "AWS::KMS::Key"}
+    named = {k: names[k][1] for k in retained if k in names}
+    assert len(named) >= 5, named  # the Glue job's, the Lambdas', the state machine's and RDS's groups
+    for logical_id, value in named.items():
+        # Generated by CloudFormation, or carrying this stack's id (new for every stack created).
+        assert not isinstance(value, str) and "AWS::StackId" in json.dumps(value), (logical_id, value)
+    # RDS names its log group after the instance: so the instance identifier is the unique one.
+    _, db = prod.one("AWS::RDS::DBInstance")
+    identifier = db["Properties"]["DBInstanceIdentifier"]
+    assert "AWS::StackId" in json.dumps(identifier)
+    (db_logs,) = [v for v in named.values() if render_name(v).startswith("/aws/rds/instance/")]
+    assert render_name(db_logs) == f"/aws/rds/instance/{render_name(identifier)}/postgresql"
+    for token in [part for part in identifier["Fn::Join"][1] if not isinstance(part, str)]:
+        assert json.dumps(token) in json.dumps(db_logs)  # the same stack-id suffix
+
+
 # --------------------------------------------------------------------------- context parsing (no synth)
 
 
@@ -118,15 +190,35 @@ def test_dev_defaults_are_cheap_and_disposable() -> None:
 
 
 def test_prod_defaults_are_safe_and_explicit_context_wins() -> None:
-    c = config(env="prod")
+    c = config(env="prod", alertEmail="oncall@example.org")
     assert (c.multi_az, c.deletion_protection, c.removal_policy_name) == (True, True, "retain")
-    c = config(env="prod", multiAz="false", removalPolicy="snapshot")
+    c = config(env="prod", alertEmail="oncall@example.org", multiAz="false", removalPolicy="snapshot")
     assert c.multi_az is False and c.removal_policy_name == "snapshot"
+    assert c.stack_name == "HealthTechEtl-prod" and config().stack_name == "HealthTechEtl-dev"
+
+
+def test_prod_requires_an_alert_email() -> None:
+    for context in ({"env": "prod"}, {"env": "prod", "alertEmail": " "}):
+        with pytest.raises(ConfigError, match=r"^context alertEmail is required for env=prod .*-c alertEmail="):
+            config(**context)
+    assert config(env="staging").alert_email == ""  # only prod insists
+
+
+def test_synth_of_prod_without_alert_email_fails_with_one_line_exit_2() -> None:
+    """What `make synth|deploy CONTEXT="-c env=prod"` shows: the app's one line, nothing synthesized."""
+    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps({"env": "prod"}), "CDK_OUTDIR": "/nonexistent/out"}
+    result = subprocess.run(
+        [sys.executable, "app.py"], cwd=INFRA, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("app.py: context alertEmail is required for env=prod"), lines
+    assert "Traceback" not in result.stderr
 
 
 def test_new_knobs_have_documented_defaults_and_accept_overrides() -> None:
     c = config()
-    assert (c.settle_seconds, c.large_input_mb, c.endpoint_azs, c.trigger_reserved_concurrency) == (180, 16, 1, 5)
+    assert (c.settle_seconds, c.large_input_mb, c.endpoint_azs, c.trigger_reserved_concurrency) == (180, 16, 1, None)
     assert c.rds_ca_bundle.name == "global-bundle.pem" and c.rds_ca_bundle.is_absolute()
     c = config(settleSeconds="0", largeInputMb="64", endpointAzs="2", triggerReservedConcurrency="2")
     assert (c.settle_seconds, c.large_input_mb, c.endpoint_azs, c.trigger_reserved_concurrency) == (0, 64, 2, 2)
@@ -144,11 +236,13 @@ def test_new_knobs_have_documented_defaults_and_accept_overrides() -> None:
         {"largeInputMb": "0"},
         {"endpointAzs": "3"},
         {"triggerReservedConcurrency": "0"},
+        {"triggerReservedConcurrency": "many"},
         {"settleSeconds": "soon"},
     ],
 )
 def test_invalid_context_is_rejected(context: dict[str, str]) -> None:
     from healthtech_infra.config import retention
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError) as caught:
         retention(config(**context).log_retention_days)
+    assert "\n" not in str(caught.value) and str(caught.value).startswith("context ")

@@ -1,4 +1,4 @@
-"""HealthTechEtlStack with the default (dev) context: storage, network, database and the checks.
+"""HealthTechEtl-dev (the default context): storage, clinic uploads, network, database and the checks.
 
 The Glue job, orchestration and monitoring have their own modules; all share one synth (conftest).
 """
@@ -13,6 +13,7 @@ import pytest
 from aws_cdk.assertions import Match
 from conftest import (
     Synth,
+    actions_of,
     bucket_ids,
     find_id,
     get_att,
@@ -98,6 +99,50 @@ def test_xlsx_uploads_under_raw_notify_the_trigger_lambda(synth: Synth) -> None:
             },
         },
     )
+
+
+# --------------------------------------------------------------------------- clinic uploads
+
+
+def test_clinic_upload_policy_writes_only_the_callers_own_source_folder(synth: Synth) -> None:
+    raw = bucket_ids(synth)["StorageRawBucket"]
+    key_id, _ = synth.one("AWS::KMS::Key")
+    policy_id, policy = synth.one("AWS::IAM::ManagedPolicy")
+    synth.assertions.has_resource_properties(
+        "AWS::IAM::ManagedPolicy",
+        {
+            "ManagedPolicyName": "healthtech-etl-dev-clinic-upload",
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Sid": "UploadToOwnSourceFolder",
+                        "Effect": "Allow",
+                        "Action": ["s3:AbortMultipartUpload", "s3:PutObject"],
+                        # ${aws:PrincipalTag/source} stays an IAM policy variable (per caller)
+                        "Resource": {"Fn::Join": ["", [get_att(raw), "/raw/${aws:PrincipalTag/source}/*"]]},
+                        "Condition": {"Null": {"aws:PrincipalTag/source": "false"}},
+                    },
+                    {
+                        "Sid": "EncryptUploadsWithDataKey",
+                        "Effect": "Allow",
+                        "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                        "Resource": get_att(key_id),
+                        "Condition": {
+                            "StringEquals": {
+                                "kms:ViaService": {"Fn::Join": ["", ["s3.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]},
+                                "kms:EncryptionContext:aws:s3:arn": get_att(raw),
+                            }
+                        },
+                    },
+                ]
+            },
+        },
+    )
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    # Nothing to read or list, nothing outside raw/<source>/, no other key operation.
+    assert actions_of(statements) == {"s3:PutObject", "s3:AbortMultipartUpload", "kms:GenerateDataKey", "kms:Decrypt"}
+    assert not {"Roles", "Users", "Groups"} & set(policy["Properties"])  # administrators attach it
+    assert synth.template["Outputs"]["ClinicUploadPolicyArn"]["Value"] == ref(policy_id)
 
 
 # --------------------------------------------------------------------------- network and database
@@ -225,7 +270,7 @@ def test_stack_is_environment_agnostic_and_needs_no_lookups(synth: Synth) -> Non
     assert cdk.Token.is_unresolved(synth.stack.account) and cdk.Token.is_unresolved(synth.stack.region)
     manifest = json.loads((synth.outdir / "manifest.json").read_text())
     assert not manifest.get("missing"), manifest.get("missing")
-    assert "HealthTechEtlStack" in manifest["artifacts"]
+    assert "HealthTechEtl-dev" in manifest["artifacts"]
 
 
 def test_cdk_nag_passes_with_only_reasoned_acknowledgements(synth: Synth) -> None:

@@ -16,7 +16,8 @@ def test_everything_out_of_range_trips_the_gate_and_keeps_the_data(run_cli, make
     assert run_cli(*common, "--as-of", "1950-01-01", "--fail-on", "warning") == 5
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert "data quality is critical and --fail-on=warning: acceptance_rate 0.00 % < 50 (critical): nothing loaded" \
+    assert "data quality is critical and --fail-on=warning: acceptance_rate 0.00 % < 75 (critical): nothing loaded" \
         in err[0]
     assert snapshot(db_config) == before
-    assert fetch(db_config, "SELECT count(*) FROM healthtech.etl_runs") == [[1]]
+    assert fetch(db_config, "SELECT status, count(*) FROM healthtech.etl_runs GROUP BY status ORDER BY status") == [
+        ["gated", 1], ["succeeded", 1]]  # the gated run is on record, beside the one that loaded

@@ -79,7 +79,11 @@ def test_run_without_any_database_settings_uses_embedded_postgres(tmp_path):
     """What `make run` does on a fresh machine: sample data, embedded PostgreSQL in .pgdata/."""
     sample = cli_subprocess(["sample", "--rows", "300", "--out-dir", "data/raw"], cwd=tmp_path, env={})
     assert sample.returncode == 0, sample.stderr
-    result = cli_subprocess(["run", "--as-of", AS_OF], cwd=tmp_path, env={}, timeout=180)
+    try:
+        result = cli_subprocess(["run", "--as-of", AS_OF], cwd=tmp_path, env={}, timeout=180)
+    finally:  # the server outlives the run (until idle or 'db stop')
+        stopped = cli_subprocess(["db", "stop", "--force"], cwd=tmp_path, env={})
+    assert stopped.returncode == 0, stopped.stderr
     assert result.returncode == 0, result.stderr
     assert (tmp_path / ".pgdata" / "PG_VERSION").exists()
     assert "== 2_patient_34_confirmed ==" in result.stdout

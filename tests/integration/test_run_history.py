@@ -56,9 +56,11 @@ def test_runs_lists_newest_first_as_table_and_json(run_cli, two_runs, capsys):
     assert run_cli("runs") == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["run", "id", "started"]
+    assert lines[0].split() == ["run", "id", "started", "(UTC)", "duration", "s", "mode", "status", "files",
+                                "(doctors", "/", "appointments)", "read", "loaded", "rejected", "quality"]
     assert lines[2].startswith(second) and lines[3].startswith(first)
-    assert re.search(rf"{first} .* succeeded +17 +7 +10 +critical", out)
+    assert re.search(rf"{first} .* replace +succeeded +doctors\.xlsx / appointments1\.xlsx +17 +7 +10 +critical",
+                     out)
 
     assert run_cli("runs", "--json") == 0
     runs = json.loads(capsys.readouterr().out)
@@ -87,20 +89,23 @@ def test_rejections_filters(run_cli, two_runs, capsys):
 
     assert run_cli("rejections") == 0  # the latest run: only its two doctors
     out = capsys.readouterr().out
-    assert out.startswith(f"run {second}: 2 rejected row(s)\n")
+    assert out.startswith(f"run {second}: 2 rejected rows\n")
     assert "invalid_doctor_id" in out and "missing_name" in out and "appointments" not in out
 
     assert run_cli("rejections", "--run-id", first, "--reason", "invalid_booking_id") == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"run {first}: 2 rejected row(s) with reason invalid_booking_id\n")
+    assert out.startswith(f"run {first}: 2 rejected rows with reason invalid_booking_id\n")
     assert "booking_id='37X'" in out and "booking_id='@SUM(A1)'" in out
 
     assert run_cli("rejections", "--run-id", first, "--limit", "3") == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"run {first}: 3 rejected row(s) (first 3; --limit 0 for all)\n")
+    # The total, not the page size: 2 doctors and 10 appointments rejected.
+    assert out.startswith(f"run {first}: 12 rejected rows, showing the first 3; --limit 0 for all\n")
+    assert len(out.splitlines()) == 1 + 2 + 3
 
-    assert run_cli("rejections", "--run-id", first, "--reason", "no_such_reason") == 0
-    assert "(no rows)" in capsys.readouterr().out
+    assert run_cli("rejections", "--run-id", first, "--reason", "unknown_doctor", "--limit", "0") == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"run {first}: 1 rejected row with reason unknown_doctor\n")
 
 
 def test_rejections_csv_is_complete_and_formula_escaped(run_cli, two_runs, db_config, capsys):
@@ -279,8 +284,12 @@ def test_a_gated_run_still_writes_its_page(run_cli, sample_inputs, tmp_path, db_
     text = (tmp_path / "reports" / "quality_report.html").read_text(encoding="utf-8")
 
     assert "No chart: the quality gate (--fail-on critical) stopped the run before loading." in text
-    assert "load not_loaded" in text
-    assert fetch(db_config, "SELECT to_regclass('healthtech.etl_run_reports') IS NULL") == [[True]]
+    assert "load gated" in text and "load not_loaded" not in text
+    report = json.loads((tmp_path / "reports" / "quality_report.json").read_text())
+    # Its snapshot is stored, as the report says: nothing loaded (the data tables were never created).
+    assert fetch(db_config, "SELECT run_id, report -> 'load_status', aggregates FROM healthtech.etl_run_reports") == [
+        [report["run_id"], "gated", None]]
+    assert fetch(db_config, "SELECT to_regclass('healthtech.appointments') IS NULL") == [[True]]
 
 
 def test_quiet_prints_nothing(run_cli, sample_inputs, capsys):

@@ -34,13 +34,23 @@ def test_values_thresholds_and_statuses():
     metrics = compute_metrics(result(ids_complete=199, doctor_id_valid=190, doctor_known=180, exact_duplicates=11,
                                      dates_non_empty=150, dates_parsed=150))
     assert metrics["id_completeness"]["value"] == 99.5
-    assert metrics["id_completeness"]["status"] == "critical"
+    assert metrics["id_completeness"]["status"] == "warning"  # one id missing in 200 rows: not critical
     assert metrics["referential_integrity"]["value"] == 94.74  # 180/190, 2 decimals
     assert metrics["referential_integrity"]["status"] == "warning"
     assert metrics["duplicate_rate"]["value"] == 5.5
     assert metrics["duplicate_rate"]["status"] == "warning"
     assert metrics["typing_success"]["status"] == "ok"
-    assert overall_status(metrics) == "critical"
+    assert overall_status(metrics) == "warning"
+    worse = compute_metrics(result(ids_complete=189, doctor_known=179, exact_duplicates=41, dates_parsed=189))
+    assert {key: m["status"] for key, m in worse.items()} == {  # each beyond its critical level
+        "id_completeness": "critical", "referential_integrity": "critical", "duplicate_rate": "critical",
+        "typing_success": "critical", "acceptance_rate": "ok"}
+    assert overall_status(worse) == "critical"
+
+
+def test_every_metric_reports_both_levels():
+    for metric in compute_metrics(result()).values():
+        assert metric["threshold"] is not None and metric["critical_threshold"] is not None
 
 
 def test_threshold_edges_do_not_alert():
@@ -76,13 +86,13 @@ def test_summary_is_readable():
 
 
 @pytest.mark.parametrize("loaded, value, status", [
-    (200, 100.0, "ok"), (180, 90.0, "ok"), (179, 89.5, "warning"), (100, 50.0, "warning"), (99, 49.5, "critical"),
+    (200, 100.0, "ok"), (180, 90.0, "ok"), (179, 89.5, "warning"), (150, 75.0, "warning"), (149, 74.5, "critical"),
     (0, 0.0, "critical"),
 ])
 def test_acceptance_rate_levels(loaded, value, status):
     metric = compute_metrics(result(loaded=loaded))["acceptance_rate"]
     assert (metric["value"], metric["status"]) == (value, status)
-    assert metric["threshold"] == 90.0 and metric["critical_threshold"] == 50.0
+    assert metric["threshold"] == 90.0 and metric["critical_threshold"] == 75.0
 
 
 def test_an_empty_load_is_critical_even_when_every_other_metric_is_perfect():
@@ -93,9 +103,9 @@ def test_an_empty_load_is_critical_even_when_every_other_metric_is_perfect():
 
 def test_tripped_metrics_name_value_and_threshold():
     metrics = compute_metrics(result(loaded=0, doctor_known=180))
-    assert tripped_metrics(metrics, "critical") == ["acceptance_rate 0.00 % < 50 (critical)"]
+    assert tripped_metrics(metrics, "critical") == ["acceptance_rate 0.00 % < 75 (critical)"]
     assert tripped_metrics(metrics, "warning") == [
-        "referential_integrity 90.00 % < 95 (warning)", "acceptance_rate 0.00 % < 50 (critical)"]
+        "referential_integrity 90.00 % < 95 (warning)", "acceptance_rate 0.00 % < 75 (critical)"]
     assert tripped_metrics(metrics, "never") == []
 
 
