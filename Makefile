@@ -12,7 +12,7 @@ REQUIRE_APPROVAL ?=
 CONFIRM_PROD ?=
 
 .PHONY: help install install-dev check-python up down db-stop etl queries run sample test test-unit test-integration \
-        test-glue-local test-compat test-infra lint build-glue synth diff deploy destroy destroy-guard bench lock clean
+        test-glue-local test-compat test-infra lint build-glue synth diff deploy destroy destroy-guard db-setup ops backfill bench lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -107,8 +107,24 @@ deploy: install-dev build-glue ## cdk deploy: fetches the RDS CA bundle, needs A
 destroy: destroy-guard install-dev build-glue ## cdk destroy HealthTechEtl-<env> (prod: CONTEXT as for deploy and CONFIRM_PROD=yes; README "Teardown")
 	CONFIRM_PROD="$(CONFIRM_PROD)" bash scripts/cdk.sh destroy $(CONTEXT)
 
+# Database access on AWS (docs/aws.md "Database access"): need AWS credentials, like deploy.
+db-setup: install-dev ## Create/update the ETL and reader DB roles on AWS (the deploy does it once; CONTEXT="-c env=prod")
+	$(PY) scripts/db_access.py db-setup $(CONTEXT)
+
+CMD ?= runs
+ops: install-dev ## runs/rejections/report against the RDS database, as the read-only role (CMD="report --run-id X", CONTEXT)
+	$(PY) scripts/db_access.py ops "$(CMD)" $(CONTEXT)
+
 destroy-guard:
 	@CONFIRM_PROD="$(CONFIRM_PROD)" bash scripts/cdk.sh check-destroy $(CONTEXT)
+
+SOURCES ?=
+backfill: install-dev ## Backfill every export under raw/ (or SOURCES="clinic-a clinic-b"): clinics in parallel, dates in order (CONTEXT)
+	$(PY) infra/start_backfill.py $(CONTEXT) --sources "$(SOURCES)"
+
+EXECUTION ?=
+rerun: install-dev ## Start a failed ETL execution again with its input (EXECUTION=<execution ARN>, AWS credentials)
+	$(PY) infra/rerun.py "$(EXECUTION)"
 
 # The glue line needs the Python 3.9 stand-in (.venv-compat with glue-python-libs, scripts/test-compat.sh);
 # without it the line is skipped with the reason and the results go to benchmarks/.cache/results/.

@@ -9,7 +9,13 @@ same arguments (argparse stands in for ``awsglue.utils.getResolvedOptions``), e.
         --APPOINTMENTS_KEY raw/appointments.xlsx --DB_SECRET_ARN arn:... \\
         --REPORT_BUCKET r --REPORT_PREFIX reports [--AS_OF 2025-11-01] \\
         [--DB_SSLMODE verify-full] [--DB_SSLROOTCERT s3://artifacts/glue/rds-global-bundle.pem] \\
-        [--LOAD_MODE merge]
+        [--LOAD_MODE merge] [--source clinic-a --export 2025-10 --export_date 2025-10-01] \
+        [--RESULT_KEY reports/_executions/<execution name>.json]
+
+Reports go to ``s3://<REPORT_BUCKET>/<REPORT_PREFIX>/<source>/<export>/<run_id>/`` (without
+``--export``: ``.../<source>/<run_id>/``). After a load the job writes ``--RESULT_KEY`` (a small JSON
+with the run id and its HTML report's s3:// URI) in the report bucket: the state machine's output
+links it from there.
 
 TLS is verified by default: ``--DB_SSLMODE verify-full`` checks that the server's certificate
 chains to a CA of ``--DB_SSLROOTCERT`` (the RDS CA bundle, an ``s3://`` URI read with the job's
@@ -50,6 +56,10 @@ OPTIONAL_ARGS = {
     "DB_SSLMODE": "verify-full",  # disable | prefer | require | verify-ca | verify-full
     "DB_SSLROOTCERT": "",  # CA bundle (local path or s3:// URI) for verify-ca / verify-full
     "LOAD_MODE": "replace",  # replace | merge (upsert by id, keep history; see the README)
+    "source": "default",  # the clinic: raw/<source>/<export>/ (healthtech_etl.exports.validate_source)
+    "export": "",  # the export folder's name: the reports' folder
+    "export_date": "",  # YYYY-MM-DD; empty: the package's rule
+    "RESULT_KEY": "",  # where to write the loaded run's id and report links (empty: nowhere)
 }
 ARG_HELP = {
     "DB_SSLMODE": "TLS to the database (default verify-full: the server's certificate must chain to "
@@ -228,9 +238,37 @@ def resolve_ca_bundle(s3: Any, location: str, work_dir: Path) -> Optional[str]:
     return location
 
 
-def report_prefix(prefix: str, run_id: str) -> str:
-    prefix = prefix.strip("/")
-    return f"{prefix}/{run_id}/" if prefix else f"{run_id}/"
+def report_prefix(prefix: str, run_id: str, source: str = "", export: str = "") -> str:
+    """``<prefix>/<source>/<export>/<run_id>/`` (the empty parts left out)."""
+    parts = [part.strip("/") for part in (prefix, source, export, run_id) if part.strip("/")]
+    return "/".join(parts) + "/"
+
+
+def parse_export_date(text: str) -> Optional[datetime.date]:
+    if not text:
+        return None
+    try:
+        return datetime.datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        raise JobFailure(f"bad job arguments: --export_date must be YYYY-MM-DD (got {text!r})", 2) from None
+
+
+def etl_settings(args: dict[str, str], as_of: datetime.date, report_dir: Path) -> Any:
+    """The package's settings of this run: the source and the export date go with it."""
+    from healthtech_etl.pipeline import EtlSettings
+
+    return EtlSettings(as_of=as_of, report_dir=report_dir, log_dir=None, mode=args["LOAD_MODE"] or "replace",
+                       source=args["source"] or "default", export_date=parse_export_date(args["export_date"]))
+
+
+def write_result(s3: Any, args: dict[str, str], summary: dict[str, Any]) -> None:
+    """The loaded run's id and report links at --RESULT_KEY (read by the state machine)."""
+    if not args["RESULT_KEY"]:
+        return
+    fields = ("run_id", "status", "mode", "source", "export", "report", "html_report")
+    body = json.dumps({"reports": summary["report"], **{name: summary.get(name) for name in fields}}, default=str)
+    s3.put_object(Bucket=args["REPORT_BUCKET"], Key=args["RESULT_KEY"], Body=body.encode("utf-8"),
+                  ContentType="application/json")
 
 
 _CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv; charset=utf-8", ".log": "text/plain; charset=utf-8",
@@ -267,7 +305,7 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
     import boto3
 
     from healthtech_etl.db import DbConfig
-    from healthtech_etl.pipeline import EtlSettings, InputFile, run_etl
+    from healthtech_etl.pipeline import InputFile, run_etl
     from healthtech_etl.queries import run_queries
 
     as_of = parse_as_of(args["AS_OF"])
@@ -295,7 +333,7 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
         inputs[entity] = InputFile(path=target, name=name)
 
     report_dir = work_dir / "report"
-    settings = EtlSettings(as_of=as_of, report_dir=report_dir, log_dir=None, mode=args["LOAD_MODE"] or "replace")
+    settings = etl_settings(args, as_of, report_dir)
     try:
         result = run_etl(inputs["doctors"], inputs["appointments"], db_config, settings)
     except Exception as exc:
@@ -303,7 +341,7 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
         if page and hasattr(exc, "exit_code"):  # the failure line (and so the alert) links the report
             raise JobFailure(f"{exc} (report: {page})", exc.exit_code) from None
         raise
-    prefix = report_prefix(args["REPORT_PREFIX"], result.run_id)
+    prefix = report_prefix(args["REPORT_PREFIX"], result.run_id, args["source"], args["export"])
     if result.exit_code == EXIT_PUBLISH_FAILED:  # loaded, but the local report could not be written
         raise JobFailure(str(result.warning), EXIT_PUBLISH_FAILED)
     try:
@@ -314,22 +352,26 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
             Namespace=METRIC_NAMESPACE,
             MetricData=metric_data(result.report, datetime.datetime.now(datetime.timezone.utc)),
         )
+        summary = {
+            "run_id": result.run_id,
+            "status": result.report.get("status"),
+            "mode": result.report.get("mode"),
+            "source": args["source"],
+            "export": args["export"],
+            "counts": result.report.get("counts"),
+            "report": f"s3://{args['REPORT_BUCKET']}/{prefix}",
+            "html_report": f"s3://{args['REPORT_BUCKET']}/{prefix}{HTML_REPORT}",
+            "objects": len(uploaded),
+            "queries": [query.name for query in queries],
+        }
+        write_result(s3, args, summary)
     except Exception as exc:
         raise JobFailure(
             f"run {result.run_id} WAS loaded, but its queries/report/metrics failed: "
             f"{_client_error_code(exc)}: {str(exc)[:200]}",
             EXIT_PUBLISH_FAILED,
         ) from None
-    return {
-        "run_id": result.run_id,
-        "status": result.report.get("status"),
-        "mode": result.report.get("mode"),
-        "counts": result.report.get("counts"),
-        "report": f"s3://{args['REPORT_BUCKET']}/{prefix}",
-        "html_report": f"s3://{args['REPORT_BUCKET']}/{prefix}{HTML_REPORT}",
-        "objects": len(uploaded),
-        "queries": [query.name for query in queries],
-    }
+    return summary
 
 
 def _upload_failed_run_report(s3: Any, report_dir: Path, args: dict[str, str]) -> Optional[str]:
@@ -340,7 +382,7 @@ def _upload_failed_run_report(s3: Any, report_dir: Path, args: dict[str, str]) -
         return None
     try:
         run_id = json.loads(report_path.read_text(encoding="utf-8"))["run_id"]
-        prefix = report_prefix(args["REPORT_PREFIX"], str(run_id))
+        prefix = report_prefix(args["REPORT_PREFIX"], str(run_id), args["source"], args["export"])
         uploaded = upload_reports(s3, report_dir, args["REPORT_BUCKET"], prefix)
         logger.info("report of the failed run uploaded to s3://%s/%s", args["REPORT_BUCKET"], prefix)
     except Exception as exc:  # best effort: the original error is what matters

@@ -56,16 +56,18 @@ def _placeholder(token: dict[str, Any], resources: dict[str, Any]) -> str:
     raise ValueError(f"unexpected token in the state machine definition: {token!r}")
 
 
-def _state_machine(template: dict[str, Any]) -> dict[str, Any]:
-    machines = [r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+def _state_machine(template: dict[str, Any], construct: str = "Orchestration") -> dict[str, Any]:
+    """The state machine of one construct (logical ids start with the construct's id)."""
+    machines = [r for logical_id, r in template["Resources"].items()
+                if r["Type"] == "AWS::StepFunctions::StateMachine" and logical_id.startswith(construct)]
     if len(machines) != 1:
-        raise ValueError(f"expected exactly one state machine in the template, found {len(machines)}")
+        raise ValueError(f"expected exactly one {construct} state machine in the template, found {len(machines)}")
     return machines[0]
 
 
-def synthesized_asl(template: dict[str, Any]) -> dict[str, Any]:
+def synthesized_asl(template: dict[str, Any], construct: str = "Orchestration") -> dict[str, Any]:
     """The state machine definition of a synthesized template, tokens replaced by ${Name} placeholders."""
-    definition = _state_machine(template)["Properties"]["DefinitionString"]
+    definition = _state_machine(template, construct)["Properties"]["DefinitionString"]
     if isinstance(definition, str):
         return json.loads(definition)
     delimiter, parts = definition["Fn::Join"]

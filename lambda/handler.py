@@ -1,17 +1,22 @@
 """S3 ``ObjectCreated`` -> one Step Functions execution of the ETL per uploaded workbook.
 
 Thin on purpose (Python 3.14 Lambda runtime, boto3 only): it validates the event, works out
-which workbooks the run reads and starts the state machine; the ETL itself runs in Glue.
-The execution first waits ``settle_seconds`` (so that the other workbook of a pair uploaded
-moments later is there too), then pins the latest version of both and claims that pair once
-(``resolve_inputs.py``): two uploads within the window give one load.
+which export folder the upload belongs to and starts the state machine; the ETL itself runs in
+Glue. One export = one folder ``raw/<source>/<export>/`` holding ``doctors.xlsx`` and
+``appointments.xlsx`` (names matched case-insensitively). The execution looks at the folder at
+once (``resolve_inputs.py``): both workbooks there -> it pins and claims that pair and loads it;
+the partner not there yet -> it waits ``partner_wait_seconds`` for the partner's own upload to
+load the pair, then checks once more and, still alone, publishes ``ExportsMissingPartner``
+(alarmed). A workbook outside that layout or with another name (``appointments (1).xlsx``)
+starts nothing and is counted in the ``MisnamedUploads`` metric (alarmed): never a silent success.
 
 Environment:
     STATE_MACHINE_ARN       the ETL state machine (required)
     RAW_PREFIX              only keys under this prefix trigger a run (default ``raw/``)
     DOCTORS_FILENAME        workbook name of the doctors export (default ``doctors.xlsx``)
     APPOINTMENTS_FILENAME   workbook name of the appointments export (default ``appointments.xlsx``)
-    SETTLE_SECONDS          how long an execution waits for the other workbook (default 180)
+    PARTNER_WAIT_SECONDS    how long a lone workbook's execution waits for its partner (default 3600)
+    METRIC_NAMESPACE        CloudWatch namespace of MisnamedUploads (default ``HealthTechETL``)
     LOG_LEVEL               DEBUG, INFO (default), WARNING, ERROR
 
 S3 delivers events at least once, so the execution name is a hash of bucket + key + object
@@ -38,7 +43,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 LOGGER_NAME = "healthtech_etl.trigger"
 EXECUTION_NAME_MAX = 80  # Step Functions limit; allowed characters: [A-Za-z0-9-_]
 NULL_VERSION = "null"  # what S3 calls the version of an object in an unversioned bucket
-DEFAULT_SETTLE_SECONDS = 180
+DEFAULT_PARTNER_WAIT_SECONDS = 3600
+# raw/<source>/<export>/<workbook>: the clinic's name as the package accepts it (exports.validate_source).
+SOURCE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+MISNAMED_METRIC = "MisnamedUploads"
 
 
 class _JsonFormatter(logging.Formatter):
@@ -96,9 +104,10 @@ class _Settings:
         self.raw_prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         self.doctors_filename = environ.get("DOCTORS_FILENAME", "").strip() or "doctors.xlsx"
         self.appointments_filename = environ.get("APPOINTMENTS_FILENAME", "").strip() or "appointments.xlsx"
-        settle = environ.get("SETTLE_SECONDS", "").strip()
+        wait = environ.get("PARTNER_WAIT_SECONDS", "").strip()
         # A bad value is a deployment mistake: fall back to the default rather than drop uploads.
-        self.settle_seconds = int(settle) if settle.isdigit() else DEFAULT_SETTLE_SECONDS
+        self.partner_wait_seconds = int(wait) if wait.isdigit() else DEFAULT_PARTNER_WAIT_SECONDS
+        self.metric_namespace = environ.get("METRIC_NAMESPACE", "").strip() or "HealthTechETL"
 
 
 def execution_name(bucket: str, key: str, version: str, sequencer: str) -> str:
@@ -121,6 +130,21 @@ def _ignore_reason(key: str, settings: _Settings) -> Optional[str]:
     if basename.startswith("~$"):
         return "Excel lock file"
     return None
+
+
+def export_folder(key: str, settings: _Settings) -> tuple[Optional[dict[str, str]], str]:
+    """``({"source", "export", "folder"}, "")`` for ``<prefix><source>/<export>/<workbook>`` named
+    like one of the two workbooks (case-insensitively); else ``(None, why it is not a run)``."""
+    parts = key[len(settings.raw_prefix):].split("/")
+    if len(parts) != 3 or not parts[1].strip():
+        return None, f"not in an export folder {settings.raw_prefix}<source>/<export>/"
+    source, export, name = parts
+    if not SOURCE_PATTERN.match(source):
+        return None, f"source folder {source!r} is not a clinic name (a-z, 0-9, '-', '_')"
+    if name.lower() not in (settings.doctors_filename.lower(), settings.appointments_filename.lower()):
+        return None, f"workbook name is neither {settings.doctors_filename} nor {settings.appointments_filename}"
+    folder = f"{settings.raw_prefix}{source}/{export}/"
+    return {"source": source, "export": export, "folder": folder}, ""
 
 
 def _parse_record(record: Any) -> dict[str, str]:
@@ -153,22 +177,26 @@ def _parse_record(record: Any) -> dict[str, str]:
 
 
 def _execution_input(parsed: dict[str, str], settings: _Settings) -> dict[str, Any]:
-    folder = parsed["key"].rsplit("/", 1)[0] + "/" if "/" in parsed["key"] else ""
+    """The state machine's input (docs/aws.md "Execution input")."""
     return {
         "bucket": parsed["bucket"],
-        "doctors_key": folder + settings.doctors_filename,
-        "appointments_key": folder + settings.appointments_filename,
+        "source": parsed["source"],
+        "export": parsed["export"],
+        "folder": parsed["folder"],
         "trigger_key": parsed["key"],
         "trigger_version": parsed["version"],
-        "settle_seconds": settings.settle_seconds,
+        "partner_wait_seconds": settings.partner_wait_seconds,
+        "rerun_of": "",
     }
 
 
 def handler(event: Any, context: Any = None) -> dict[str, Any]:
     """Lambda entry point. Returns ``{"started": [...], "duplicates": [...], "ignored": [...],
-    "rejected": [...]}``; raises only for a missing configuration or a retryable AWS error."""
+    "misnamed": [...], "rejected": [...]}``; raises only for a missing configuration or a retryable
+    AWS error."""
     settings = _Settings(dict(os.environ))
-    result: dict[str, list[dict[str, Any]]] = {"started": [], "duplicates": [], "ignored": [], "rejected": []}
+    result: dict[str, list[dict[str, Any]]] = {"started": [], "duplicates": [], "ignored": [], "misnamed": [],
+                                               "rejected": []}
     request_id = getattr(context, "aws_request_id", None)
     if not settings.state_machine_arn:
         _log(logging.ERROR, "STATE_MACHINE_ARN is not set", request_id=request_id)
@@ -186,6 +214,9 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
         problem = _start(client, index, parsed, settings, result, request_id)
         if problem:
             retryable.append(problem)
+    problem = _count_misnamed(result, settings, request_id)
+    if problem:
+        retryable.append(problem)
 
     summary = _summary(result, request_id)
     if retryable:
@@ -228,7 +259,31 @@ def _wanted(index: int, record: Any, settings: _Settings, result: dict[str, list
              request_id=request_id)
         result["ignored"].append({"key": parsed["key"], "reason": reason})
         return None
-    return parsed
+    folder, reason = export_folder(parsed["key"], settings)
+    if folder is None:
+        # A workbook the pipeline will never load: counted (MisnamedUploads, alarmed), not ignored silently.
+        _log(logging.WARNING, "misnamed upload: not an export workbook", bucket=parsed["bucket"], key=parsed["key"],
+             reason=reason, request_id=request_id)
+        result["misnamed"].append({"key": parsed["key"], "reason": reason})
+        return None
+    return {**parsed, **folder}
+
+
+def _count_misnamed(result: dict[str, list[dict[str, Any]]], settings: _Settings,
+                    request_id: Optional[str]) -> Optional[str]:
+    """Publish ``MisnamedUploads`` (one datapoint, the count); what failed when a retry may fix it."""
+    if not result["misnamed"]:
+        return None
+    try:
+        boto3.client("cloudwatch").put_metric_data(
+            Namespace=settings.metric_namespace,
+            MetricData=[{"MetricName": MISNAMED_METRIC, "Value": float(len(result["misnamed"])), "Unit": "Count"}],
+        )
+    except (BotoCoreError, ClientError) as exc:
+        _log(logging.ERROR, "could not publish the MisnamedUploads metric", detail=str(exc)[:500],
+             request_id=request_id)
+        return f"{MISNAMED_METRIC}: {type(exc).__name__}"
+    return None
 
 
 def _start(client: Any, index: int, parsed: dict[str, str], settings: _Settings,

@@ -71,13 +71,17 @@ class EtlConfig:
     log_retention_days: int
     glue_timeout_minutes: int
     state_machine_timeout_minutes: int
-    settle_seconds: int = 180
+    # How long a lone workbook's execution waits for its partner before ExportsMissingPartner (alarmed).
+    partner_wait_minutes: int = 60
     large_input_mb: int = DEFAULT_LARGE_INPUT_MB
     endpoint_azs: int = 1
     # None: no reserved concurrency (a new account's quota of 10 cannot spare any).
     trigger_reserved_concurrency: int | None = None
     rds_ca_bundle: Path = RDS_CA_BUNDLE_PATH
     load_mode: str = "replace"  # the Glue job's default --LOAD_MODE: replace | merge
+    # Glue job runs at once (queuing on: runs beyond it wait in Glue) and clinics a backfill loads at once.
+    glue_max_concurrent_runs: int = 10
+    backfill_concurrency: int = 10
 
     @property
     def is_prod(self) -> bool:
@@ -137,7 +141,7 @@ class EtlConfig:
         if load_mode not in ("replace", "merge"):
             raise ConfigError(f"context loadMode={load_mode!r}: replace or merge")
         return cls(
-            settle_seconds=ctx.number("settleSeconds", 180, "0 to 3600", minimum=0, maximum=3600),
+            partner_wait_minutes=ctx.number("partnerWaitMinutes", 60, "1 to 1440", minimum=1, maximum=1440),
             large_input_mb=ctx.number("largeInputMb", DEFAULT_LARGE_INPUT_MB, "at least 1", minimum=1),
             endpoint_azs=ctx.number("endpointAzs", 1, "1 (the job's AZ) or 2", minimum=1, maximum=2),
             trigger_reserved_concurrency=reserved,
@@ -153,6 +157,8 @@ class EtlConfig:
             glue_timeout_minutes=ctx.number("glueTimeoutMinutes", 60, "at least 1", minimum=1),
             state_machine_timeout_minutes=ctx.number("stateMachineTimeoutMinutes", 180, "at least 1", minimum=1),
             load_mode=load_mode,
+            glue_max_concurrent_runs=ctx.number("glueMaxConcurrentRuns", 10, "1 to 1000", minimum=1, maximum=1000),
+            backfill_concurrency=ctx.number("backfillConcurrency", 10, "1 to 1000", minimum=1, maximum=1000),
         )
 
 

@@ -109,7 +109,9 @@ class EtlJob(Construct):
             library_set=glue.LibrarySet.ANALYTICS,
             max_capacity=glue.MaxCapacity.DPU_1_16TH,
             connections=[self.connection],
-            max_concurrent_runs=1,
+            # Runs beyond max_concurrent_runs wait (WAITING) instead of failing: Glue job run queuing.
+            max_concurrent_runs=config.glue_max_concurrent_runs,
+            job_run_queuing_enabled=True,
             max_retries=0,
             timeout=Duration.minutes(config.glue_timeout_minutes),
             continuous_logging=glue.ContinuousLoggingProps(enabled=True, log_group=self.log_group),

@@ -142,7 +142,8 @@ class Monitoring(Construct):
     def _workflow_alarms(
         self, state_machine: sfn.StateMachine, function: lambda_.IFunction, dead_letters: sqs.IQueue
     ) -> None:
-        """CRITICAL alarms: a failed or timed-out execution, a failed trigger, a dead-lettered event."""
+        """CRITICAL alarms: a failed or timed-out execution, a failed trigger, a dead-lettered event, an export
+        missing its partner, a misnamed upload."""
         prefix = self.config.name_prefix
         five_min = Duration.minutes(5)
         for construct_id, name, description, metric in (
@@ -155,6 +156,12 @@ class Monitoring(Construct):
             ("TriggerDeadLetters", "trigger-dead-letters",
              "an upload event could not start the ETL after retries (see the queue)",
              dead_letters.metric_approximate_number_of_messages_visible(period=five_min, statistic="Maximum")),
+            ("ExportsMissingPartner", "exports-missing-partner",
+             "an export folder still lacks one of its two workbooks after partnerWaitMinutes (not loaded)",
+             etl_metric("ExportsMissingPartner", "Sum")),
+            ("MisnamedUploads", "misnamed-uploads",
+             "a workbook landed outside raw/<source>/<export>/ or under another name (not loaded)",
+             etl_metric("MisnamedUploads", "Sum")),
         ):
             self._alarm(
                 construct_id,

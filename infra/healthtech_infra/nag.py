@@ -45,8 +45,10 @@ def acknowledge_findings(stack: HealthTechEtlStack) -> None:
     _glue_job_role(stack, raw_arn, artifacts_arn)
     _glue_job(stack)
     _orchestration(stack, raw_arn, artifacts_arn)
+    _backfill(stack, artifacts_arn)
     _glue_service_logs(stack)
     _database(stack)
+    _db_access(stack, artifacts_arn)
     _bucket_deployments(stack, artifacts_arn)
     ack(
         stack.uploads.policy,
@@ -146,6 +148,19 @@ def _orchestration(stack: HealthTechEtlStack, raw_arn: str, artifacts_arn: str) 
         "One claim marker per pair of workbook versions, named by its hash: PutObject is limited to the "
         "runs/claims/ prefix of the artifacts bucket.",
     )
+    ack(
+        resolver_policy,
+        f"AwsSolutions-IAM5[Resource::<{artifacts_arn}.Arn>/reports/_executions/*]",
+        "The job's result of each execution (run id, report links), named by the execution: GetObject is "
+        "limited to that prefix of the artifacts bucket.",
+    )
+    for grantee in (resolver_policy, orchestration.function.role):
+        ack(
+            grantee,
+            "AwsSolutions-IAM5[Resource::*]",
+            "cloudwatch:PutMetricData (ExportsMissingPartner, MisnamedUploads) has no resource-level "
+            "permissions; it is restricted to the HealthTechETL namespace by condition.",
+        )
     resolver_id = stack.resolve(orchestration.resolver.function_arn)["Fn::GetAtt"][0]
     ack(
         orchestration.state_machine.role,
@@ -167,6 +182,33 @@ def _orchestration(stack: HealthTechEtlStack, raw_arn: str, artifacts_arn: str) 
             "CDK's grantSendMessages for the KMS-encrypted failure queue: the trigger sends failed events to "
             "it; the key statement is limited to the stack's own key.",
         )
+
+
+def _backfill(stack: HealthTechEtlStack, artifacts_arn: str) -> None:
+    """The backfill state machine (a Distributed Map over its own child executions) and its planner."""
+    backfill = stack.backfill
+    role = backfill.state_machine.role
+    plans = f"AwsSolutions-IAM5[Resource::<{artifacts_arn}.Arn>/backfills/*]"
+    ack(backfill.node.find_child("PlanFunctionPolicy"), plans,
+        "One plan per backfill execution, named by the execution: PutObject is limited to the backfills/ "
+        "prefix of the artifacts bucket.")
+    ack(role, plans, "The Distributed Map's ItemReader reads the plan of its own execution: GetObject is "
+        "limited to the backfills/ prefix of the artifacts bucket.")
+    ack(role, "AwsSolutions-IAM5[Resource::*]",
+        "logs:*LogDelivery*/Describe* (vended logs to the encrypted log group) and xray:Put* (tracing) do not "
+        "support resource-level permissions; CDK generates exactly these statements.")
+    planner_id = stack.resolve(backfill.planner.function_arn)["Fn::GetAtt"][0]
+    ack(role, f"AwsSolutions-IAM5[Resource::<{planner_id}.Arn>:*]",
+        "CDK's LambdaInvoke grant covers the planner function and its versions/aliases (ARN:*); it is still "
+        "this one function.")
+    policy = backfill.state_machine.node.find_child("DistributedMapPolicy")
+    machine_id = stack.resolve(backfill.state_machine.state_machine_arn)["Ref"]
+    executions = (PARTITION_REGION_ACCOUNT.format(service="states", rest="execution:")
+                  + '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"' + machine_id + '"}]}]}')
+    for suffix in (":*", "/Clinic:*"):
+        ack(policy, f"AwsSolutions-IAM5[Resource::{executions}{suffix}]",
+            "CDK's Distributed Map grant: describe, stop and redrive the executions of this one state machine "
+            "and its per-clinic child executions (their names are generated per run).")
 
 
 def _glue_service_logs(stack: HealthTechEtlStack) -> None:
@@ -222,6 +264,54 @@ def _database(stack: HealthTechEtlStack) -> None:
         "(network contract); the Glue job reads the secret on every run, so rotate on demand with "
         "`aws secretsmanager rotate-secret` after adding a rotation function.",
     )
+
+
+def _db_access(stack: HealthTechEtlStack, artifacts_arn: str) -> None:
+    """The db-setup and ops Glue jobs (same runtime as the ETL job) and the two role secrets."""
+    access = stack.db_access
+    for secret in stack.database.role_secrets:
+        ack(
+            secret,
+            "AwsSolutions-SMG4",
+            "A login role's password; rotation is out of scope for now (docs/aws.md): rotate by putting a new "
+            "password in the secret and running `make db-setup`, which sets it on the role.",
+        )
+    for policy in (access.setup_policy, access.ops_policy):
+        ack(
+            policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "The ec2 Describe*/ENI actions Glue needs for a VPC connection have no resource-level permissions.",
+        )
+        ack(
+            policy,
+            "AwsSolutions-IAM5[Resource::"
+            + PARTITION_REGION_ACCOUNT.format(service="logs", rest="log-group:/aws-glue/python-jobs/*")
+            + "]",
+            "Glue Python shell writes stdout/stderr to service-named groups under /aws-glue/python-jobs/ "
+            "(output, error) whose names we do not choose.",
+        )
+        ack(
+            policy,
+            "AwsSolutions-IAM5[Resource::"
+            + PARTITION_REGION_ACCOUNT.format(service="ec2", rest="network-interface/*")
+            + "]",
+            "Glue tags the ENIs it creates for the connection; ENI ids are unknown in advance and the tag keys are "
+            "restricted by condition to aws-glue-service-resource.",
+        )
+    ack(
+        access.ops_policy,
+        f"AwsSolutions-IAM5[Resource::<{artifacts_arn}.Arn>/reports/ops/*]",
+        "One output folder per operator command, named by its time: PutObject is limited to reports/ops/.",
+    )
+    for job in (access.setup_job, access.ops_job):
+        ack(job, "AwsSolutions-GL1", "As the ETL job: its own log group is encrypted with the stack's KMS key.")
+        ack(
+            job,
+            "Annotation::@aws-cdk/aws-glue-alpha:unencryptedContinuousLogging",
+            "As the ETL job: continuous logs go to its own KMS-encrypted log group; it logs statements without "
+            "passwords and run metadata, never rejected rows.",
+        )
+        ack(job, "AwsSolutions-GL3", "Job bookmarks are a Spark feature; this Python shell job reads no S3 input.")
 
 
 def _bucket_deployments(stack: HealthTechEtlStack, artifacts_arn: str) -> None:

@@ -1,5 +1,6 @@
-"""Orchestration: S3 upload -> trigger Lambda -> Step Functions (settle, resolve and claim the pair of
-workbooks, Glue job .sync with the chosen capacity) -> failures -> SNS alert. README "Flow" has the why."""
+"""Orchestration: S3 upload -> trigger Lambda -> Step Functions (the states are in workflow.py: find and
+claim the export folder's pair, Glue job .sync, release a failed run's claim) -> failures -> SNS alert.
+docs/aws.md "Flow" has the why."""
 
 from __future__ import annotations
 
@@ -14,40 +15,26 @@ from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
-from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from .config import CLAIM_PREFIX, LAMBDA_DIR, RAW_PREFIX, REPORT_PREFIX, EtlConfig, retention, stack_unique
+from .config import (
+    CLAIM_PREFIX,
+    LAMBDA_DIR,
+    METRIC_NAMESPACE,
+    RAW_PREFIX,
+    REPORT_PREFIX,
+    EtlConfig,
+    retention,
+    stack_unique,
+)
+from .workflow import GLUE_TRANSIENT_ERRORS, build_definition, glue_job_task
 
-STATE_SETTLE = "SettleUploads"
-STATE_RESOLVE = "ResolveInputs"
-STATE_CHOOSE = "RunOrSkip"
-STATE_SKIPPED = "NothingToLoad"
-STATE_RUN_JOB = "RunGlueEtlJob"
-STATE_RESOLVE_FAILED = "ResolveInputsFailed"
-STATE_JOB_FAILED = "GlueJobFailed"
-STATE_NOTIFY = "NotifyFailure"
-STATE_FAILED = "EtlFailed"
-STATE_SUCCEEDED = "EtlSucceeded"
+__all__ = ["GLUE_TRANSIENT_ERRORS", "Orchestration", "glue_job_task", "glue_run_policy", "put_metric_statement"]
 
-# State machine input (sent by the Lambda) and the resolved pair -> Glue job run argument.
-RUN_ARGUMENTS = {
-    "--RAW_BUCKET": "$.bucket",
-    "--DOCTORS_KEY": "$.doctors_key",
-    "--APPOINTMENTS_KEY": "$.appointments_key",
-    "--DOCTORS_VERSION": "$.inputs.doctors_version",
-    "--APPOINTMENTS_VERSION": "$.inputs.appointments_version",
-    "--TRIGGER_KEY": "$.trigger_key",
-    "--TRIGGER_VERSION": "$.trigger_version",
-}
-# Errors of the StartJobRun call (not of the job run: a failed run is States.TaskFailed) that a
-# later attempt can fix. ConcurrentRunsExceeded has its own, slower schedule.
-GLUE_TRANSIENT_ERRORS = [
-    "Glue.ThrottlingException",
-    "Glue.InternalServiceException",
-    "Glue.OperationTimeoutException",
-    "Glue.AWSGlueException",
-]
+DOCTORS_FILENAME = "doctors.xlsx"
+APPOINTMENTS_FILENAME = "appointments.xlsx"
+RESULT_PREFIX = f"{REPORT_PREFIX}/_executions/"  # the job's result of each execution (not a source: '_')
+
 
 
 def glue_run_policy(job_arn: str) -> list[iam.PolicyStatement]:
@@ -60,136 +47,13 @@ def glue_run_policy(job_arn: str) -> list[iam.PolicyStatement]:
     ]
 
 
-def build_definition(
-    scope: Construct,
-    *,
-    job_name: str,
-    topic: sns.ITopic,
-    resolver: lambda_.IFunction,
-    report_bucket_name: str,
-) -> sfn.IChainable:
-    """The ETL workflow, kept to plain Wait/Task/Choice/Pass/Retry/Catch/Fail/Succeed with
-    JSONPath (runs on moto too): settle, pin and claim the pair, run the job, alert on failure."""
-    settle = sfn.Wait(
-        scope,
-        STATE_SETTLE,
-        state_name=STATE_SETTLE,
-        comment="Give the other workbook of a pair time to arrive (settle_seconds from the trigger)",
-        time=sfn.WaitTime.seconds_path("$.settle_seconds"),
-    )
-    resolve = _resolve_state(scope, resolver)
-    run_job = _run_job_state(scope, job_name)
-    notify = _notify_state(scope, topic, report_bucket_name)
-    failed = sfn.Fail(
-        scope,
-        STATE_FAILED,
-        state_name=STATE_FAILED,
-        error="EtlJobFailed",
-        cause="The ETL run failed; the alert topic has the details",
-    )
-    alert = notify.next(failed)
-    for state, name, pass_id in ((resolve, STATE_RESOLVE, STATE_RESOLVE_FAILED), (run_job, STATE_RUN_JOB, STATE_JOB_FAILED)):
-        # Name the failing state for the alert ($$.State.Name would be NotifyFailure's own).
-        remember = sfn.Pass(
-            scope,
-            pass_id,
-            state_name=pass_id,
-            result=sfn.Result.from_string(name),
-            result_path="$.failed_state",
-        )
-        state.add_catch(remember.next(alert), errors=["States.ALL"], result_path="$.error")
-    succeeded = sfn.Succeed(scope, STATE_SUCCEEDED, state_name=STATE_SUCCEEDED)
-    skipped = sfn.Succeed(
-        scope,
-        STATE_SKIPPED,
-        state_name=STATE_SKIPPED,
-        comment="Another execution loads this pair, or the other workbook is not there yet",
-    )
-    choose = (
-        sfn.Choice(scope, STATE_CHOOSE, state_name=STATE_CHOOSE)
-        .when(sfn.Condition.string_equals("$.inputs.action", "run"), run_job.next(succeeded))
-        .otherwise(skipped)
-    )
-    return settle.next(resolve).next(choose)
-
-
-def _resolve_state(scope: Construct, resolver: lambda_.IFunction) -> tasks.LambdaInvoke:
-    return tasks.LambdaInvoke(
-        scope,
-        STATE_RESOLVE,
-        state_name=STATE_RESOLVE,
-        comment="Pin the latest version of both workbooks, claim that pair once, pick the capacity",
-        lambda_function=resolver,
-        payload=sfn.TaskInput.from_object(
-            {
-                "bucket": sfn.JsonPath.string_at("$.bucket"),
-                "doctors_key": sfn.JsonPath.string_at("$.doctors_key"),
-                "appointments_key": sfn.JsonPath.string_at("$.appointments_key"),
-                "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
-            }
-        ),
-        payload_response_only=True,
-        retry_on_service_exceptions=True,
-        result_path="$.inputs",
-    )
-
-
-def _run_job_state(scope: Construct, job_name: str) -> sfn.CustomState:
-    """A raw Task state: GlueStartJobRun has no MaxCapacity, and the capacity is chosen per run."""
-    run_job = sfn.CustomState(
-        scope,
-        STATE_RUN_JOB,
-        state_json={
-            "Type": "Task",
-            "Comment": "Run the Glue ETL job on the pinned pair and wait for it to finish",
-            "Resource": f"arn:{Stack.of(scope).partition}:states:::glue:startJobRun.sync",
-            "Parameters": {
-                "JobName": job_name,
-                "MaxCapacity.$": "$.inputs.max_capacity",
-                "Arguments": {f"{arg}.$": path for arg, path in RUN_ARGUMENTS.items()},
-            },
-            "ResultPath": "$.glue",
-        },
-    )
-    # Another upload while a run is in progress (max concurrent runs = 1): wait and try again.
-    run_job.add_retry(
-        errors=["Glue.ConcurrentRunsExceededException"],
-        interval=Duration.seconds(60),
-        backoff_rate=2,
-        max_attempts=5,
-    )
-    run_job.add_retry(errors=GLUE_TRANSIENT_ERRORS, interval=Duration.seconds(15), backoff_rate=2, max_attempts=4)
-    return run_job
-
-
-def _notify_state(scope: Construct, topic: sns.ITopic, report_bucket_name: str) -> tasks.SnsPublish:
-    return tasks.SnsPublish(
-        scope,
-        STATE_NOTIFY,
-        state_name=STATE_NOTIFY,
-        comment="Alert the on-call address: which run, which state, which error, where the reports are",
-        topic=topic,
-        subject="HealthTech ETL run failed",
-        message=sfn.TaskInput.from_object(
-            {
-                "summary": "HealthTech ETL run failed",
-                "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
-                "execution_name": sfn.JsonPath.string_at("$$.Execution.Name"),
-                "failed_state": sfn.JsonPath.string_at("$.failed_state"),
-                "error": sfn.JsonPath.string_at("$.error.Error"),
-                "cause": sfn.JsonPath.string_at("$.error.Cause"),
-                "input": {
-                    "bucket": sfn.JsonPath.string_at("$.bucket"),
-                    "doctors_key": sfn.JsonPath.string_at("$.doctors_key"),
-                    "appointments_key": sfn.JsonPath.string_at("$.appointments_key"),
-                    "trigger_key": sfn.JsonPath.string_at("$.trigger_key"),
-                    "trigger_version": sfn.JsonPath.string_at("$.trigger_version"),
-                },
-                # The job writes each run's report (also of a failed load) under <prefix>/<run_id>/.
-                "reports": f"s3://{report_bucket_name}/{REPORT_PREFIX}/",
-            }
-        ),
-        result_path="$.notification",
+def put_metric_statement() -> iam.PolicyStatement:
+    """cloudwatch:PutMetricData has no resource-level permissions: limited to the project's namespace."""
+    return iam.PolicyStatement(
+        sid="PutPipelineMetrics",
+        actions=["cloudwatch:PutMetricData"],
+        resources=["*"],
+        conditions={"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}},
     )
 
 
@@ -240,13 +104,13 @@ class Orchestration(Construct):
             self,
             "ResolverFunctionRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="healthtech-etl resolve-inputs: read workbook versions, write pair claims",
+            description="healthtech-etl resolve-inputs: list export folders, claim and release pairs, read results",
         )
         resolver = lambda_.Function(
             self,
             "ResolverFunction",
             function_name=f"{config.name_prefix}-resolve-inputs",
-            description="Pins the latest pair of workbooks for one ETL execution and claims it once",
+            description="Finds and claims an export folder's pair, releases a failed run's claim, links reports",
             runtime=lambda_.Runtime.PYTHON_3_14,
             handler="resolve_inputs.handler",
             code=code,
@@ -257,7 +121,11 @@ class Orchestration(Construct):
             environment={
                 "CLAIM_BUCKET": artifacts_bucket.bucket_name,
                 "CLAIM_PREFIX": CLAIM_PREFIX,
+                "RESULT_PREFIX": RESULT_PREFIX,
                 "LARGE_INPUT_BYTES": str(config.large_input_mb * 1024 * 1024),
+                "DOCTORS_FILENAME": DOCTORS_FILENAME,
+                "APPOINTMENTS_FILENAME": APPOINTMENTS_FILENAME,
+                "METRIC_NAMESPACE": METRIC_NAMESPACE,
             },
         )
         self.resolver_log_group.grant_write(role)
@@ -274,7 +142,7 @@ class Orchestration(Construct):
             self,
             "StateMachine",
             state_machine_name=config.name_prefix,
-            comment="healthtech-etl: settle, pin the pair of workbooks, run the Glue ETL job once, alert on failure",
+            comment="healthtech-etl: claim an export folder's pair once, run the Glue ETL job, alert on failure",
             definition_body=sfn.DefinitionBody.from_chainable(
                 build_definition(
                     self,
@@ -284,7 +152,8 @@ class Orchestration(Construct):
                     report_bucket_name=artifacts_bucket.bucket_name,
                 )
             ),
-            timeout=Duration.minutes(config.state_machine_timeout_minutes),
+            # A lone workbook's execution waits for its partner first.
+            timeout=Duration.minutes(config.state_machine_timeout_minutes + config.partner_wait_minutes),
             tracing_enabled=True,
             logs=sfn.LogOptions(
                 destination=self.state_machine_log_group,
@@ -326,13 +195,13 @@ class Orchestration(Construct):
             self,
             "TriggerFunctionRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="healthtech-etl trigger: write its logs, start the ETL state machine",
+            description="healthtech-etl trigger: write its logs, start the ETL state machine, count misnamed uploads",
         )
         function = lambda_.Function(
             self,
             "TriggerFunction",
             function_name=f"{config.name_prefix}-trigger",
-            description="Starts the ETL state machine when a workbook lands under raw/",
+            description="Starts the ETL state machine when a workbook lands in raw/<source>/<export>/",
             runtime=lambda_.Runtime.PYTHON_3_14,
             handler="handler.handler",
             code=code,
@@ -349,14 +218,16 @@ class Orchestration(Construct):
             environment={
                 "STATE_MACHINE_ARN": self.state_machine.state_machine_arn,
                 "RAW_PREFIX": RAW_PREFIX,
-                "DOCTORS_FILENAME": "doctors.xlsx",
-                "APPOINTMENTS_FILENAME": "appointments.xlsx",
-                "SETTLE_SECONDS": str(config.settle_seconds),
+                "DOCTORS_FILENAME": DOCTORS_FILENAME,
+                "APPOINTMENTS_FILENAME": APPOINTMENTS_FILENAME,
+                "PARTNER_WAIT_SECONDS": str(config.partner_wait_minutes * 60),
+                "METRIC_NAMESPACE": METRIC_NAMESPACE,
                 "LOG_LEVEL": "INFO",
             },
         )
         self.function_log_group.grant_write(role)
         self.state_machine.grant_start_execution(function)
+        role.add_to_policy(put_metric_statement())
         return function
 
 
@@ -369,18 +240,24 @@ def resolver_statements(
             actions=["s3:GetObject", "s3:GetObjectVersion"],
             resources=[raw_bucket.arn_for_objects(f"{RAW_PREFIX}*")],
         ),
-        # Without ListBucket, HeadObject of a missing key is 403 instead of 404 (a HEAD
-        # carries no s3:prefix, so no prefix condition here; it lists names, not content).
+        # Lists the export folder; and without ListBucket, HeadObject of a missing key is 403, not 404
+        # (a HEAD carries no s3:prefix, so no prefix condition here; it lists names, not content).
         iam.PolicyStatement(
             sid="TellMissingFromForbidden",
             actions=["s3:ListBucket"],
             resources=[raw_bucket.bucket_arn],
         ),
         iam.PolicyStatement(
-            sid="WritePairClaims",
-            actions=["s3:PutObject"],
+            sid="ClaimAndReleasePairs",
+            actions=["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
             resources=[artifacts_bucket.arn_for_objects(f"{CLAIM_PREFIX}*")],
         ),
+        iam.PolicyStatement(
+            sid="ReadRunResults",
+            actions=["s3:GetObject"],
+            resources=[artifacts_bucket.arn_for_objects(f"{RESULT_PREFIX}*")],
+        ),
+        put_metric_statement(),
         iam.PolicyStatement(
             sid="UseDataKeyThroughS3",
             actions=["kms:Decrypt", "kms:GenerateDataKey"],

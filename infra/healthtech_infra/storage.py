@@ -23,6 +23,8 @@ from .config import (
     retention,
 )
 
+DB_ACCESS_SCRIPT_NAME = "db_access.py"  # glue_job/db_access.py (infra/healthtech_infra/db_access.py)
+
 
 class Storage(Construct):
     """Buckets plus the customer-managed KMS key shared by buckets, the SNS topic and log groups."""
@@ -137,7 +139,7 @@ class Storage(Construct):
                     noncurrent_version_expiration=Duration.days(90),
                     abort_incomplete_multipart_upload_after=Duration.days(7),
                 ),
-                # A pair claim only has to outlive S3's event redelivery and the settle window.
+                # A pair claim only has to outlive S3's event redelivery and the partner wait.
                 s3.LifecycleRule(id="expire-pair-claims", prefix=CLAIM_PREFIX, expiration=Duration.days(30)),
             ],
             **common,
@@ -154,7 +156,10 @@ class Storage(Construct):
             raise FileNotFoundError(f"{GLUE_SCRIPT} is missing: it is deployed as the Glue job script")
         sources = [
             s3deploy.Source.asset(str(DIST_DIR), exclude=["*", f"!{self.wheel_name}"]),
-            s3deploy.Source.asset(str(GLUE_SCRIPT.parent), exclude=["*", f"!{GLUE_SCRIPT.name}"]),
+            # The ETL job's script and the db-setup/ops jobs' (db_access.py), from glue_job/.
+            s3deploy.Source.asset(
+                str(GLUE_SCRIPT.parent), exclude=["*", f"!{GLUE_SCRIPT.name}", f"!{DB_ACCESS_SCRIPT_NAME}"]
+            ),
         ]
         # AWS's RDS CA bundle (`make deploy` downloads it first). Synth and tests run offline: without
         # the file the stack simply does not (re)deploy it, and scripts/cdk.sh refuses to deploy.

@@ -103,6 +103,10 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     etl.add_argument("--mode", choices=("replace", "merge"), default=env.get("LOAD_MODE") or "replace",
                      help="replace: the tables become this file's rows; merge: upsert by id, keep rows absent from "
                      "the file, record appointment changes in appointment_history (env LOAD_MODE, default replace)")
+    etl.add_argument("--source", default=env.get("SOURCE_NAME") or "default", metavar="NAME", help="the clinic: a "
+                     "load replaces or merges only its rows (a-z, 0-9, _, -; env SOURCE_NAME, default: default)")
+    etl.add_argument("--export-date", type=_as_of, metavar="YYYY-MM-DD", help="the export's date (default: today)")
+    etl.add_argument("--allow-older", action="store_true", help="merge an older export, or load loaded files again")
 
     commands.add_parser("etl", parents=[outputs, quiet, etl, logs], help="extract, clean, report and load",
                         description="Extract, clean, report and load the workbooks (one transaction).")
@@ -246,7 +250,8 @@ def _settings(args: argparse.Namespace) -> "EtlSettings":
 
     settings = EtlSettings(as_of=args.as_of or date.today(), report_dir=args.report_dir, log_dir=args.log_dir,
                            day_first=args.day_first, horizon_days=args.horizon_days, fail_on=args.fail_on,
-                           keep_runs=args.keep_runs, mode=args.mode, contract=args.contract)
+                           keep_runs=args.keep_runs, mode=args.mode, contract=args.contract, source=args.source,
+                           export_date=args.export_date, allow_older=args.allow_older)
     settings.validate()
     calamine()  # the reader and its release, before a server starts
     Limits.from_env(os.environ)
@@ -263,7 +268,10 @@ def _etl(args: argparse.Namespace, settings: "EtlSettings", db_config: DbConfig,
 
     result = run_etl(InputFile(args.doctors, sheet=args.doctors_sheet),
                      InputFile(args.appointments, sheet=args.appointments_sheet), db_config, settings, run_state)
-    if not args.quiet:
+    if result.already_loaded_by:
+        print(f"already loaded by run {result.already_loaded_by} (source {settings.source}): nothing written "
+              "(--allow-older loads it again)")
+    elif not args.quiet:
         print("\n".join(summary_lines(result.report)))
         if "merge" in result.report:
             changes = {entity: result.report["merge"][entity] for entity in ("doctors", "appointments", "history")}

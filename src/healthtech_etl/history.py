@@ -11,6 +11,7 @@ from typing import Any, Optional
 from . import load, schema
 from .db import DEFAULT_KEEP_RUNS, DbConfig, _short, close_quietly, connect, rollback_quietly
 from .errors import ConfigError, DatabaseError
+from .exports import DEFAULT_SOURCE
 from .html_report import REJECTED_ROWS_SHOWN, ReportPage
 from .load import counts_not_loaded, prune_old_runs
 from .quality import overall_status
@@ -33,19 +34,21 @@ LEDGER_DDL = ";\n".join(schema.schema_statements(schema.LEDGER_TABLES))
 FAILED_NOTE = "the load failed and was rolled back; the tables keep the previous data"
 
 # A ledger row: every column of etl_runs; a rejected row: every column of etl_rejections but its id.
-_RUN_SELECT = sql("SELECT {columns} FROM {etl_runs}", columns=", ".join(ETL_RUNS.names))
-_REJECTED_SELECT = sql("SELECT {columns} FROM {etl_rejections} WHERE run_id = :run_id AND (CAST(:reason AS text)"
-                       " IS NULL OR :reason = ANY (reasons)) ORDER BY entity DESC, row_number, id",
-                       columns=", ".join(REJECTION_COLUMNS))
+_RUN_SELECT = "SELECT {columns} FROM {etl_runs}"
+_REJECTED_SELECT = ("SELECT {columns} FROM {etl_rejections} WHERE run_id = :run_id AND (CAST(:reason AS text)"
+                    " IS NULL OR :reason = ANY (reasons)) ORDER BY entity DESC, row_number, id")
 _REJECTED_COUNT = sql("SELECT count(*) FROM {etl_rejections} WHERE run_id = :run_id AND (CAST(:reason AS text)"
                       " IS NULL OR :reason = ANY (reasons))")
 _REJECTED_BY_REASON = sql("SELECT code, count(*) FROM {etl_rejections}, unnest(reasons) AS code"
                           " WHERE run_id = :run_id GROUP BY code ORDER BY count(*) DESC, code")
-_PER_DAY = sql("SELECT CAST(booking_date AS date), status, count(*) FROM {appointments} GROUP BY 1, 2 ORDER BY 1, 2")
+# Of one source (a run's page shows its source's rows).
+_PER_DAY = sql("SELECT CAST(booking_date AS date), status, count(*) FROM {appointments} WHERE source = :source"
+               " GROUP BY 1, 2 ORDER BY 1, 2")
 _PER_DOCTOR = sql("SELECT d.id, d.name, d.specialty, coalesce(a.confirmed, 0), coalesce(a.total, 0)"
                   " FROM {doctors} d LEFT JOIN (SELECT doctor_id, count(*) FILTER (WHERE status = 'confirmed')"
-                  " AS confirmed, count(*) AS total FROM {appointments} GROUP BY doctor_id) a ON a.doctor_id = d.id")
-_LATEST_SUCCEEDED = sql("SELECT run_id FROM {etl_runs} WHERE status = 'succeeded'"
+                  " AS confirmed, count(*) AS total FROM {appointments} WHERE source = :source GROUP BY doctor_id) a"
+                  " ON a.doctor_id = d.id WHERE d.source = :source")
+_LATEST_SUCCEEDED = sql("SELECT run_id FROM {etl_runs} WHERE status = 'succeeded' AND source = :source"
                         " ORDER BY finished_at DESC NULLS LAST, started_at DESC LIMIT 1")
 _STORE_SNAPSHOT = sql("INSERT INTO {etl_run_reports} (run_id, report, aggregates)"
                       " VALUES (:run_id, CAST(:report AS jsonb), CAST(:aggregates AS jsonb)) ON CONFLICT (run_id)"
@@ -54,6 +57,21 @@ _STORE_SNAPSHOT = sql("INSERT INTO {etl_run_reports} (run_id, report, aggregates
 _LATER_SNAPSHOT = sql("SELECT EXISTS (SELECT 1 FROM {etl_run_reports} r JOIN {etl_runs} u USING (run_id) WHERE"
                       " (u.started_at, u.run_id) > (SELECT started_at, run_id FROM {etl_runs} WHERE run_id = :run_id))")
 _SNAPSHOT = sql("SELECT report, aggregates FROM {etl_run_reports} WHERE run_id = :run_id")
+
+
+_PRESENT = "SELECT attname FROM pg_attribute WHERE attrelid = CAST(:table AS regclass) AND attnum > 0 AND NOT attisdropped"
+
+
+def _select(connection: Any, template: str, table: schema.Table, names: tuple[str, ...]) -> str:
+    """``template`` with ``{columns}``: ``names``, those a database of an older release lacks (until
+    its next load upgrades it) read as their default."""
+    present = {row[0] for row in connection.run(_PRESENT, table=table.qualified)}
+    return sql(template, columns=", ".join(name if name in present else
+                                           f"{table.column(name).default or 'NULL'} AS {name}" for name in names))
+
+
+def _run_select(connection: Any) -> str:
+    return _select(connection, _RUN_SELECT, ETL_RUNS, ETL_RUNS.names)
 
 
 def _exists(connection: Any, table: str) -> bool:
@@ -65,7 +83,7 @@ def list_runs(connection: Any, limit: int) -> list[dict[str, Any]]:
     """The latest ``limit`` runs, newest first, with duration and overall quality."""
     if not _exists(connection, ETL_RUNS.qualified):
         return []
-    rows = connection.run(_RUN_SELECT + " ORDER BY started_at DESC, run_id LIMIT :limit", limit=limit)
+    rows = connection.run(_run_select(connection) + " ORDER BY started_at DESC, run_id LIMIT :limit", limit=limit)
     return [_run_dict(row) for row in rows]
 
 
@@ -74,11 +92,11 @@ def get_run(connection: Any, run_id: Optional[str]) -> dict[str, Any]:
     if not _exists(connection, ETL_RUNS.qualified):
         raise ConfigError("no run recorded in this database yet (healthtech.etl_runs does not exist)")
     if run_id is None:
-        rows = connection.run(_RUN_SELECT + " ORDER BY started_at DESC, run_id LIMIT 1")
+        rows = connection.run(_run_select(connection) + " ORDER BY started_at DESC, run_id LIMIT 1")
         if not rows:
             raise ConfigError("no run recorded in this database yet")
     else:
-        rows = connection.run(_RUN_SELECT + " WHERE run_id = :run_id", run_id=run_id)
+        rows = connection.run(_run_select(connection) + " WHERE run_id = :run_id", run_id=run_id)
         if not rows:
             raise ConfigError(f"run {run_id!r} not found in healthtech.etl_runs (see 'healthtech-etl runs')")
     return _run_dict(rows[0])
@@ -102,7 +120,8 @@ def trend_runs(connection: Any, until: Optional[datetime] = None, limit: int = T
     """Up to ``limit`` runs started at or before ``until`` (default: all), oldest first."""
     if not _exists(connection, ETL_RUNS.qualified):
         return []
-    rows = connection.run(_RUN_SELECT + " WHERE started_at <= :until ORDER BY started_at DESC, run_id LIMIT :limit",
+    rows = connection.run(_run_select(connection) + " WHERE started_at <= :until ORDER BY started_at DESC, run_id"
+                          " LIMIT :limit",
                           until=until or datetime.now(timezone.utc), limit=limit)
     runs = [_run_dict(row) for row in reversed(rows)]
     return [{"run_id": run["run_id"], "started_at": run["started_at"].isoformat(), "status": run["status"],
@@ -122,7 +141,7 @@ def file_name(stored: Optional[str]) -> Optional[str]:
 def rejected_rows(connection: Any, run_id: str, reason: Optional[str] = None,
                   limit: Optional[int] = None) -> list[dict[str, Any]]:
     """Rejected rows of a run (doctors first, then by row number), optionally of one reason."""
-    statement = _REJECTED_SELECT
+    statement = _select(connection, _REJECTED_SELECT, schema.ETL_REJECTIONS, REJECTION_COLUMNS)
     params: dict[str, Any] = {"run_id": run_id, "reason": reason}
     if limit is not None:
         statement += " LIMIT :limit"
@@ -135,13 +154,14 @@ def count_rejected(connection: Any, run_id: str, reason: Optional[str] = None) -
     return int(connection.run(_REJECTED_COUNT, run_id=run_id, reason=reason)[0][0])
 
 
-def appointment_aggregates(connection: Any, top_doctors: Optional[int] = None) -> dict[str, Any]:
-    """The aggregates (see :mod:`healthtech_etl.aggregates`) of the appointments in the tables now:
+def appointment_aggregates(connection: Any, top_doctors: Optional[int] = None,
+                           source: str = DEFAULT_SOURCE) -> dict[str, Any]:
+    """The aggregates (see :mod:`healthtech_etl.aggregates`) of the source's appointments in the tables now:
     two GROUP BY scans in the server; the reference for ``frame_aggregates``."""
     from .aggregates import TOP_DOCTORS, from_doctor_counts, per_day_rows  # numpy, pandas: not for ``runs``
 
-    by_day = connection.run(_PER_DAY)
-    doctors = connection.run(_PER_DOCTOR)
+    by_day = connection.run(_PER_DAY, source=source)
+    doctors = connection.run(_PER_DOCTOR, source=source)
     return {
         "per_day": per_day_rows((row[0].isoformat() for row in by_day), (row[1] for row in by_day),
                                 (row[2] for row in by_day)),
@@ -181,7 +201,7 @@ def record_gated_run(config: DbConfig, run: load.RunRecord, error: str, report: 
     from . import bulk
 
     finished_at = datetime.now(timezone.utc)  # the run ends here, whatever it waits for below
-    prepared = [load.prepare_rejections(run.run_id, frame, source_files[entity])
+    prepared = [load.prepare_rejections(run.run_id, frame, source_files[entity], run.source)
                 for entity, frame in rejected.items() if len(frame)]
     connection = connect(config)
     try:
@@ -258,8 +278,8 @@ def page_for_run(config: DbConfig, run_id: Optional[str]) -> ReportPage:
                              "columns and timings are not known.")
             aggregates = None
             if run["status"] == "succeeded":
-                if [row[0] for row in connection.run(_LATEST_SUCCEEDED)] == [run_id]:
-                    aggregates = appointment_aggregates(connection)
+                if [row[0] for row in connection.run(_LATEST_SUCCEEDED, source=run["source"])] == [run_id]:
+                    aggregates = appointment_aggregates(connection, source=run["source"])
                     aggregates["note"] = "From the tables as they are now (this is the latest loaded run)."
                 else:
                     loaded_note = "the loaded tables now hold a later run's data"

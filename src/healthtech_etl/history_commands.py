@@ -27,7 +27,7 @@ def add_parsers(commands: Any, listing: Sequence[argparse.ArgumentParser],
     options) of ``runs`` and ``rejections``, which print to stdout only; ``report_parents`` of ``report``."""
     runs = commands.add_parser("runs", parents=list(listing), help="list recent runs from etl_runs",
                                description="List runs (newest first): id, start, duration (start to end of the "
-                                           "run), mode, status, input files, appointment rows read/loaded/"
+                                           "run), source, export date, mode, status, input files, appointment rows read/loaded/"
                                            "rejected and the overall quality.")
     runs.add_argument("--limit", type=_at_least(1), default=20, help="runs to list (default: 20)")
     runs.add_argument("--json", action="store_true", help="print JSON (every ledger field) instead of a table")
@@ -70,10 +70,11 @@ def _runs(args: argparse.Namespace, db_config: DbConfig, out: TextIO) -> None:
     if not runs:
         out.write("no run recorded in this database yet\n")
         return
-    columns = ("run id", "started (UTC)", "duration s", "mode", "status", "files (doctors / appointments)", "read",
-               "loaded", "rejected", "quality")
+    columns = ("run id", "started (UTC)", "duration s", "source", "export", "mode", "status",
+               "files (doctors / appointments)", "read", "loaded", "rejected", "quality")
     rows = [(r["run_id"], r["started_at"].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-             None if r["duration_seconds"] is None else round(r["duration_seconds"], 1), r["mode"], r["status"],
+             None if r["duration_seconds"] is None else round(r["duration_seconds"], 1), r["source"],
+             r["export_date"] or "-", r["mode"], r["status"],
              " / ".join(_shortened(file_name(r[key]) or "-") for key in ("doctors_file", "appointments_file")),
              r["rows_read"], r["rows_loaded"], r["rows_rejected"], r["quality"]) for r in runs]
     out.write(format_table(columns, rows) + "\n(rows: appointments; duration: from the run's start to its end)\n")

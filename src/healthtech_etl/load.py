@@ -1,5 +1,7 @@
-"""Load one run into PostgreSQL atomically: lock, TRUNCATE, COPY, ledger, commit - in one transaction
-under an advisory lock, so concurrent runs serialise and a failure leaves the previous data as it was.
+"""Load one run into PostgreSQL atomically: lock, the source's rows replaced (or merged), COPY, ledger,
+commit - in one transaction under an advisory lock, so concurrent runs serialise and a failure leaves
+the previous data as it was. Under the lock, before anything is written, the export is checked
+(:func:`check_export`) and, in merge mode, referential integrity judged again (merge.py).
 pandas, the COPY encoder and merge are imported by the functions that use them: the run history
 (``runs``...) imports this module without them."""
 
@@ -8,12 +10,13 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import schema
 from .db import DEFAULT_KEEP_RUNS, DbConfig, _short, close_quietly, connect, rollback_quietly
 from .errors import DatabaseError, EtlError
+from .exports import DEFAULT_SOURCE, StaleExport
 from .redact import redact
 from .schema import APPOINTMENTS, DOCTORS, ETL_REJECTIONS, ETL_RUNS, REJECTION_COLUMNS, sql
 from .schema import LOAD_MODES as LOAD_MODES  # re-exported
@@ -52,6 +55,8 @@ class RunRecord:
     counts: dict[str, Any]
     metrics: dict[str, Any]
     mode: str = "replace"  # one of LOAD_MODES
+    source: str = DEFAULT_SOURCE  # the clinic (exports.validate_source)
+    export_date: Optional[date] = None
 
 
 # A run id is written once (a retry of the same run is a no-op).
@@ -63,6 +68,19 @@ _INSERT_RUN = sql(
 _SUCCEEDED = sql("UPDATE {etl_runs} SET status = 'succeeded', finished_at = :finished WHERE run_id = :run_id")
 _RUN_STATUS = sql("SELECT status FROM {etl_runs} WHERE run_id = :run_id")
 _TRUNCATE = sql("TRUNCATE {appointments}, {doctors}")
+# The sources in the data tables (index scans of the keys' leading column).
+_SOURCES = sql("SELECT (SELECT min(source) FROM {doctors}), (SELECT max(source) FROM {doctors}),"
+               " (SELECT min(source) FROM {appointments}), (SELECT max(source) FROM {appointments})")
+_DELETE_SOURCE = [sql("DELETE FROM {appointments} WHERE source = :source"),
+                  sql("DELETE FROM {doctors} WHERE source = :source")]
+# The run that loaded these bytes for this source, and the newest export date it has loaded.
+# Merge: any load of these bytes merged them already; replace: only if the source's tables still hold
+# them (its latest load was a replace of these very bytes).
+_LOADED_BEFORE = sql("""SELECT (SELECT run_id FROM {etl_runs} r WHERE source = :source AND status = 'succeeded'
+        AND doctors_sha256 = :doctors AND appointments_sha256 = :appointments AND (:mode = 'merge' OR (mode = 'replace'
+        AND run_id = (SELECT run_id FROM {etl_runs} WHERE source = :source AND status = 'succeeded'
+                      ORDER BY finished_at DESC LIMIT 1))) ORDER BY finished_at DESC LIMIT 1),
+    (SELECT max(export_date) FROM {etl_runs} WHERE source = :source AND status = 'succeeded')""")
 # Rows of all but the :keep most recent runs of a table with a run_id column.
 _PRUNE = """DELETE FROM {table} r USING (
         SELECT run_id FROM {etl_runs} ORDER BY started_at DESC, run_id DESC OFFSET :keep
@@ -76,25 +94,37 @@ def ensure_schema(connection: Any) -> None:
 
 def load_run(config: DbConfig, run: RunRecord, doctors: "pd.DataFrame", appointments: "pd.DataFrame",
              rejected: "dict[str, pd.DataFrame]", source_files: dict[str, str],
-             keep_runs: int = DEFAULT_KEEP_RUNS,
-             before_commit: Optional[Callable[[], None]] = None) -> Optional[dict[str, Any]]:
-    """Replace the tables' rows with this run's (``run.mode`` "replace") or merge them in
+             keep_runs: int = DEFAULT_KEEP_RUNS, before_commit: Optional[Callable[[], None]] = None,
+             allow_older: bool = False, judged_by: Optional[dict[str, Any]] = None) -> Optional[dict[str, Any]]:
+    """Replace the source's rows with this run's (``run.mode`` "replace") or merge them in
     (returns merge.py's counts), record the run and prune ``etl_rejections`` to ``keep_runs``
     runs - all or nothing. ``rejected``/``source_files``: entity -> rejection frame / file name.
-    An :class:`EtlError` from ``before_commit`` (called last) rolls back and is raised as it is."""
-    from . import bulk
+    Bytes this source already loaded, judged by the same ``judged_by`` settings (as_of, day_first,
+    horizon_days): nothing written, returns ``{"already_loaded_by": run id}`` (unless ``allow_older``). An :class:`EtlError` from ``before_commit`` (called last) or
+    :func:`check_export` rolls back and is raised as it is."""
+    from . import bulk, merge
 
     changes = None
     connection = connect(config)
     # A worker encodes the rejections while this thread sends the appointments (and waits).
     workers = ThreadPoolExecutor(max_workers=1)
     try:
-        prepared = [workers.submit(prepare_rejections, run.run_id, frame, source_files[entity])
+        prepared = [workers.submit(prepare_rejections, run.run_id, frame, source_files[entity], run.source)
                     for entity, frame in rejected.items() if len(frame)]
         connection.run("START TRANSACTION")
         _, pid, started = connection.run(_LOCK, key=ADVISORY_LOCK_KEY)[0]
         _UNSETTLED[run.run_id] = (pid, started)
         ensure_schema(connection)
+        done = None if allow_older else check_export(connection, run, judged_by)
+        if done is not None:
+            rollback_quietly(connection)
+            _UNSETTLED.pop(run.run_id, None)
+            return {"already_loaded_by": done}
+        if run.mode == "merge":  # a doctor may have gone since the run was cleaned
+            appointments, late = merge.recheck_doctors(connection, run, doctors, appointments)
+            if late is not None:
+                prepared.append(workers.submit(prepare_rejections, run.run_id, late, source_files["appointments"],
+                                               run.source))
         insert_run(connection, run, "running")
         changes = _write_tables(connection, run, doctors, appointments)
         for data in prepared:  # last: their COPY data is made meanwhile
@@ -125,13 +155,47 @@ def _write_tables(connection: Any, run: RunRecord, doctors: "pd.DataFrame",
     from . import bulk
     from .merge import merge_tables
 
+    doctors, appointments = doctors.assign(source=run.source), appointments.assign(source=run.source)
     if run.mode == "merge":
-        return merge_tables(connection, run.run_id, doctors, appointments)
-    connection.run(_TRUNCATE)
-    bulk.copy_frame(connection, DOCTORS, doctors[list(DOCTORS.names)])
+        return merge_tables(connection, run, doctors, appointments)
+    # Only this source in the tables (or none): TRUNCATE; else its rows are deleted, keys dropped.
+    alone = set(connection.run(_SOURCES)[0]) <= {None, run.source}
+    if alone:
+        connection.run(_TRUNCATE)
     with bulk.rebuilt_indexes(connection, APPOINTMENTS, len(appointments)):
+        for statement in [] if alone else _DELETE_SOURCE:
+            connection.run(statement, source=run.source)
+        bulk.copy_frame(connection, DOCTORS, doctors[list(DOCTORS.names)])
         bulk.copy_frame(connection, APPOINTMENTS, appointments[list(APPOINTMENTS.names)])
     return None
+
+
+def check_export(connection: Any, run: RunRecord, judged_by: Optional[dict[str, Any]] = None) -> Optional[str]:
+    """Under the load lock: the run that already loaded these bytes for this source with the same
+    ``judged_by`` settings (its report snapshot says so; this run is then a no-op), else None;
+    StaleExport (exit 2) for a merge of an export older than the newest the source has loaded."""
+    done, newest = connection.run(_LOADED_BEFORE, source=run.source, doctors=run.doctors_sha256,
+                                  appointments=run.appointments_sha256, mode=run.mode)[0]
+    if done is not None and judged_by is not None and _judged_alike(connection, str(done), judged_by):
+        return str(done)
+    if run.mode == "merge" and newest is not None and run.export_date is not None and run.export_date < newest:
+        raise StaleExport(f"the export of {run.export_date} is older than the newest source {run.source!r} has "
+                          f"loaded ({newest}): not merged (--allow-older merges it anyway)")
+    return None
+
+
+def _judged_alike(connection: Any, run_id: str, judged_by: dict[str, Any]) -> bool:
+    """Whether ``run_id``'s stored report was judged with ``judged_by`` (as_of and settings): the
+    same bytes read with another as-of date or --day-first load other rows. No snapshot: False."""
+    if not connection.run("SELECT to_regclass(:name) IS NOT NULL", name=schema.ETL_RUN_REPORTS.qualified)[0][0]:
+        return False
+    rows = connection.run(sql("SELECT report FROM {etl_run_reports} WHERE run_id = :run_id"), run_id=run_id)
+    if not rows:
+        return False
+    report = rows[0][0] or {}
+    stored = {"as_of": report.get("as_of"), **{key: (report.get("settings") or {}).get(key) for key in judged_by
+                                                if key != "as_of"}}
+    return stored == judged_by
 
 
 def prune_old_runs(connection: Any, table: str, keep_runs: int) -> None:
@@ -201,7 +265,8 @@ def counts_not_loaded(counts: Optional[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def rejections_for_copy(run_id: str, rejected: "pd.DataFrame", source_file: str) -> "pd.DataFrame":
+def rejections_for_copy(run_id: str, rejected: "pd.DataFrame", source_file: str,
+                        source: str = DEFAULT_SOURCE) -> "pd.DataFrame":
     """``etl_rejections`` rows from a rejection frame: reasons as tuples, other cells as JSON."""
     import pandas as pd
 
@@ -215,12 +280,13 @@ def rejections_for_copy(run_id: str, rejected: "pd.DataFrame", source_file: str)
         "run_id": run_id, "entity": rejected[schema.ENTITY].to_numpy(), "source_file": source_file,
         "row_number": rejected[schema.SOURCE_ROW].to_numpy(dtype="int64"),
         "record_id": rejected[schema.RECORD_ID].to_numpy(),
-        "reasons": reasons.to_numpy()[codes], "raw": raw_json[:len(rejected)],
+        "reasons": reasons.to_numpy()[codes], "raw": raw_json[:len(rejected)], "source": source,
     }, columns=list(REJECTION_COLUMNS))
 
 
-def prepare_rejections(run_id: str, rejected: "pd.DataFrame", source_file: str) -> "list[Chunk]":
+def prepare_rejections(run_id: str, rejected: "pd.DataFrame", source_file: str,
+                       source: str = DEFAULT_SOURCE) -> "list[Chunk]":
     """One entity's ``etl_rejections`` COPY data, built in full (in a worker thread)."""
     from . import bulk
 
-    return bulk.encode(ETL_REJECTIONS, rejections_for_copy(run_id, rejected, source_file))
+    return bulk.encode(ETL_REJECTIONS, rejections_for_copy(run_id, rejected, source_file, source))

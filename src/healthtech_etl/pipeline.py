@@ -24,12 +24,13 @@ from .contract import Contract
 from .contract import load as load_contract
 from .db import DbConfig, _short, close_quietly, connect
 from .errors import ConfigError, DatabaseError, QualityGateError
+from .exports import DEFAULT_SOURCE, StaleExport, validate_source
 from .load import DEFAULT_KEEP_RUNS, LOAD_MODES, RunRecord, counts_not_loaded, load_run, record_failed_run
 from .logs import REJECTIONS_LOGGER, log_lines
 from .merge import loaded_doctor_ids
 from .paths import describe_os_error, make_output_dir, write_atomically
 from .read import SheetData, read_sheet
-from .run_report import FAILED, GATE, LOADED, aggregate_in_background, write_run_html
+from .run_report import FAILED, GATE, HTML_FILE, LOADED, aggregate_in_background, write_run_html
 from .schema import APPOINTMENT_COLUMNS, DOCTOR_COLUMNS, ENTITY, REASONS, RECORD_ID, SOURCE_ROW
 
 logger = logging.getLogger(__name__)
@@ -63,12 +64,16 @@ class EtlSettings:
     mode: str = "replace"  # replace: the file is the whole truth; merge: upsert by id, keep history
     keep_runs: int = DEFAULT_KEEP_RUNS
     contract: Optional[Path] = None  # the quality contract (quality.toml, or a pyproject.toml); None: the defaults
+    source: str = DEFAULT_SOURCE  # the clinic: ids are unique per source, replace replaces only its rows
+    export_date: Optional[date] = None  # the export's date (None: today); merge refuses one older than loaded
+    allow_older: bool = False  # merge an older export, or load bytes already loaded, anyway
 
     def quality_contract(self) -> Contract:
         """The contract, read and checked (a bad one: ConfigError naming the key and its line)."""
         return load_contract(self.contract)
 
     def validate(self) -> None:
+        validate_source(self.source)
         if self.mode not in LOAD_MODES:
             raise ConfigError(f"the load mode must be one of {', '.join(LOAD_MODES)} (got {self.mode!r})")
         if self.fail_on not in quality.FAIL_ON_CHOICES:
@@ -109,6 +114,7 @@ class RunResult:
     timings: dict[str, float]
     exit_code: int = 0  # 6: loaded, but the report could not be written (``warning`` says why)
     warning: Optional[str] = None
+    already_loaded_by: Optional[str] = None  # the run that loaded these bytes for the source: nothing written
 
 
 def sha256_of(path: Path) -> str:
@@ -140,7 +146,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     close_quietly(connect(db_config))  # fail fast on an unreachable database, before cleaning
     backlog.replay(db_config, settings.log_dir)  # failed runs the server could not be told about
     # Merge: an appointment of a doctor loaded by an earlier run is valid too.
-    loaded_doctors = loaded_doctor_ids(db_config) if settings.mode == "merge" else None
+    loaded_doctors = loaded_doctor_ids(db_config, settings.source) if settings.mode == "merge" else None
     clock = time.perf_counter()
     progress.start("clean")
     doctors_result = clean.clean_doctors(sheets["doctors"].frame, sheets["doctors"].unreadable)
@@ -169,12 +175,15 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     run = RunRecord(run_id=run_id, started_at=started_at, doctors_file=doctors.display_name,
                     doctors_sha256=report["inputs"]["doctors"]["sha256"], appointments_file=appointments.display_name,
                     appointments_sha256=report["inputs"]["appointments"]["sha256"], counts=report["counts"],
-                    metrics=report["metrics"], mode=settings.mode)
+                    metrics=report["metrics"], mode=settings.mode, source=settings.source,
+                    export_date=settings.export_date or date.today())
     if gated:
         _stop_at_gate(db_config, run, report, outputs, settings)
     run_state.run = run
     aggregates = aggregate_in_background(results["doctors"].valid, results["appointments"].valid)  # for the page
     changes = _load(db_config, run, results, outputs, settings, timings)
+    if changes is not None and "already_loaded_by" in changes:
+        return _already_loaded(run, report, outputs, timings, changes["already_loaded_by"])
     run_state.committed = True
     return _finish(run, report, changes, outputs, settings, db_config, timings, aggregates)
 
@@ -197,6 +206,16 @@ class _Outputs:
         except OSError as exc:
             raise ConfigError(f"cannot write the reports in {self.report_dir}: {describe_os_error(exc)}; "
                               "nothing loaded") from exc
+
+
+def _already_loaded(run: RunRecord, report: dict[str, Any], outputs: _Outputs, timings: dict[str, float],
+                    by: str) -> RunResult:
+    """These bytes were loaded for the source before: nothing written; the report says so."""
+    outputs.rejections_ready()
+    report.update(load_status="skipped", already_loaded_by=by, counts=counts_not_loaded(report["counts"]))
+    logger.info("run %s: already loaded by run %s; nothing written", run.run_id, by)
+    _write_json(outputs.report_path, report)
+    return RunResult(run.run_id, report, outputs.report_path, outputs.rejections_path, timings, already_loaded_by=by)
 
 
 def _stop_at_gate(db_config: DbConfig, run: RunRecord, report: dict[str, Any], outputs: "_Outputs",
@@ -229,8 +248,11 @@ def _load(db_config: DbConfig, run: RunRecord, results: dict[str, clean.CleanRes
     source_files = {"doctors": run.doctors_file, "appointments": run.appointments_file}
     try:
         changes = load_run(db_config, run, results["doctors"].valid, results["appointments"].valid, outputs.rejected,
-                           source_files, keep_runs=settings.keep_runs, before_commit=outputs.rejections_ready)
-    except DatabaseError as exc:
+                           source_files, keep_runs=settings.keep_runs, before_commit=outputs.rejections_ready,
+                           allow_older=settings.allow_older,
+                           judged_by={"as_of": settings.as_of.isoformat(), "day_first": settings.day_first,
+                                      "horizon_days": settings.horizon_days})
+    except (DatabaseError, StaleExport) as exc:
         outputs.written.exception()  # wait: its own failure, if any, says less than this one
         ledger = record_failed_run(db_config, run, str(exc))
         if ledger == "succeeded":  # the connection died after the server committed: a success
@@ -307,7 +329,8 @@ def build_report(run_id: str, settings: EtlSettings, sheets: dict[str, SheetData
     columns, checks = profile.profile_and_checks({entity: sheet.frame for entity, sheet in sheets.items()}, results,
                                                  terms.checks, settings.day_first)
     report = {
-        "run_id": run_id, "as_of": settings.as_of.isoformat(), "mode": settings.mode,
+        "run_id": run_id, "as_of": settings.as_of.isoformat(), "mode": settings.mode, "source": settings.source,
+        "export_date": (settings.export_date or date.today()).isoformat(),
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": quality.overall_status(metrics, checks), "load_status": "not_loaded", "metrics": metrics,
         "counts": {entity: {
@@ -341,6 +364,8 @@ def write_outputs(report_dir: Path, report: dict[str, Any], rejected: dict[str, 
 
     report_path = make_output_dir(Path(report_dir), "--report-dir") / REPORT_FILE
     _write_json(report_path, report)
+    with suppress(FileNotFoundError):  # an earlier run's page must not pass for this one (if interrupted)
+        report_path.with_name(HTML_FILE).unlink()
     frames = [frame.assign(source_file=source_files[entity]) for entity, frame in rejected.items()]
     combined = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
     leading = [ENTITY, "source_file", SOURCE_ROW, RECORD_ID, REASONS]

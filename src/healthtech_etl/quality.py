@@ -172,6 +172,8 @@ def verdict(report: dict[str, Any]) -> str:
                 f"(--fail-on {fail_on}); {what} had passed the rules")
     elif load_status == "failed":
         head = f"Nothing loaded: the load failed and was rolled back; {what} had passed the rules"
+    elif load_status == "skipped":
+        head = f"Nothing loaded: run {report.get('already_loaded_by')} loaded these files already; {what} pass the rules"
     else:
         head = f"Not loaded yet: {what} pass the rules"
     rejected = sum(int((entity or {}).get("rejected") or 0) for entity in counts.values())

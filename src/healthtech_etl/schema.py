@@ -5,6 +5,8 @@ tables and query column lists are derived from here. Plain data: no pandas, no d
 import re
 from dataclasses import dataclass
 
+from .exports import DEFAULT_SOURCE
+
 SCHEMA = "healthtech"
 
 # The workbooks' mandatory columns (header names, normalized).
@@ -75,9 +77,10 @@ class Column:
     references: str = ""
     added: bool = False
     widened: bool = False
+    collate: str = ""  # e.g. "C": compared byte by byte (keys built ~2x faster than with the database's collation)
 
     def definition(self) -> str:
-        parts = [self.name, self.type, "" if self.null else "NOT NULL"]
+        parts = [self.name, self.type, f'COLLATE "{self.collate}"' if self.collate else "", "" if self.null else "NOT NULL"]
         parts += [f"DEFAULT {self.default}" if self.default else "", f"CHECK ({self.check})" if self.check else ""]
         parts.append(f"REFERENCES {SCHEMA}.{self.references}" if self.references else "")
         return " ".join(part for part in parts if part)
@@ -96,6 +99,8 @@ class Table:
     name: str
     columns: tuple[Column, ...]
     indexes: tuple[Index, ...] = ()
+    # Table-level foreign keys: (constraint name, columns, referenced "table (columns)").
+    foreign: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -107,7 +112,8 @@ class Table:
 
     @property
     def key(self) -> tuple[str, ...]:
-        return tuple(column.name for column in self.columns if column.key)
+        """The primary key's columns: ``source`` first (declared last, as older databases got it)."""
+        return tuple(sorted((column.name for column in self.columns if column.key), key=lambda name: name != "source"))
 
     def column(self, name: str) -> Column:
         return next(column for column in self.columns if column.name == name)
@@ -125,18 +131,24 @@ def _quoted(values: tuple[str, ...]) -> str:
     return ", ".join(f"'{value}'" for value in values)
 
 
+def _source(key: bool = True) -> Column:
+    """The clinic a row belongs to; databases of releases before it get it, as 'default'."""
+    return Column("source", "text", key=key, default=f"'{DEFAULT_SOURCE}'", added=True, collate="C")
+
+
+# Ids are unique per source (clinic): the keys, and the foreign key, lead with it.
 DOCTORS = Table("doctors", (
-    Column("id", "bigint", key=True), Column("name", "text"), Column("specialty", "text", null=True),
+    Column("id", "bigint", key=True), Column("name", "text"), Column("specialty", "text", null=True), _source(),
 ))
 
 APPOINTMENTS = Table("appointments", (
-    Column("id", "bigint", key=True), Column("patient_id", "bigint"),
-    Column("doctor_id", "bigint", references="doctors (id)"), Column("booking_date", "timestamp"),
-    Column("status", "text", check=f"status IN ({_quoted(STATUSES)})"),
+    Column("id", "bigint", key=True), Column("patient_id", "bigint"), Column("doctor_id", "bigint"),
+    Column("booking_date", "timestamp"), Column("status", "text", check=f"status IN ({_quoted(STATUSES)})"), _source(),
 ), indexes=(
+    # (doctor_id) serves the per-source foreign key's checks too; (source, doctor_id) was 3x slower to build.
     Index("appointments_doctor_id_idx", ("doctor_id",)),
     Index("appointments_patient_id_idx", ("patient_id",)),
-))
+), foreign=(("appointments_source_doctor_fkey", "source, doctor_id", "doctors (source, id)"),))
 
 # The ledger: one row per run, whatever its outcome.
 ETL_RUNS = Table("etl_runs", (
@@ -148,12 +160,14 @@ ETL_RUNS = Table("etl_runs", (
     Column("counts", "jsonb", null=True), Column("metrics", "jsonb", null=True),
     Column("error", "text", null=True),
     Column("mode", "text", default="'replace'", check=f"mode IN ({_quoted(LOAD_MODES)})", added=True),
+    _source(key=False), Column("export_date", "date", null=True, added=True),
 ))
 
 ETL_REJECTIONS = Table("etl_rejections", (
     Column("id", "bigserial", key=True), Column("run_id", "text", references="etl_runs (run_id)"),
     Column("entity", "text"), Column("source_file", "text"), Column("row_number", "integer"),
     Column("record_id", "bigint", null=True), Column("reasons", "text[]"), Column("raw", "jsonb"),
+    _source(key=False),
 ), indexes=(Index("etl_rejections_run_id_idx", ("run_id",)),))
 
 # One row per version of an appointment, written by merge runs (see merge.py).
@@ -162,7 +176,9 @@ APPOINTMENT_HISTORY = Table("appointment_history", (
     Column("booking_date", "timestamp"), Column("status", "text"),
     Column("valid_from", "timestamptz", key=True),
     Column("valid_to", "timestamptz", null=True, check="valid_to >= valid_from"), Column("run_id", "text"),
-), indexes=(Index("appointment_history_open_idx", ("booking_id",), unique=True, where="valid_to IS NULL"),))
+    _source(),
+), indexes=(
+    Index("appointment_history_open_source_idx", ("source", "booking_id"), unique=True, where="valid_to IS NULL"),))
 
 # Each loaded run's report and aggregates, so its page can be rebuilt (history.py creates it).
 ETL_RUN_REPORTS = Table("etl_run_reports", (
@@ -200,6 +216,24 @@ _WIDEN_CHECK = """DO $$ BEGIN
         ALTER TABLE {table} ADD CONSTRAINT {constraint} CHECK ({check});
     END IF;
 END $$"""
+# Keys of an older release (without source): rebuilt once; the foreign keys on them go with them.
+_REKEY = """DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = '{table}'::regclass AND contype = 'p'
+                   AND pg_get_constraintdef(oid) = 'PRIMARY KEY ({key})') THEN
+        ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}_pkey CASCADE;
+        ALTER TABLE {table} ADD CONSTRAINT {name}_pkey PRIMARY KEY ({key});
+    END IF;
+END $$"""
+_ADD_FOREIGN = """DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = '{table}'::regclass AND conname = '{name}') THEN
+        ALTER TABLE {table} ADD CONSTRAINT {name} {definition};
+    END IF;
+END $$"""
+# Indexes of an older release that the keyed ones replace.
+_RETIRED_INDEXES = ("appointment_history_open_idx",)
+_DROP_RETIRED = """DO $$ BEGIN
+    IF to_regclass('{index}') IS NOT NULL THEN DROP INDEX {index}; END IF;
+END $$"""
 
 
 def sql(template: str, **fragments: str) -> str:
@@ -208,17 +242,24 @@ def sql(template: str, **fragments: str) -> str:
 
 
 def create_statements(table: Table) -> list[str]:
-    """``CREATE TABLE IF NOT EXISTS``, its indexes, and a guarded ``ADD COLUMN`` per ``added`` column."""
+    """``CREATE TABLE IF NOT EXISTS``; for a table of an older release a guarded ``ADD COLUMN`` per
+    ``added`` column, its widened CHECKs and its key rebuilt; then its indexes and foreign keys."""
+    foreign = [(name, f"FOREIGN KEY ({columns}) REFERENCES {SCHEMA}.{target}") for name, columns, target in table.foreign]
     body = [column.definition() for column in table.columns] + [f"PRIMARY KEY ({', '.join(table.key)})"]
+    body += [f"CONSTRAINT {name} {definition}" for name, definition in foreign]
     statements = [_CREATE_TABLE.format(table=table.qualified, body=",\n    ".join(body))]
+    statements += [_ADD_COLUMN.format(table=table.qualified, name=column.name, definition=column.definition())
+                   for column in table.columns if column.added]
+    statements += [_widen_check(table, column) for column in table.columns if column.widened]
+    if any(column.added for column in table.columns if column.key):
+        statements.append(_REKEY.format(table=table.qualified, name=table.name, key=", ".join(table.key)))
     statements += [
         _CREATE_INDEX.format(unique="UNIQUE " if index.unique else "", name=index.name, table=table.qualified,
                              columns=", ".join(index.columns), where=f" WHERE {index.where}" if index.where else "")
         for index in table.indexes
     ]
-    statements += [_ADD_COLUMN.format(table=table.qualified, name=column.name, definition=column.definition())
-                   for column in table.columns if column.added]
-    statements += [_widen_check(table, column) for column in table.columns if column.widened]
+    statements += [_ADD_FOREIGN.format(table=table.qualified, name=name, definition=definition)
+                   for name, definition in foreign]
     return statements
 
 
@@ -232,7 +273,8 @@ def _widen_check(table: Table, column: Column) -> str:
 def schema_statements(tables: tuple[Table, ...] = LOAD_TABLES) -> list[str]:
     """The schema and ``tables`` (default: those a load writes), created if missing."""
     statements = [statement for table in tables for statement in create_statements(table)]
-    return [f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}", *statements]
+    retired = [_DROP_RETIRED.format(index=f"{SCHEMA}.{index}") for index in _RETIRED_INDEXES]
+    return [f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}", *statements, *retired]
 
 
 def staging_table(table: Table, name: str, extra: tuple[Column, ...] = ()) -> str:

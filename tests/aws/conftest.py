@@ -128,7 +128,8 @@ def glue_runner(monkeypatch: pytest.MonkeyPatch) -> Any:
 def resolver(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``lambda/resolve_inputs.py`` as the deployed function: moto's Lambda (no Docker) records the
     function, and each invocation runs the real handler in-process with its environment.
-    Returns the function ARN; ``.calls`` / ``.results`` list what it was given and returned."""
+    Returns the function ARN; ``.calls`` / ``.results`` list what it was given and returned
+    (``.resolved``: the results of the ``resolve`` action only)."""
     import io
     import zipfile
 
@@ -147,9 +148,12 @@ def resolver(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     # As the stack sets it (tests use the report bucket as the artifacts bucket).
     monkeypatch.setenv("CLAIM_BUCKET", REPORT_BUCKET)
     monkeypatch.setenv("CLAIM_PREFIX", "runs/claims/")
-    monkeypatch.delenv("LARGE_INPUT_BYTES", raising=False)
+    monkeypatch.setenv("RESULT_PREFIX", f"{REPORT_PREFIX}/_executions/")
+    for name in ("LARGE_INPUT_BYTES", "DOCTORS_FILENAME", "APPOINTMENTS_FILENAME", "METRIC_NAMESPACE"):
+        monkeypatch.delenv(name, raising=False)
     calls: list = []
     results: list = []
+    resolved: list = []  # the results of the "resolve" action only
 
     def invoke(self: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any) -> bytes:
         assert function_name.rsplit(":", 1)[-1] == RESOLVER_NAME or function_name.endswith(
@@ -163,10 +167,12 @@ def resolver(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
             results.append(exc)
             return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
         results.append(result)
+        if event.get("action", "resolve") == "resolve":
+            resolved.append(result)
         return json.dumps(result).encode()
 
     monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
-    return SimpleNamespace(arn=arn, calls=calls, results=results)
+    return SimpleNamespace(arn=arn, calls=calls, results=results, resolved=resolved)
 
 
 @pytest.fixture
@@ -207,8 +213,9 @@ def stack(moto_sfn: None, aws: Any, db_config: DbConfig, glue_runner: Any, resol
     )["stateMachineArn"]
     monkeypatch.setenv("STATE_MACHINE_ARN", state_machine_arn)
     monkeypatch.setenv("RAW_PREFIX", "raw/")
-    # The settle Wait costs no time in the tests (moto_patches._patch_wait_sleep records it).
-    monkeypatch.setenv("SETTLE_SECONDS", "1")
+    monkeypatch.delenv("SETTLE_SECONDS", raising=False)
+    # The partner Wait costs no time in the tests (moto_patches._patch_wait_sleep records it).
+    monkeypatch.setenv("PARTNER_WAIT_SECONDS", "1")
     monkeypatch.delenv("DOCTORS_FILENAME", raising=False)
     monkeypatch.delenv("APPOINTMENTS_FILENAME", raising=False)
 

@@ -55,6 +55,29 @@ def _patch_glue_sync_interrupt_all() -> None:
     cls._eval_integration_pattern = namespace["_eval_integration_pattern"]
 
 
+def _patch_map_iteration_states_errors() -> None:
+    """Bug 4: a Map iteration that fails with a ``States.*`` error (``States.TaskFailed`` of a failed
+    Glue run inside an inline Map) ends the Map with ``States.Runtime`` instead: the iteration worker
+    wraps the error name in ``CustomErrorName``, which refuses the ``States.`` prefix (ValueError).
+    AWS passes the iteration's error on. Fix: build a ``StatesErrorName`` for ``States.*`` names."""
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
+        iteration_worker as module,
+    )
+
+    source = textwrap.dedent(inspect.getsource(module.IterationWorker._eval_job))
+    bad = "                error_name = CustomErrorName(error_name=error_name)\n"
+    if source.count(bad) != 1:
+        return  # fixed upstream (or rewritten): nothing to do
+    fixed = source.replace(bad, (
+        "                error_name = (StatesErrorName.from_name(error_name) if error_name.startswith('States.')\n"
+        "                              else CustomErrorName(error_name=error_name))\n"))
+    namespace: dict[str, Callable] = {}
+    scope = {**vars(module), "StatesErrorName": StatesErrorName}
+    exec(compile(fixed, module.__file__, "exec"), scope, namespace)  # noqa: S102 - moto's own code
+    module.IterationWorker._eval_job = namespace["_eval_job"]
+
+
 def _patch_output_datetimes() -> None:
     """Bug 2: ``describe_execution`` raises ``TypeError: Object of type datetime is not JSON
     serializable`` once a ``glue:startJobRun.sync`` execution succeeded.
@@ -132,7 +155,7 @@ def _patch_retry_sleep() -> None:
 def _patch_wait_sleep() -> None:
     """Not a bug, a test convenience: a ``Wait`` state really waits its seconds in moto. Record
     the requested wait in ``WAIT_SLEEPS`` and run the ``ON_WAIT`` callbacks instead of waiting,
-    so the settle window costs no time and a test can upload "during" it."""
+    so the partner wait costs no time and a test can upload "during" it."""
     from moto.stepfunctions.parser.asl.component.state.wait.wait_function import wait_function
 
     def _wait_interval(self, env, wait_seconds):  # type: ignore[no-untyped-def]
@@ -159,6 +182,7 @@ def apply() -> None:
         _patch_synchronous_executions,
         _patch_retry_sleep,
         _patch_wait_sleep,
+        _patch_map_iteration_states_errors,
     ):
         patch()
         _APPLIED[patch.__name__] = True

@@ -32,8 +32,8 @@ def uploaded(stack: Any, sample_workbooks: tuple) -> dict:
     """The sample exports in the raw bucket; ``{key: version id}``."""
     doctors, appointments = sample_workbooks
     return {
-        "raw/doctors.xlsx": put_object(stack.aws.s3, RAW_BUCKET, "raw/doctors.xlsx", doctors),
-        "raw/appointments.xlsx": put_object(stack.aws.s3, RAW_BUCKET, "raw/appointments.xlsx", appointments),
+        "raw/clinic-a/2025-10/doctors.xlsx": put_object(stack.aws.s3, RAW_BUCKET, "raw/clinic-a/2025-10/doctors.xlsx", doctors),
+        "raw/clinic-a/2025-10/appointments.xlsx": put_object(stack.aws.s3, RAW_BUCKET, "raw/clinic-a/2025-10/appointments.xlsx", appointments),
     }
 
 
@@ -57,13 +57,15 @@ def test_upload_runs_the_etl_end_to_end(stack: Any, uploaded: dict) -> None:
     assert run["Arguments"] == {
         **stack.default_arguments,
         "--RAW_BUCKET": RAW_BUCKET,
-        "--DOCTORS_KEY": "raw/doctors.xlsx",
-        "--APPOINTMENTS_KEY": "raw/appointments.xlsx",
-        # The exact pair the execution resolved after the settle wait.
-        "--DOCTORS_VERSION": uploaded["raw/doctors.xlsx"],
-        "--APPOINTMENTS_VERSION": uploaded["raw/appointments.xlsx"],
-        "--TRIGGER_KEY": "raw/doctors.xlsx",
-        "--TRIGGER_VERSION": uploaded["raw/doctors.xlsx"],
+        "--DOCTORS_KEY": "raw/clinic-a/2025-10/doctors.xlsx",
+        "--APPOINTMENTS_KEY": "raw/clinic-a/2025-10/appointments.xlsx",
+        # The exact pair the execution found in the export folder.
+        "--DOCTORS_VERSION": uploaded["raw/clinic-a/2025-10/doctors.xlsx"],
+        "--APPOINTMENTS_VERSION": uploaded["raw/clinic-a/2025-10/appointments.xlsx"],
+        "--source": "clinic-a",
+        "--export": "2025-10",
+        "--export_date": "2025-10-01",  # from the folder name
+        "--RESULT_KEY": f"{REPORT_PREFIX}/_executions/{started['execution_name']}.json",
     }
     # Small inputs: the job's 1/16 DPU, passed explicitly by the state machine.
     assert run["MaxCapacity"] == 0.0625
@@ -71,21 +73,27 @@ def test_upload_runs_the_etl_end_to_end(stack: Any, uploaded: dict) -> None:
     assert call.exit_code == 0, call.stderr
 
     # The report in S3 is the run's; the database holds what it says was loaded.
-    (run_id,) = {key.split("/")[1] for key in _all_report_keys(stack)}
+    (run_id,) = {key.split("/")[3] for key in _all_report_keys(stack) if "/_executions/" not in key}
     report = json.loads(stack.aws.s3.get_object(
-        Bucket=REPORT_BUCKET, Key=f"{REPORT_PREFIX}/{run_id}/quality_report.json")["Body"].read())
+        Bucket=REPORT_BUCKET, Key=f"{REPORT_PREFIX}/clinic-a/2025-10/{run_id}/quality_report.json")["Body"].read())
     assert report["run_id"] == run_id and report["load_status"] == "succeeded"
     assert report["as_of"] == "2025-11-01"
     assert report["inputs"]["doctors"]["file"] == (
-        f"s3://{RAW_BUCKET}/raw/doctors.xlsx?versionId={uploaded['raw/doctors.xlsx']}")
+        f"s3://{RAW_BUCKET}/raw/clinic-a/2025-10/doctors.xlsx?versionId={uploaded['raw/clinic-a/2025-10/doctors.xlsx']}")
     assert report["inputs"]["appointments"]["file"] == (
-        f"s3://{RAW_BUCKET}/raw/appointments.xlsx?versionId={uploaded['raw/appointments.xlsx']}")
+        f"s3://{RAW_BUCKET}/raw/clinic-a/2025-10/appointments.xlsx?versionId={uploaded['raw/clinic-a/2025-10/appointments.xlsx']}")
     counts = report["counts"]
     assert counts["appointments"]["loaded"] > 250 and counts["appointments"]["rejected"] > 0
     assert db_count(stack.db_config, "doctors") == counts["doctors"]["loaded"]
     assert db_count(stack.db_config, "appointments") == counts["appointments"]["loaded"]
     assert db_count(stack.db_config, "etl_runs") == 1
-    assert report_keys(stack.aws, run_id) == sorted([
+    # The execution's output links the run's HTML report (s3:// and the console).
+    output = json.loads(execution["output"])["report"]
+    html = f"{REPORT_PREFIX}/clinic-a/2025-10/{run_id}/quality_report.html"
+    assert output["run_id"] == run_id and output["html_report"] == f"s3://{REPORT_BUCKET}/{html}"
+    assert output["html_report_console"] == (
+        f"https://console.aws.amazon.com/s3/object/{REPORT_BUCKET}?region={REGION}&prefix={html}")
+    assert report_keys(stack.aws, f"clinic-a/2025-10/{run_id}") == sorted([
         "queries/1_most_confirmed_doctor.csv",
         "queries/2_patient_34_confirmed.csv",
         "queries/3_cancelled_oct_21_24.csv",
@@ -97,7 +105,7 @@ def test_upload_runs_the_etl_end_to_end(stack: Any, uploaded: dict) -> None:
         "rejected_rows.csv",
     ])
     rejected_csv = stack.aws.s3.get_object(
-        Bucket=REPORT_BUCKET, Key=f"{REPORT_PREFIX}/{run_id}/rejected_rows.csv")["Body"].read().decode()
+        Bucket=REPORT_BUCKET, Key=f"{REPORT_PREFIX}/clinic-a/2025-10/{run_id}/rejected_rows.csv")["Body"].read().decode()
     assert len(rejected_csv.splitlines()) == 1 + counts["doctors"]["rejected"] + counts["appointments"]["rejected"]
 
     # One data point per metric, no dimensions, equal to the report's numbers.
@@ -132,7 +140,7 @@ def test_both_workbooks_in_one_event_give_one_run(stack: Any, uploaded: dict) ->
     assert statuses == ["SUCCEEDED", "SUCCEEDED"]
     # The first execution to resolve claimed the pair and ran the job; the other had nothing to do.
     assert [call.exit_code for call in stack.glue.calls] == [0]
-    assert [r["action"] for r in stack.resolver.results] == ["run", "skip"]
+    assert [r["action"] for r in stack.resolver.resolved] == ["run", "skip"]
     assert db_count(stack.db_config, "etl_runs") == 1
     report = json.loads(stack.aws.s3.get_object(
         Bucket=REPORT_BUCKET, Key=next(k for k in _all_report_keys(stack) if k.endswith("quality_report.json"))
@@ -151,18 +159,19 @@ def test_redelivered_event_runs_the_job_once(stack: Any, uploaded: dict) -> None
 
 
 def test_url_encoded_folder_reaches_the_job_decoded(stack: Any, sample_workbooks: tuple) -> None:
-    folder = "raw/clinic north (v2)/"
+    folder = "raw/clinic-north/2025-10 (v2)/"
     doctors, appointments = sample_workbooks
-    put_object(stack.aws.s3, RAW_BUCKET, folder + "doctors.xlsx", doctors)
-    version = put_object(stack.aws.s3, RAW_BUCKET, folder + "appointments.xlsx", appointments)
+    put_object(stack.aws.s3, RAW_BUCKET, folder + "DOCTORS.xlsx", doctors)  # names match case-insensitively
+    version = put_object(stack.aws.s3, RAW_BUCKET, folder + "Appointments.XLSX", appointments)
 
-    result = run_event(stack, "s3_put_url_encoded_key.json", {folder + "appointments.xlsx": version})
+    result = run_event(stack, "s3_put_url_encoded_key.json", {folder + "Appointments.XLSX": version})
 
     (started,) = result["started"]
     assert stack.aws.sfn.describe_execution(executionArn=started["execution_arn"])["status"] == "SUCCEEDED"
     (run,) = job_runs(stack)
-    assert run["Arguments"]["--DOCTORS_KEY"] == folder + "doctors.xlsx"
-    assert run["Arguments"]["--APPOINTMENTS_KEY"] == run["Arguments"]["--TRIGGER_KEY"] == folder + "appointments.xlsx"
+    assert run["Arguments"]["--DOCTORS_KEY"] == folder + "DOCTORS.xlsx"
+    assert run["Arguments"]["--APPOINTMENTS_KEY"] == folder + "Appointments.XLSX"
+    assert (run["Arguments"]["--source"], run["Arguments"]["--export"]) == ("clinic-north", "2025-10 (v2)")
     assert db_count(stack.db_config, "appointments") > 0
 
 
@@ -179,9 +188,9 @@ def test_failed_job_alerts_and_keeps_the_previous_data(stack: Any, uploaded: dic
     run_event(stack, "s3_put.json", uploaded)
     loaded = (db_count(stack.db_config, "doctors"), db_count(stack.db_config, "appointments"))
     # A broken export replaces the appointments workbook.
-    version = stack.aws.s3.put_object(Bucket=RAW_BUCKET, Key="raw/appointments.xlsx",
+    version = stack.aws.s3.put_object(Bucket=RAW_BUCKET, Key="raw/clinic-a/2025-10/appointments.xlsx",
                                       Body=b"this is not a workbook")["VersionId"]
-    result = run_event(stack, "s3_put_unversioned.json", {"raw/appointments.xlsx": version})
+    result = run_event(stack, "s3_put_unversioned.json", {"raw/clinic-a/2025-10/appointments.xlsx": version})
 
     (started,) = result["started"]
     execution = stack.aws.sfn.describe_execution(executionArn=started["execution_arn"])
@@ -197,8 +206,12 @@ def test_failed_job_alerts_and_keeps_the_previous_data(stack: Any, uploaded: dic
     assert message["failed_state"] == "RunGlueEtlJob"
     assert message["error"] == "States.TaskFailed"
     assert "FAILED (exit 3)" in message["cause"]
-    assert message["input"]["appointments_key"] == "raw/appointments.xlsx"
+    assert message["input"]["folder"] == "raw/clinic-a/2025-10/" and message["input"]["source"] == "clinic-a"
     assert message["reports"] == f"s3://{REPORT_BUCKET}/{REPORT_PREFIX}/"
+    assert message["rerun"] == f"make rerun EXECUTION={started['execution_arn']}"
+    # The failed run gave its pair back: only the first (loaded) run's claim is left.
+    claims = stack.aws.s3.list_objects_v2(Bucket=REPORT_BUCKET, Prefix="runs/claims/").get("Contents", [])
+    assert len(claims) == 1
     # The database still has the first run's data.
     assert (db_count(stack.db_config, "doctors"), db_count(stack.db_config, "appointments")) == loaded
     events = [event["type"] for event in history(stack.aws, started["execution_arn"])]
@@ -246,9 +259,11 @@ def test_concurrent_run_is_retried_until_the_other_run_finishes(stack: Any, uplo
     (started,) = result["started"]
     assert stack.aws.sfn.describe_execution(executionArn=started["execution_arn"])["status"] == "SUCCEEDED"
     retry = asl()["States"]["RunGlueEtlJob"]["Retry"][0]
-    assert retry["ErrorEquals"] == ["Glue.ConcurrentRunsExceededException"]
-    # Two refusals, waited IntervalSeconds then IntervalSeconds x BackoffRate, then the run.
-    assert waits == [retry["IntervalSeconds"], retry["IntervalSeconds"] * retry.get("BackoffRate", 2.0)]
+    assert retry["ErrorEquals"] == ["Glue.ConcurrentRunsExceededException"] and retry["JitterStrategy"] == "FULL"
+    # Two refusals, each waited a random time up to IntervalSeconds x BackoffRate^n (full jitter), then the run.
+    assert len(waits) == 2
+    for attempt, wait in enumerate(waits):
+        assert 0 <= wait <= min(retry["IntervalSeconds"] * retry["BackoffRate"] ** attempt, retry["MaxDelaySeconds"])
     failures = [event["taskFailedEventDetails"]["error"] for event in history(stack.aws, started["execution_arn"])
                 if event["type"] == "TaskFailed"]
     assert failures == ["Glue.ConcurrentRunsExceededException"] * 2
@@ -276,84 +291,36 @@ def new_exports(sample_workbooks: tuple, tmp_path_factory: pytest.TempPathFactor
     from healthtech_etl.sample import write_sample_workbooks
 
     doctors, appointments = write_sample_workbooks(tmp_path_factory.mktemp("new-exports"), rows=120, seed=23)
-    return {"raw/doctors.xlsx": doctors, "raw/appointments.xlsx": appointments}
-
-
-@pytest.mark.parametrize("first", ["raw/doctors.xlsx", "raw/appointments.xlsx"])
-@pytest.mark.parametrize("second_event", ["after_first_resolved", "during_first_wait"])
-def test_pair_uploaded_within_the_settle_window_gives_one_run_with_both_new_versions(
-    stack: Any, uploaded: dict, new_exports: dict, first: str, second_event: str
-) -> None:
-    second = next(key for key in new_exports if key != first)
-    versions: dict = {}
-    versions[first] = put_object(stack.aws.s3, RAW_BUCKET, first, new_exports[first])
-    second_result: list = []
-
-    def second_upload_arrives(seconds: float) -> None:
-        # One-shot: the other workbook lands while the first execution settles.
-        moto_patches.ON_WAIT.remove(second_upload_arrives)
-        versions[second] = put_object(stack.aws.s3, RAW_BUCKET, second, new_exports[second])
-        if second_event == "during_first_wait":  # its execution resolves before the first one does
-            second_result.append(lambda_handler.handler(upload_event(second, versions[second], "0065B0000000000002"), None))
-
-    moto_patches.WAIT_SLEEPS.clear()
-    moto_patches.ON_WAIT.append(second_upload_arrives)
-    try:
-        first_result = lambda_handler.handler(upload_event(first, versions[first], "0065B0000000000001"), None)
-    finally:
-        if second_upload_arrives in moto_patches.ON_WAIT:
-            moto_patches.ON_WAIT.remove(second_upload_arrives)
-    if second_event == "after_first_resolved":
-        second_result.append(lambda_handler.handler(upload_event(second, versions[second], "0065B0000000000002"), None))
-
-    assert len(first_result["started"]) == 1 and len(second_result[0]["started"]) == 1
-    assert moto_patches.WAIT_SLEEPS == [1.0, 1.0]  # every execution settled SETTLE_SECONDS
-    # Two executions, both SUCCEEDED; exactly one Glue run, on both NEW versions; no alert.
-    assert statuses(stack) == ["SUCCEEDED", "SUCCEEDED"]
-    (run,) = job_runs(stack)
-    assert run["JobRunState"] == "SUCCEEDED"
-    assert run["Arguments"]["--DOCTORS_VERSION"] == versions["raw/doctors.xlsx"] != uploaded["raw/doctors.xlsx"]
-    assert (run["Arguments"]["--APPOINTMENTS_VERSION"] == versions["raw/appointments.xlsx"]
-            != uploaded["raw/appointments.xlsx"])
-    assert sorted(r["action"] for r in stack.resolver.results) == ["run", "skip"]
-    (skip,) = [r for r in stack.resolver.results if r["action"] == "skip"]
-    assert skip["reason"] == "another execution already claimed this pair of versions"
-    assert db_count(stack.db_config, "etl_runs") == 1
-    (report_key,) = [k for k in _all_report_keys(stack) if k.endswith("quality_report.json")]
-    report = json.loads(stack.aws.s3.get_object(Bucket=REPORT_BUCKET, Key=report_key)["Body"].read())
-    assert report["inputs"]["doctors"]["file"].endswith(f"?versionId={versions['raw/doctors.xlsx']}")
-    assert report["inputs"]["appointments"]["file"].endswith(f"?versionId={versions['raw/appointments.xlsx']}")
-    assert db_count(stack.db_config, "appointments") == report["counts"]["appointments"]["loaded"]
-    assert stack.alerts() == []
+    return {"raw/clinic-a/2025-10/doctors.xlsx": doctors, "raw/clinic-a/2025-10/appointments.xlsx": appointments}
 
 
 def test_one_new_workbook_runs_once_with_the_others_latest_version(
     stack: Any, uploaded: dict, new_exports: dict
 ) -> None:
-    version = put_object(stack.aws.s3, RAW_BUCKET, "raw/appointments.xlsx", new_exports["raw/appointments.xlsx"])
+    version = put_object(stack.aws.s3, RAW_BUCKET, "raw/clinic-a/2025-10/appointments.xlsx", new_exports["raw/clinic-a/2025-10/appointments.xlsx"])
 
-    result = lambda_handler.handler(upload_event("raw/appointments.xlsx", version, "0065B0000000000003"), None)
+    result = lambda_handler.handler(upload_event("raw/clinic-a/2025-10/appointments.xlsx", version, "0065B0000000000003"), None)
 
     (started,) = result["started"]
     assert stack.aws.sfn.describe_execution(executionArn=started["execution_arn"])["status"] == "SUCCEEDED"
     (run,) = job_runs(stack)
     assert run["Arguments"]["--APPOINTMENTS_VERSION"] == version
-    assert run["Arguments"]["--DOCTORS_VERSION"] == uploaded["raw/doctors.xlsx"]
+    assert run["Arguments"]["--DOCTORS_VERSION"] == uploaded["raw/clinic-a/2025-10/doctors.xlsx"]
     assert stack.alerts() == []
 
 
 def test_second_upload_after_the_window_runs_again_with_the_new_pair(
     stack: Any, uploaded: dict, new_exports: dict
 ) -> None:
-    doctors = put_object(stack.aws.s3, RAW_BUCKET, "raw/doctors.xlsx", new_exports["raw/doctors.xlsx"])
-    lambda_handler.handler(upload_event("raw/doctors.xlsx", doctors, "0065B0000000000004"), None)
-    appointments = put_object(stack.aws.s3, RAW_BUCKET, "raw/appointments.xlsx", new_exports["raw/appointments.xlsx"])
-    lambda_handler.handler(upload_event("raw/appointments.xlsx", appointments, "0065B0000000000005"), None)
+    doctors = put_object(stack.aws.s3, RAW_BUCKET, "raw/clinic-a/2025-10/doctors.xlsx", new_exports["raw/clinic-a/2025-10/doctors.xlsx"])
+    lambda_handler.handler(upload_event("raw/clinic-a/2025-10/doctors.xlsx", doctors, "0065B0000000000004"), None)
+    appointments = put_object(stack.aws.s3, RAW_BUCKET, "raw/clinic-a/2025-10/appointments.xlsx", new_exports["raw/clinic-a/2025-10/appointments.xlsx"])
+    lambda_handler.handler(upload_event("raw/clinic-a/2025-10/appointments.xlsx", appointments, "0065B0000000000005"), None)
 
     assert statuses(stack) == ["SUCCEEDED", "SUCCEEDED"]
     pairs = [(r["Arguments"]["--DOCTORS_VERSION"], r["Arguments"]["--APPOINTMENTS_VERSION"])
              for r in job_runs(stack)]  # in start order
-    assert pairs == [(doctors, uploaded["raw/appointments.xlsx"]), (doctors, appointments)]
+    assert pairs == [(doctors, uploaded["raw/clinic-a/2025-10/appointments.xlsx"]), (doctors, appointments)]
     assert stack.alerts() == []
 
 
@@ -364,27 +331,7 @@ def test_redelivered_events_of_a_pair_stay_deduplicated(stack: Any, uploaded: di
     assert len(first["started"]) == 2
     assert again["started"] == [] and len(again["duplicates"]) == 2
     assert len(executions(stack.aws, stack.state_machine_arn)) == 2
-    assert len(job_runs(stack)) == 1 and len(stack.resolver.calls) == 2
-
-
-def test_a_lone_first_workbook_waits_for_its_partner_without_failing(stack: Any, sample_workbooks: tuple) -> None:
-    doctors, appointments = sample_workbooks
-    folder = "raw/clinic-9/"
-    doctors_version = put_object(stack.aws.s3, RAW_BUCKET, folder + "doctors.xlsx", doctors)
-
-    lambda_handler.handler(upload_event(folder + "doctors.xlsx", doctors_version, "0065B0000000000006"), None)
-
-    assert statuses(stack) == ["SUCCEEDED"] and job_runs(stack) == []
-    (waiting,) = stack.resolver.results
-    assert waiting["action"] == "skip"
-    assert waiting["reason"] == f"waiting for s3://{RAW_BUCKET}/{folder}appointments.xlsx"
-    # The partner's upload then runs the pair.
-    appointments_version = put_object(stack.aws.s3, RAW_BUCKET, folder + "appointments.xlsx", appointments)
-    lambda_handler.handler(upload_event(folder + "appointments.xlsx", appointments_version, "0065B0000000000007"), None)
-    (run,) = job_runs(stack)
-    assert (run["Arguments"]["--DOCTORS_VERSION"], run["Arguments"]["--APPOINTMENTS_VERSION"]) == (
-        doctors_version, appointments_version)
-    assert statuses(stack) == ["SUCCEEDED", "SUCCEEDED"] and stack.alerts() == []
+    assert len(job_runs(stack)) == 1 and len(stack.resolver.resolved) == 2
 
 
 # --------------------------------------------------------------------------- capacity and resolver failures
@@ -400,7 +347,7 @@ def test_inputs_above_the_size_threshold_run_with_one_dpu(
 
     (run,) = job_runs(stack)
     assert run["MaxCapacity"] == 1.0 and run["JobRunState"] == "SUCCEEDED"
-    (resolved,) = stack.resolver.results
+    (resolved,) = stack.resolver.resolved
     assert resolved["input_bytes"] == sum(sizes) and resolved["max_capacity"] == 1.0
 
 

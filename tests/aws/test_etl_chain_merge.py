@@ -1,7 +1,9 @@
 """The AWS chain with a job deployed with ``--LOAD_MODE merge`` (CDK context loadMode=merge):
 last month's rows stay, this month's upsert them, the change lands in appointment_history."""
 
+import csv
 import datetime as dt
+import io
 import json
 from typing import Any
 
@@ -32,8 +34,8 @@ def upload_event(key: str, version: str) -> dict:
 def test_a_merge_job_keeps_last_month_and_records_the_change(stack: Any, sample_workbooks: tuple, tmp_path) -> None:
     doctors, appointments = sample_workbooks
     versions = {key: put_object(stack.aws.s3, RAW_BUCKET, key, path)
-                for key, path in (("raw/doctors.xlsx", doctors), ("raw/appointments.xlsx", appointments))}
-    assert len(lambda_handler.handler(upload_event("raw/doctors.xlsx", versions["raw/doctors.xlsx"]), None)
+                for key, path in (("raw/clinic-a/2025-10/doctors.xlsx", doctors), ("raw/clinic-a/2025-10/appointments.xlsx", appointments))}
+    assert len(lambda_handler.handler(upload_event("raw/clinic-a/2025-10/doctors.xlsx", versions["raw/clinic-a/2025-10/doctors.xlsx"]), None)
                ["started"]) == 1
     october = fetch(stack.db_config, "SELECT id, patient_id, doctor_id, booking_date, status "
                                      "FROM healthtech.appointments ORDER BY id")
@@ -54,8 +56,8 @@ def test_a_merge_job_keeps_last_month_and_records_the_change(stack: Any, sample_
         (900_001, 34, changed[2], dt.datetime(2025, 11, 20, 9, 0), "confirmed"),
     ]
     path = write_xlsx(tmp_path / "appointments.xlsx", APPOINTMENTS_HEADER, november)
-    version = put_object(stack.aws.s3, RAW_BUCKET, "raw/appointments.xlsx", path)
-    result = lambda_handler.handler(upload_event("raw/appointments.xlsx", version), None)
+    version = put_object(stack.aws.s3, RAW_BUCKET, "raw/clinic-a/2025-10/appointments.xlsx", path)
+    result = lambda_handler.handler(upload_event("raw/clinic-a/2025-10/appointments.xlsx", version), None)
 
     (started,) = result["started"]
     assert stack.aws.sfn.describe_execution(executionArn=started["execution_arn"])["status"] == "SUCCEEDED"
@@ -64,7 +66,7 @@ def test_a_merge_job_keeps_last_month_and_records_the_change(stack: Any, sample_
     assert [row[1:] for row in runs] == [["replace", "succeeded"], ["merge", "succeeded"]]
     merge_run = runs[1][0]
     report = json.loads(stack.aws.s3.get_object(
-        Bucket=REPORT_BUCKET, Key=f"{REPORT_PREFIX}/{merge_run}/quality_report.json")["Body"].read())
+        Bucket=REPORT_BUCKET, Key=f"{REPORT_PREFIX}/clinic-a/2025-10/{merge_run}/quality_report.json")["Body"].read())
     assert report["mode"] == "merge"
     assert report["merge"]["appointments"] == {"inserted": 1, "updated": 1, "unchanged": 0}
     assert report["metrics"]["referential_integrity"]["basis"] == "doctors_in_file_and_database"
@@ -77,11 +79,10 @@ def test_a_merge_job_keeps_last_month_and_records_the_change(stack: Any, sample_
     # History: October's rows as of the replace, then the change and the new booking.
     assert fetch(stack.db_config, "SELECT count(*) FROM healthtech.appointment_history") == [[len(october) + 2]]
     status_changes = stack.aws.s3.get_object(
-        Bucket=REPORT_BUCKET, Key=f"{REPORT_PREFIX}/{merge_run}/queries/6_status_changes.csv")["Body"].read()
-    lines = status_changes.decode("utf-8").splitlines()
-    assert lines[0] == "booking_id,patient_id,status_before,status_after,changed_at,run_id"
-    assert [line.split(",")[:4] for line in lines[1:]] == [[str(changed[0]), str(changed[1]), changed[4],
-                                                            november[0][4]]]
+        Bucket=REPORT_BUCKET, Key=f"{REPORT_PREFIX}/clinic-a/2025-10/{merge_run}/queries/6_status_changes.csv")["Body"].read()
+    rows = list(csv.DictReader(io.StringIO(status_changes.decode("utf-8"))))
+    assert [[row[name] for name in ("booking_id", "patient_id", "status_before", "status_after")] for row in rows] == [
+        [str(changed[0]), str(changed[1]), changed[4], november[0][4]]]
 
 
 def test_load_mode_argument_defaults_to_replace() -> None:
@@ -93,10 +94,10 @@ def test_load_mode_argument_defaults_to_replace() -> None:
 def test_bad_load_mode_is_a_configuration_error_and_loads_nothing(stack: Any, sample_workbooks: tuple,
                                                                    capsys: Any) -> None:
     doctors, appointments = sample_workbooks
-    put_object(stack.aws.s3, RAW_BUCKET, "raw/doctors.xlsx", doctors)
-    put_object(stack.aws.s3, RAW_BUCKET, "raw/appointments.xlsx", appointments)
-    argv = ["glue_etl.py", "--RAW_BUCKET", RAW_BUCKET, "--DOCTORS_KEY", "raw/doctors.xlsx", "--APPOINTMENTS_KEY",
-            "raw/appointments.xlsx", "--DB_SECRET_ARN", stack.secret_arn, "--REPORT_BUCKET", REPORT_BUCKET,
+    put_object(stack.aws.s3, RAW_BUCKET, "raw/clinic-a/2025-10/doctors.xlsx", doctors)
+    put_object(stack.aws.s3, RAW_BUCKET, "raw/clinic-a/2025-10/appointments.xlsx", appointments)
+    argv = ["glue_etl.py", "--RAW_BUCKET", RAW_BUCKET, "--DOCTORS_KEY", "raw/clinic-a/2025-10/doctors.xlsx", "--APPOINTMENTS_KEY",
+            "raw/clinic-a/2025-10/appointments.xlsx", "--DB_SECRET_ARN", stack.secret_arn, "--REPORT_BUCKET", REPORT_BUCKET,
             "--REPORT_PREFIX", REPORT_PREFIX, "--AS_OF", AS_OF, "--DB_SSLMODE", "require", "--LOAD_MODE", "upsert"]
 
     assert glue_etl.main(argv) == 2

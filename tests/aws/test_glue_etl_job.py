@@ -432,8 +432,8 @@ def test_quality_report_keys_are_under_prefix_and_run_id(job: Any, capsys: pytes
     assert code == 0, err
     listing = job.s3.list_objects_v2(Bucket=REPORT_BUCKET)["Contents"]
     (report_key,) = [item["Key"] for item in listing if item["Key"].endswith("quality_report.json")]
-    run_id = report_key.split("/")[2]
-    assert report_key == f"nested/reports/{run_id}/quality_report.json"
+    run_id = report_key.split("/")[3]  # <prefix>/<source>/<run_id>/: no --export given
+    assert report_key == f"nested/reports/default/{run_id}/quality_report.json"
     assert len(report_keys(job, run_id)) == 0  # nothing under the default prefix
 
 
@@ -444,7 +444,7 @@ def test_html_report_is_uploaded_beside_the_json(job: Any, capsys: pytest.Captur
 
     assert code == 0, err
     report = only_report(job)
-    key = f"{REPORT_PREFIX}/{report['run_id']}/quality_report.html"
+    key = f"{REPORT_PREFIX}/default/{report['run_id']}/quality_report.html"
     page = job.s3.get_object(Bucket=REPORT_BUCKET, Key=key)
     assert page["ContentType"] == "text/html; charset=utf-8"
     text = page["Body"].read().decode("utf-8")
@@ -466,7 +466,7 @@ def test_a_failed_load_links_its_html_report(job: Any, capsys: pytest.CaptureFix
     assert code == 4
     report = only_report(job)
     assert report["load_status"] == "failed"
-    link = f"s3://{REPORT_BUCKET}/{REPORT_PREFIX}/{report['run_id']}/quality_report.html"
+    link = f"s3://{REPORT_BUCKET}/{REPORT_PREFIX}/default/{report['run_id']}/quality_report.html"
     assert err[-1].startswith("healthtech-etl glue job FAILED (exit 4): load failed and was rolled back")
     assert err[-1].endswith(f"(report: {link})")
     assert "the load failed and was rolled back" in only_report(job, "quality_report.html")

@@ -104,6 +104,19 @@ class Synth:
         assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
         return next(iter(found.items()))
 
+    def etl_job(self) -> tuple[str, dict[str, Any]]:
+        """The ETL Glue job (the stack's other Glue jobs, db-setup and ops, are in test_access.py)."""
+        found = {k: v for k, v in self.resources("AWS::Glue::Job").items() if k.startswith("EtlJob")}
+        assert len(found) == 1, f"expected one ETL Glue job, found {sorted(found)}"
+        return next(iter(found.items()))
+
+    def etl_state_machine(self) -> tuple[str, dict[str, Any]]:
+        """The upload workflow's state machine (the backfill's is in test_backfill.py)."""
+        found = {k: v for k, v in self.resources("AWS::StepFunctions::StateMachine").items()
+                 if k.startswith("Orchestration")}
+        assert len(found) == 1, f"expected one ETL state machine, found {sorted(found)}"
+        return next(iter(found.items()))
+
     def logical_id(self, construct: Any) -> str:
         return self.stack.get_logical_id(construct.node.default_child)
 

@@ -36,7 +36,7 @@ def test_wheels_and_glue_script_are_deployed_as_files_to_glue_prefix(
     # Each source is a staged asset directory holding exactly one file (no Docker bundling).
     assets = [synth.outdir / f"asset.{key.removesuffix('.zip')}" for key in props["SourceObjectKeys"]]
     staged = [sorted(p.name for p in asset.iterdir()) for asset in assets]
-    assert staged == [[glue_wheel.name], ["glue_etl.py"], ["rds-ca-bundle.pem"]] + [[w.name] for w in glue_libraries]
+    assert staged == [[glue_wheel.name], ["db_access.py", "glue_etl.py"], ["rds-ca-bundle.pem"]] + [[w.name] for w in glue_libraries]
     assert (assets[1] / "glue_etl.py").read_bytes() == (REPO / "glue_job" / "glue_etl.py").read_bytes()
     # The RDS CA bundle goes beside the script, byte for byte what `make deploy` downloaded.
     assert (assets[2] / "rds-ca-bundle.pem").read_text(encoding="ascii") == FAKE_CA_BUNDLE
@@ -49,7 +49,7 @@ def test_wheels_and_glue_script_are_deployed_as_files_to_glue_prefix(
 def test_glue_job_is_smallest_python_shell_39_with_the_wheels(
     synth: Synth, glue_wheel: Path, glue_libraries: list[Path]
 ) -> None:
-    _, job = synth.one("AWS::Glue::Job")
+    _, job = synth.etl_job()
     props = job["Properties"]
     artifacts = bucket_ids(synth)["StorageArtifactsBucket"]
     connection_id, _ = synth.one("AWS::Glue::Connection")
@@ -68,15 +68,17 @@ def test_glue_job_is_smallest_python_shell_39_with_the_wheels(
         ]]
     }  # fmt: skip
     assert props["MaxCapacity"] == 0.0625
-    assert props["ExecutionProperty"] == {"MaxConcurrentRuns": 1}
+    # Parallel clinics (glueMaxConcurrentRuns, default 10); runs beyond it queue (WAITING), not fail.
+    assert props["ExecutionProperty"] == {"MaxConcurrentRuns": 10}
+    assert props["JobRunQueuingEnabled"] is True
     assert 0 < props["Timeout"] <= 120
     assert props["Connections"] == {"Connections": [ref(connection_id)]}
 
 
 def test_glue_job_default_arguments_match_the_script_contract(synth: Synth) -> None:
-    _, job = synth.one("AWS::Glue::Job")
+    _, job = synth.etl_job()
     args = job["Properties"]["DefaultArguments"]
-    attachment_id, _ = synth.one("AWS::SecretsManager::SecretTargetAttachment")
+    attachment_id = find_id(synth, "AWS::SecretsManager::SecretTargetAttachment", "EtlSecret")
     assert args["--DB_SECRET_ARN"] == ref(attachment_id)
     assert args["--REPORT_BUCKET"] == ref(bucket_ids(synth)["StorageArtifactsBucket"])
     assert args["--REPORT_PREFIX"] == "reports"
@@ -95,7 +97,7 @@ def test_glue_job_default_arguments_match_the_script_contract(synth: Synth) -> N
 
 
 def test_glue_job_role_is_least_privilege(synth: Synth, glue_wheel: Path, glue_libraries: list[Path]) -> None:
-    _, job = synth.one("AWS::Glue::Job")
+    _, job = synth.etl_job()
     role_id = job["Properties"]["Role"]["Fn::GetAtt"][0]
     role = synth.template["Resources"][role_id]["Properties"]
     assert "ManagedPolicyArns" not in role
@@ -136,7 +138,7 @@ def test_glue_job_role_is_least_privilege(synth: Synth, glue_wheel: Path, glue_l
         {"Fn::Join": ["", [artifacts, f"/glue/{name}"]]}
         for name in sorted(["glue_etl.py", *(w.name for w in glue_libraries), glue_wheel.name, "rds-ca-bundle.pem"])
     ]
-    attachment_id, _ = synth.one("AWS::SecretsManager::SecretTargetAttachment")
+    attachment_id = find_id(synth, "AWS::SecretsManager::SecretTargetAttachment", "EtlSecret")
     assert by_sid["ReadDatabaseSecret"]["Resource"] == ref(attachment_id)
     assert by_sid["PutEtlMetrics"]["Condition"] == {
         "StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}

@@ -22,7 +22,7 @@ def test_load_mode_defaults_to_replace_and_is_validated() -> None:
 
 
 def test_context_load_mode_becomes_the_job_default_argument(merge_synth: Synth) -> None:
-    _, job = merge_synth.one("AWS::Glue::Job")
+    _, job = merge_synth.etl_job()
     args = job["Properties"]["DefaultArguments"]
     assert args["--LOAD_MODE"] == "merge"
     assert args["--DB_SSLMODE"] == "verify-full"  # the rest of the contract unchanged

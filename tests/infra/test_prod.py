@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import INFRA, Synth, physical_names, render_name, synthesize
+from conftest import INFRA, Synth, find_id, physical_names, render_name, synthesize
 from healthtech_infra.config import ConfigError, EtlConfig
 
 PROD_CONTEXT = {
@@ -20,7 +20,7 @@ PROD_CONTEXT = {
     "alertEmail": "oncall@example.org",
     "dbInstanceClass": "db.m7g.large",
     "endpointAzs": "2",
-    "settleSeconds": "300",
+    "partnerWaitMinutes": "30",
     "largeInputMb": "8",
     "triggerReservedConcurrency": "3",
 }
@@ -39,9 +39,9 @@ def test_without_a_downloaded_ca_bundle_synth_deploys_only_wheels_and_script(
     _, deployment = prod.one("Custom::CDKBucketDeployment")
     keys = deployment["Properties"]["SourceObjectKeys"]
     staged = [sorted(p.name for p in (prod.outdir / f"asset.{key.removesuffix('.zip')}").iterdir()) for key in keys]
-    assert staged == [[glue_wheel.name], ["glue_etl.py"]] + [[wheel.name] for wheel in glue_libraries]
+    assert staged == [[glue_wheel.name], ["db_access.py", "glue_etl.py"]] + [[wheel.name] for wheel in glue_libraries]
     # The job still verifies RDS against the bundle's fixed key (scripts/cdk.sh deploy puts it there).
-    _, job = prod.one("AWS::Glue::Job")
+    _, job = prod.etl_job()
     assert job["Properties"]["DefaultArguments"]["--DB_SSLMODE"] == "verify-full"
 
 
@@ -56,7 +56,7 @@ def test_endpoint_azs_and_pairing_knobs_reach_the_template(prod: Synth) -> None:
     }
     (trigger,) = [v for k, v in env.items() if "TriggerFunction" in k]
     (resolver,) = [v for k, v in env.items() if "ResolverFunction" in k]
-    assert trigger["SETTLE_SECONDS"] == "300"
+    assert trigger["PARTNER_WAIT_SECONDS"] == "1800"
     assert resolver["LARGE_INPUT_BYTES"] == str(8 * 1024 * 1024)
 
 
@@ -110,10 +110,12 @@ def test_prod_needs_no_multi_az_or_deletion_protection_acknowledgement(prod: Syn
 
 
 def test_names_carry_the_environment(prod: Synth) -> None:
-    _, job = prod.one("AWS::Glue::Job")
-    _, machine = prod.one("AWS::StepFunctions::StateMachine")
+    _, job = prod.etl_job()
+    _, machine = prod.etl_state_machine()
     assert job["Properties"]["Name"] == "healthtech-etl-prod"
     assert machine["Properties"]["StateMachineName"] == "healthtech-etl-prod"
+    backfill = prod.template["Resources"][find_id(prod, "AWS::StepFunctions::StateMachine", "Backfill")]
+    assert backfill["Properties"]["StateMachineName"] == "healthtech-etl-prod-backfill"
 
 
 # --------------------------------------------------------------------------- dev and prod side by side
@@ -218,10 +220,10 @@ def test_synth_of_prod_without_alert_email_fails_with_one_line_exit_2() -> None:
 
 def test_new_knobs_have_documented_defaults_and_accept_overrides() -> None:
     c = config()
-    assert (c.settle_seconds, c.large_input_mb, c.endpoint_azs, c.trigger_reserved_concurrency) == (180, 16, 1, None)
+    assert (c.partner_wait_minutes, c.large_input_mb, c.endpoint_azs, c.trigger_reserved_concurrency) == (60, 16, 1, None)
     assert c.rds_ca_bundle.name == "global-bundle.pem" and c.rds_ca_bundle.is_absolute()
-    c = config(settleSeconds="0", largeInputMb="64", endpointAzs="2", triggerReservedConcurrency="2")
-    assert (c.settle_seconds, c.large_input_mb, c.endpoint_azs, c.trigger_reserved_concurrency) == (0, 64, 2, 2)
+    c = config(partnerWaitMinutes="1", largeInputMb="64", endpointAzs="2", triggerReservedConcurrency="2")
+    assert (c.partner_wait_minutes, c.large_input_mb, c.endpoint_azs, c.trigger_reserved_concurrency) == (1, 64, 2, 2)
 
 
 @pytest.mark.parametrize(
@@ -231,13 +233,13 @@ def test_new_knobs_have_documented_defaults_and_accept_overrides() -> None:
         {"removalPolicy": "keep"},
         {"env": "Prod Env"},
         {"logRetentionDays": "10"},
-        {"settleSeconds": "-1"},
-        {"settleSeconds": "7200"},
+        {"partnerWaitMinutes": "0"},
+        {"partnerWaitMinutes": "7200"},
         {"largeInputMb": "0"},
         {"endpointAzs": "3"},
         {"triggerReservedConcurrency": "0"},
         {"triggerReservedConcurrency": "many"},
-        {"settleSeconds": "soon"},
+        {"partnerWaitMinutes": "soon"},
     ],
 )
 def test_invalid_context_is_rejected(context: dict[str, str]) -> None:

@@ -204,14 +204,15 @@ def test_postgres_is_private_encrypted_tls_only_and_backed_up(synth: Synth) -> N
 
 
 def test_database_credentials_are_generated_into_secrets_manager(synth: Synth) -> None:
-    secret_id, secret = synth.one("AWS::SecretsManager::Secret")
-    generate = secret["Properties"]["GenerateSecretString"]
+    secret_id = find_id(synth, "AWS::SecretsManager::Secret", "DatabasePostgresSecret")  # the master's
+    generate = synth.template["Resources"][secret_id]["Properties"]["GenerateSecretString"]
     assert json.loads(generate["SecretStringTemplate"]) == {"username": "etl_admin"}
     assert generate["GenerateStringKey"] == "password"
     _, db = synth.one("AWS::RDS::DBInstance")
     password = json.dumps(db["Properties"]["MasterUserPassword"])
     assert "resolve:secretsmanager" in password and secret_id in password
-    synth.assertions.resource_count_is("AWS::SecretsManager::SecretTargetAttachment", 1)
+    # The master's and the two login roles' (test_access.py).
+    synth.assertions.resource_count_is("AWS::SecretsManager::SecretTargetAttachment", 3)
 
 
 def test_only_the_glue_job_security_group_reaches_port_5432(synth: Synth) -> None:

@@ -94,7 +94,7 @@ def until(condition, seconds: float = 60) -> bool:
 @pytest.fixture
 def etl(sample_inputs):
     return ["etl", "--doctors", str(sample_inputs[0]), "--appointments", str(sample_inputs[1]), "--as-of", AS_OF,
-            "--quiet"]
+            "--quiet", "--allow-older"]  # the same files, loaded again by each command on purpose
 
 
 def test_the_server_outlives_runs_and_db_stop_stops_it(tmp_path, etl):

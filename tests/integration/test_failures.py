@@ -20,7 +20,9 @@ from healthtech_etl.load import ADVISORY_LOCK_KEY
 
 
 def etl_args(doctors, appointments, *extra):
-    return ["etl", "--doctors", str(doctors), "--appointments", str(appointments), "--as-of", AS_OF, *extra]
+    # --allow-older: the same files are loaded again (without it a re-run of loaded bytes is a no-op)
+    return ["etl", "--doctors", str(doctors), "--appointments", str(appointments), "--as-of", AS_OF, "--allow-older",
+            *extra]
 
 
 @pytest.fixture

@@ -59,10 +59,13 @@ def etl(inputs):
 @pytest.mark.parametrize("point", ["before_load", "during_copy", "before_commit"])
 def test_interrupt_before_the_commit_changes_nothing_and_says_so(signal_name, point, loaded, new_inputs, db_config,
                                                                   tmp_path):
+    assert (tmp_path / "reports" / "quality_report.html").is_file()  # the loaded run's page
     result = run_with_fault(signal_name, point, etl(new_inputs), tmp_path, db_config.url())
     assert result.returncode == 130
     line = one_line(result.stderr)
     assert line.startswith("healthtech-etl: error: interrupted; nothing was committed (run ")
+    # The earlier run's page is gone: beside this run's report it would pass for this run's.
+    assert not (tmp_path / "reports" / "quality_report.html").exists()
     assert line.endswith(" recorded as failed)")
     assert snapshot(db_config) == loaded
     runs = fetch(db_config, "SELECT status, error FROM healthtech.etl_runs ORDER BY started_at")

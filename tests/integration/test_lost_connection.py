@@ -70,7 +70,8 @@ def one_line(text: str) -> str:
 
 
 def etl_args(doctors: Path, appointments: Path) -> list[str]:
-    return ["etl", "--doctors", str(doctors), "--appointments", str(appointments), "--as-of", AS_OF]
+    # --allow-older: the same files are loaded again (without it a re-run of loaded bytes is a no-op)
+    return ["etl", "--doctors", str(doctors), "--appointments", str(appointments), "--as-of", AS_OF, "--allow-older"]
 
 
 @pytest.fixture

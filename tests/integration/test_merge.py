@@ -88,11 +88,13 @@ def assert_history_matches_tables(db_config):
     a booking never overlap (a gap: the booking was absent from the table, after a replace)."""
     assert fetch(db_config, """
         SELECT count(*) FROM healthtech.appointments a
-        FULL JOIN (SELECT * FROM healthtech.appointment_history WHERE valid_to IS NULL) h ON h.booking_id = a.id
-        WHERE (a.id, a.patient_id, a.doctor_id, a.booking_date, a.status)
-              IS DISTINCT FROM (h.booking_id, h.patient_id, h.doctor_id, h.booking_date, h.status)""") == [[0]]
+        FULL JOIN (SELECT * FROM healthtech.appointment_history WHERE valid_to IS NULL) h
+               ON h.source = a.source AND h.booking_id = a.id
+        WHERE (a.source, a.id, a.patient_id, a.doctor_id, a.booking_date, a.status)
+              IS DISTINCT FROM (h.source, h.booking_id, h.patient_id, h.doctor_id, h.booking_date, h.status)""") == [[0]]
     assert fetch(db_config, """
-        SELECT count(*) FROM (SELECT valid_to, lead(valid_from) OVER (PARTITION BY booking_id ORDER BY valid_from)
+        SELECT count(*) FROM (SELECT valid_to, lead(valid_from) OVER (PARTITION BY source, booking_id
+                                                                      ORDER BY valid_from)
                               AS next_from FROM healthtech.appointment_history) v
         WHERE v.next_from IS NOT NULL AND (v.valid_to IS NULL OR v.valid_to > v.next_from)""") == [[0]]
 
@@ -137,16 +139,27 @@ def test_october_then_november_keeps_both_months_and_the_changes(run_cli, months
 
     results = {result.name: result for result in run_queries(db_config)}
     changes = results["6_status_changes"]
-    assert changes.columns == ["booking_id", "patient_id", "status_before", "status_after", "changed_at", "run_id"]
-    assert changes.rows == [[205, 38, "confirmed", "cancelled", nov_at, nov_run]]
+    assert changes.columns == ["source", "booking_id", "patient_id", "status_before", "status_after", "changed_at",
+                               "run_id"]
+    assert changes.rows == [["default", 205, 38, "confirmed", "cancelled", nov_at, nov_run]]
 
 
-def test_re_running_the_same_files_changes_nothing(run_cli, months, db_config, tmp_path):
+def test_re_running_the_same_files_changes_nothing(run_cli, months, db_config, tmp_path, capsys):
     for month in ("october", "november"):
         assert run_cli(*etl_args(months[month], "--mode", "merge")) == 0
     before = full_state(db_config)
+    november_run = runs(db_config)[-1][0]
+    capsys.readouterr()
 
+    # The same bytes again: a no-op, not even a ledger row.
     assert run_cli(*etl_args(months["november"], "--mode", "merge")) == 0
+    assert capsys.readouterr().out.strip() == (f"already loaded by run {november_run} (source default): "
+                                               "nothing written (--allow-older loads it again)")
+    assert full_state(db_config) == before
+    assert report_of(tmp_path)["load_status"] == "skipped"
+
+    # Forced (--allow-older): merged again, changing nothing.
+    assert run_cli(*etl_args(months["november"], "--mode", "merge", "--allow-older")) == 0
 
     # Same rows, same history, and not even rewritten (same row versions); only the new run's
     # ledger row and its rejected row are added.
@@ -232,8 +245,9 @@ def test_replace_after_merge_writes_no_history_and_the_next_merge_records_it(run
     assert "merge" not in report_of(tmp_path)
     assert fetch(db_config, HISTORY) == october_history
 
-    # The next merge first records what the replace did, as of the replace.
-    assert run_cli(*etl_args(months["october"], "--mode", "merge")) == 0
+    # The next merge first records what the replace did, as of the replace (the same bytes as the
+    # first run: loaded again only with --allow-older).
+    assert run_cli(*etl_args(months["october"], "--mode", "merge", "--allow-older")) == 0
     (first, _, _, _, _), (replace_run, replace_mode, _, replaced_at, _), (last, _, _, _, merged_at) = runs(db_config)
     merged_at = dt.datetime.fromisoformat(merged_at)
     assert replace_mode == "replace"
@@ -315,26 +329,34 @@ def test_large_merge_index_rebuild_keeps_schema_rows_and_history(rebuild_from, r
 
 
 @pytest.mark.parametrize("rebuild_from", [0, 10**9])
-def test_an_appointment_of_a_vanished_doctor_rolls_the_merge_back(rebuild_from, run_cli, months, db_config,
-                                                                  monkeypatch):
-    """The foreign key still guards a merge (e.g. a replace removed a doctor between the read
-    of the loaded doctors and the load), with or without the index rebuild."""
+def test_an_appointment_of_a_doctor_gone_at_load_time_is_rejected_and_the_rest_loads(rebuild_from, run_cli, months,
+                                                                                     db_config, monkeypatch):
+    """Referential integrity is judged again under the load lock (e.g. a replace removed a doctor
+    between the read of the loaded doctors and the load): that row becomes an unknown_doctor
+    rejection, the rest loads - with or without the index rebuild."""
     import pandas as pd
 
-    from healthtech_etl.errors import DatabaseError
     from healthtech_etl.load import RunRecord, load_run
 
     assert run_cli(*etl_args(months["october"], "--mode", "merge")) == 0
-    before, schema = full_state(db_config), fetch(db_config, SCHEMA_SQL)
+    schema = fetch(db_config, SCHEMA_SQL)
     monkeypatch.setattr("healthtech_etl.bulk.REBUILD_MIN_ROWS", rebuild_from)
+    counts = {"appointments": {"read": 2, "loaded": 2, "rejected": 0}}
     run = RunRecord(run_id="orphan", started_at=dt.datetime.now(dt.timezone.utc), doctors_file="d",
-                    doctors_sha256="0", appointments_file="a", appointments_sha256="0", counts={}, metrics={},
-                    mode="merge")
-    doctors = pd.DataFrame({"id": [1], "name": ["Dr. Ana García"], "specialty": ["Cardiology"]})
+                    doctors_sha256="0", appointments_file="a", appointments_sha256="0", counts=counts,
+                    metrics={"referential_integrity": {"value": 100.0}}, mode="merge")
+    doctors = pd.DataFrame({"id": [1], "name": ["Dr. Ana García"], "specialty": ["Cardiology"], "source_row": [2]})
     orphan = pd.DataFrame({"id": [201, 209], "patient_id": [34, 6], "doctor_id": [1, 777],
                            "booking_date": pd.to_datetime(["2025-10-06 09:00", "2025-10-02 00:00"]),
-                           "status": ["cancelled", "cancelled"]})
-    with pytest.raises(DatabaseError, match="rolled back"):
-        load_run(db_config, run, doctors, orphan, {}, {})
-    assert full_state(db_config) == before
+                           "status": ["cancelled", "cancelled"], "source_row": [2, 3]})
+    load_run(db_config, run, doctors, orphan, {}, {"doctors": "d", "appointments": "a"})
+    assert fetch(db_config, "SELECT status FROM healthtech.appointments WHERE id IN (201, 209)") == [["cancelled"]]
+    assert fetch(db_config, "SELECT row_number, record_id, reasons, raw ->> 'doctor_id', source "
+                            "FROM healthtech.etl_rejections WHERE run_id = 'orphan'") == [
+        [3, 209, ["unknown_doctor"], "777", "default"]]
+    ledger = fetch(db_config, "SELECT status, counts -> 'appointments', metrics -> 'referential_integrity' "
+                              "FROM healthtech.etl_runs WHERE run_id = 'orphan'")
+    assert ledger == [["succeeded", {"read": 2, "loaded": 1, "rejected": 1, "rejected_after_lock": 1},
+                       {"value": 100.0, "rejected_after_lock": 1}]]
     assert fetch(db_config, SCHEMA_SQL) == schema
+    assert_history_matches_tables(db_config)

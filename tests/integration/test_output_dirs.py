@@ -149,7 +149,7 @@ def test_report_dir_replaced_by_a_file_after_the_commit(run_cli, loaded, sample_
 
     monkeypatch.setattr(pipeline, "load_run", load_then_block)
     capsys.readouterr()
-    assert run_cli(*etl_args(sample_inputs)) == 6
+    assert run_cli(*etl_args(sample_inputs, "--allow-older")) == 6
     line = one_line(capsys.readouterr().err)
     assert line.startswith("healthtech-etl: warning: run ") and "succeeded (data loaded and committed)" in line
     assert runs(db_config) == [["succeeded"], ["succeeded"]]

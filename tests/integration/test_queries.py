@@ -21,23 +21,25 @@ def test_every_business_question(run_cli, sample_inputs, db_config, tmp_path):
         "1_most_confirmed_doctor", "2_patient_34_confirmed", "3_cancelled_oct_21_24", "4_confirmed_per_doctor",
         "5_confirmation_ratio_by_specialty", "6_status_changes",
     ]
-    assert results["1_most_confirmed_doctor"].rows == [[1, "Dr. Ana García", "Cardiology", 2]]
-    assert results["2_patient_34_confirmed"].rows == [[34, 2]]
+    # Per source (one here: default) and over all sources.
+    assert results["1_most_confirmed_doctor"].rows == [["(all)", "default", 1, "Dr. Ana García", "Cardiology", 2],
+                                                       ["default", "default", 1, "Dr. Ana García", "Cardiology", 2]]
+    assert results["2_patient_34_confirmed"].rows == [["default", 34, 2], ["(all)", 34, 2]]
     # 103 (10-23), 104 (serial, 10-24 00:00) and 105 (10-24 23:59) - not 107 (10-20)
-    assert results["3_cancelled_oct_21_24"].rows == [[3]]
+    assert results["3_cancelled_oct_21_24"].rows == [["default", 3], ["(all)", 3]]
     assert results["4_confirmed_per_doctor"].rows == [
-        [1, "Dr. Ana García", "Cardiology", 2], [2, "Dr. Zoë Okafor", "Pediatrics", 0], [3, "Dr. Luca Rossi", None, 0],
+        ["default", 1, "Dr. Ana García", "Cardiology", 2], ["default", 2, "Dr. Zoë Okafor", "Pediatrics", 0],
+        ["default", 3, "Dr. Luca Rossi", None, 0],
     ]
-    assert results["5_confirmation_ratio_by_specialty"].rows == [
-        ["Cardiology", 3, 2, decimal.Decimal("66.67")],
-        ["(none)", 1, 0, decimal.Decimal("0.00")],
-        ["Pediatrics", 3, 0, decimal.Decimal("0.00")],
-    ]
+    ratios = [["Cardiology", 3, 2, decimal.Decimal("66.67")], ["(none)", 1, 0, decimal.Decimal("0.00")],
+              ["Pediatrics", 3, 0, decimal.Decimal("0.00")]]
+    assert results["5_confirmation_ratio_by_specialty"].rows == [["default", *row] for row in ratios] + [
+        ["(all)", *row] for row in ratios]
     assert results["6_status_changes"].rows == []  # replace mode keeps no history
     with (tmp_path / "out" / "4_confirmed_per_doctor.csv").open(encoding="utf-8") as handle:
-        assert list(csv.reader(handle))[1:] == [["1", "Dr. Ana García", "Cardiology", "2"],
-                                                ["2", "Dr. Zoë Okafor", "Pediatrics", "0"],
-                                                ["3", "Dr. Luca Rossi", "", "0"]]
+        assert list(csv.reader(handle))[1:] == [["default", "1", "Dr. Ana García", "Cardiology", "2"],
+                                                ["default", "2", "Dr. Zoë Okafor", "Pediatrics", "0"],
+                                                ["default", "3", "Dr. Luca Rossi", "", "0"]]
 
 
 def test_window_edges_are_whole_days(run_cli, make_xlsx, db_config):
@@ -50,7 +52,7 @@ def test_window_edges_are_whole_days(run_cli, make_xlsx, db_config):
                              [(i + 1, 5, 1, moment, "cancelled") for i, moment in enumerate(edges)])
     assert run_cli("etl", "--doctors", str(doctors), "--appointments", str(appointments), "--as-of", AS_OF) == 0
     results = {r.name: r for r in run_queries(db_config)}
-    assert results["3_cancelled_oct_21_24"].rows == [[2]]
+    assert results["3_cancelled_oct_21_24"].rows == [["default", 2], ["(all)", 2]]
     assert results["1_most_confirmed_doctor"].rows == []  # nobody has a confirmed appointment
 
 
@@ -63,7 +65,7 @@ def test_formula_like_values_are_escaped_in_query_csv(run_cli, make_xlsx, db_con
     assert run_cli("run", "--doctors", str(doctors), "--appointments", str(appointments), "--as-of", AS_OF) == 0
     with (tmp_path / "reports" / "1_most_confirmed_doctor.csv").open(encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
-    assert rows[1] == ["1", "'-2+3+cmd|' /C calc'!A0", "'@Cmd", "1"]
+    assert rows[1] == ["(all)", "default", "1", "'-2+3+cmd|' /C calc'!A0", "'@Cmd", "1"]
 
 
 def test_format_table_aligns_columns():

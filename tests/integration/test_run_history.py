@@ -21,7 +21,9 @@ FORMULA_ROW = ("@SUM(A1)", 12, 1, "10/21/2025", "confirmed")  # invalid_booking_
 
 
 def etl(run_cli, doctors, appointments, *extra):
-    return run_cli("etl", "--doctors", str(doctors), "--appointments", str(appointments), "--as-of", AS_OF, *extra)
+    # --allow-older: the same files are loaded again (without it a re-run of loaded bytes is a no-op)
+    return run_cli("etl", "--doctors", str(doctors), "--appointments", str(appointments), "--as-of", AS_OF,
+                   "--allow-older", *extra)
 
 
 @pytest.fixture
@@ -56,11 +58,13 @@ def test_runs_lists_newest_first_as_table_and_json(run_cli, two_runs, capsys):
     assert run_cli("runs") == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split() == ["run", "id", "started", "(UTC)", "duration", "s", "mode", "status", "files",
-                                "(doctors", "/", "appointments)", "read", "loaded", "rejected", "quality"]
+    assert lines[0].split() == ["run", "id", "started", "(UTC)", "duration", "s", "source", "export", "mode",
+                                "status", "files", "(doctors", "/", "appointments)", "read", "loaded", "rejected",
+                                "quality"]
     assert lines[2].startswith(second) and lines[3].startswith(first)
-    assert re.search(rf"{first} .* replace +succeeded +doctors\.xlsx / appointments1\.xlsx +17 +7 +10 +critical",
-                     out)
+    today = dt.date.today().isoformat()
+    assert re.search(rf"{first} .* default +{today} +replace +succeeded +doctors\.xlsx / appointments1\.xlsx +17 +7"
+                     r" +10 +critical", out)
 
     assert run_cli("runs", "--json") == 0
     runs = json.loads(capsys.readouterr().out)

@@ -23,7 +23,9 @@ GATE_REASON = re.compile(r"data quality is critical and --fail-on=critical: .*ac
 
 
 def etl(run_cli, doctors, appointments, *extra):
-    return run_cli("etl", "--doctors", str(doctors), "--appointments", str(appointments), "--as-of", AS_OF, *extra)
+    # --allow-older: the same files are loaded again (without it a re-run of loaded bytes is a no-op)
+    return run_cli("etl", "--doctors", str(doctors), "--appointments", str(appointments), "--as-of", AS_OF,
+                   "--allow-older", *extra)
 
 
 def run_ids(db_config):

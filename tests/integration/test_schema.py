@@ -248,11 +248,11 @@ def test_rejection_rows_are_the_declared_columns():
 
 
 def test_history_versions_mirror_appointments():
-    """merge.py fills appointment_history from appointments column by column."""
-    versioned = schema.APPOINTMENT_HISTORY.columns[:len(schema.APPOINTMENTS.columns)]
-    assert [(c.name, c.type) for c in versioned] == [
-        ("booking_id" if c.name == "id" else c.name, c.type) for c in schema.APPOINTMENTS.columns]
-    assert schema.APPOINTMENT_HISTORY.names[len(versioned):] == ("valid_from", "valid_to", "run_id")
+    """merge.py fills appointment_history from appointments column by column (booking_id <- id)."""
+    history = {c.name: c.type for c in schema.APPOINTMENT_HISTORY.columns}
+    assert {("booking_id" if c.name == "id" else c.name): c.type for c in schema.APPOINTMENTS.columns} == {
+        name: kind for name, kind in history.items() if name not in ("valid_from", "valid_to", "run_id")}
+    assert schema.APPOINTMENT_HISTORY.key == ("source", "booking_id", "valid_from")
 
 
 def test_every_copied_column_has_an_encoder():

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [ROOT / "src", ROOT / "glue_job", ROOT / "lambda", ROOT / "infra" / "healthtech_infra"]
-MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_SRC_LINES = 500, 80, 7000
+MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_SRC_LINES = 500, 80, 7200
 
 
 def modules():
