@@ -165,8 +165,11 @@ def verify_merge(rows: int, config: Any, csv_dir: Path, sample: dict, reference:
     try:
         connection.run("START TRANSACTION")
         for table, name in (("bench_current", "appointments.csv"), ("bench_previous", "previous_appointments.csv")):
-            connection.run(f"CREATE TEMPORARY TABLE {table} (LIKE healthtech.appointments) ON COMMIT DROP")
-            connection.run(f"COPY {table} FROM '{csv_dir / name}' WITH (FORMAT csv)")
+            # The CSVs hold the clean rows' columns; the source column takes its default, as the run's rows did.
+            connection.run(f"CREATE TEMPORARY TABLE {table} (LIKE healthtech.appointments INCLUDING DEFAULTS)"
+                           " ON COMMIT DROP")
+            connection.run(f"COPY {table} (id, patient_id, doctor_id, booking_date, status) FROM '{csv_dir / name}'"
+                           " WITH (FORMAT csv)")
         found = {name: list(connection.run(sql)[0]) for name, sql in MERGE_CHECKS.items()}
         connection.run("ROLLBACK")
     finally:

@@ -116,13 +116,16 @@ def _run_dict(row: list[Any]) -> dict[str, Any]:
     return run
 
 
-def trend_runs(connection: Any, until: Optional[datetime] = None, limit: int = TREND_RUNS) -> list[dict[str, Any]]:
-    """Up to ``limit`` runs started at or before ``until`` (default: all), oldest first."""
+def trend_runs(connection: Any, until: Optional[datetime] = None, limit: int = TREND_RUNS,
+               source: Optional[str] = None) -> list[dict[str, Any]]:
+    """Up to ``limit`` runs (of ``source``, if given: a clinic's page shows its own history) started at
+    or before ``until`` (default: all), oldest first."""
     if not _exists(connection, ETL_RUNS.qualified):
         return []
-    rows = connection.run(_run_select(connection) + " WHERE started_at <= :until ORDER BY started_at DESC, run_id"
-                          " LIMIT :limit",
-                          until=until or datetime.now(timezone.utc), limit=limit)
+    rows = connection.run("SELECT * FROM (" + _run_select(connection) + ") runs WHERE started_at <= :until"
+                          " AND (CAST(:source AS text) IS NULL OR source = :source)"
+                          " ORDER BY started_at DESC, run_id LIMIT :limit",
+                          until=until or datetime.now(timezone.utc), limit=limit, source=source)
     runs = [_run_dict(row) for row in reversed(rows)]
     return [{"run_id": run["run_id"], "started_at": run["started_at"].isoformat(), "status": run["status"],
              "mode": run["mode"], "appointments_file": file_name(run["appointments_file"]),
@@ -183,7 +186,7 @@ def save_run_snapshot(config: DbConfig, report: dict[str, Any], aggregates: Opti
                        aggregates=None if aggregates is None else json.dumps(aggregates))
         prune_snapshots(connection, keep_runs)
         connection.run("COMMIT")
-        return trend_runs(connection)
+        return trend_runs(connection, source=report.get("source"))
     except Exception:
         rollback_quietly(connection)
         raise
@@ -296,7 +299,8 @@ def page_for_run(config: DbConfig, run_id: Optional[str]) -> ReportPage:
             notes.append("The rejected rows of this run are no longer in healthtech.etl_rejections (pruned).")
         return ReportPage(
             report=report, rejected_rows=rows, rejected_total=total, aggregates=aggregates,
-            trends=trend_runs(connection, until=run["started_at"]), notes=notes, loaded_note=loaded_note,
+            trends=trend_runs(connection, until=run["started_at"], source=run.get("source")), notes=notes,
+            loaded_note=loaded_note,
             rejections_csv=f"'healthtech-etl rejections --run-id {run_id} --csv'",
             ledger={"started_at": _iso(run["started_at"]), "finished_at": _iso(run["finished_at"]),
                     "status": run["status"], "error": run["error"]},
@@ -323,7 +327,7 @@ def _iso(value: Any) -> Optional[str]:
     return value
 
 
-def read_trends_quietly(config: DbConfig) -> list[dict[str, Any]]:
+def read_trends_quietly(config: DbConfig, source: Optional[str] = None) -> list[dict[str, Any]]:
     """Trends for a run that did not load (quality gate): best effort, read-only."""
     try:  # (the log file only: the gate's one line is what the console says)
         connection = connect(config)
@@ -331,7 +335,7 @@ def read_trends_quietly(config: DbConfig) -> list[dict[str, Any]]:
         logger.warning("HTML report: run history not read: %s", exc, extra={"console": False})
         return []
     try:
-        return trend_runs(connection)
+        return trend_runs(connection, source=source)
     except Exception as exc:
         logger.warning("HTML report: run history not read: %s", _short(exc), extra={"console": False})
         return []

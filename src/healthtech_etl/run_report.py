@@ -62,7 +62,7 @@ def _add_database_parts(page: ReportPage, db_config: DbConfig, outcome: str, kee
     elif outcome == GATE:
         fail_on = (page.report.get("settings") or {}).get("fail_on", "?")
         page.loaded_note = f"the quality gate (--fail-on {fail_on}) stopped the run before loading"
-        page.trends = history.read_trends_quietly(db_config)
+        page.trends = history.read_trends_quietly(db_config, page.report.get("source"))
     else:
         page.loaded_note = "the load failed and was rolled back; the tables keep the previous data"
         page.notes.append("Run history not shown: the database failed during this run.")

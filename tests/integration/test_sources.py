@@ -264,3 +264,16 @@ def test_the_same_bytes_judged_with_other_settings_load_again(run_cli, clinics, 
     assert "already loaded" not in capsys.readouterr().out
     assert run_cli(*etl(clinics["a"], "clinic-a", "--day-first")) == 0
     assert capsys.readouterr().out.startswith("already loaded by run ")
+
+
+def test_a_clinics_page_shows_the_trend_of_its_own_runs(run_cli, clinics, db_config):
+    from healthtech_etl.history import page_for_run
+
+    assert run_cli(*etl(clinics["a"], "clinic-a")) == 0
+    assert run_cli(*etl(clinics["b"], "clinic-b")) == 0
+    assert run_cli(*etl(clinics["a2"], "clinic-a")) == 0
+    runs = fetch(db_config, "SELECT run_id, source FROM healthtech.etl_runs ORDER BY started_at")
+    for run_id, source in runs:
+        page = page_for_run(db_config, run_id)
+        mine = [other for other, of in runs if of == source]
+        assert [trend["run_id"] for trend in page.trends] == mine[:mine.index(run_id) + 1]
