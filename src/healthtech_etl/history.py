@@ -122,10 +122,14 @@ def trend_runs(connection: Any, until: Optional[datetime] = None, limit: int = T
     or before ``until`` (default: all), oldest first."""
     if not _exists(connection, ETL_RUNS.qualified):
         return []
-    rows = connection.run("SELECT * FROM (" + _run_select(connection) + ") runs WHERE started_at <= :until"
-                          " AND (CAST(:source AS text) IS NULL OR source = :source)"
-                          " ORDER BY started_at DESC, run_id LIMIT :limit",
-                          until=until or datetime.now(timezone.utc), limit=limit, source=source)
+    # (A ledger of an older release, not yet upgraded, has no source column: all its runs are one source's.)
+    of_source = source is not None and "source" in {row[0] for row in connection.run(_PRESENT,
+                                                                                      table=ETL_RUNS.qualified)}
+    rows = connection.run(_run_select(connection) + " WHERE started_at <= :until"
+                          + (" AND source = :source" if of_source else "")
+                          + " ORDER BY started_at DESC, run_id LIMIT :limit",
+                          until=until or datetime.now(timezone.utc), limit=limit,
+                          **({"source": source} if of_source else {}))
     runs = [_run_dict(row) for row in reversed(rows)]
     return [{"run_id": run["run_id"], "started_at": run["started_at"].isoformat(), "status": run["status"],
              "mode": run["mode"], "appointments_file": file_name(run["appointments_file"]),
