@@ -70,12 +70,26 @@ def numbers(values: np.ndarray) -> np.ndarray:
 
 
 class Grouped:
-    """A column's cells grouped by value: ``uniques[codes]`` are its cells (None, empty, last); per unique
-    value ``number`` (float64, NaN if not a number cell) and ``distinct``, its text (rendered on first use)."""
+    """A column's cells grouped by value: ``uniques[codes]`` are its cells (numbers first, then the
+    rest; None, the empty cell, last); per unique value ``number`` (float64, NaN if not a number
+    cell) and ``distinct``, its text. The object arrays are made on first use only."""
 
-    def __init__(self, codes: np.ndarray, uniques: np.ndarray) -> None:
-        self.codes, self.uniques = codes, uniques
-        self.number = numbers(uniques)
+    def __init__(self, codes: np.ndarray, number_uniques: np.ndarray, other_uniques: np.ndarray) -> None:
+        self.codes, self._others = codes, other_uniques
+        self.number = np.concatenate([np.asarray(number_uniques, dtype="float64"), np.full(len(other_uniques), np.nan)])
+
+    def at(self, positions: np.ndarray) -> np.ndarray:
+        """The unique values at ``positions`` (object array)."""
+        count = len(self.number) - len(self._others)
+        out = np.empty(len(positions), dtype=object)
+        is_number = positions < count
+        out[is_number] = self.number[positions[is_number]].tolist()
+        out[~is_number] = self._others[positions[~is_number] - count]
+        return out
+
+    @cached_property
+    def uniques(self) -> np.ndarray:
+        return self.at(np.arange(len(self.number)))
 
     @cached_property
     def distinct(self) -> pd.Series:
@@ -94,11 +108,11 @@ def column_codes(cells: pd.Series) -> Grouped:
     codes = np.empty(len(values), dtype="int64")
     codes[floats] = number_codes
     codes[~floats] = np.where(other_codes < 0, -1, other_codes + len(number_uniques))
-    uniques = np.concatenate([np.asarray(number_uniques, dtype=object), np.asarray(other_uniques, dtype=object)])
+    others = np.asarray(other_uniques, dtype=object)
     if (codes < 0).any():  # empty cells: a value of their own, the last
-        codes = np.where(codes < 0, len(uniques), codes)
-        uniques = np.append(uniques, None)
-    return Grouped(codes, uniques)
+        codes = np.where(codes < 0, len(number_uniques) + len(others), codes)
+        others = np.append(others, None)
+    return Grouped(codes, number_uniques, others)
 
 
 def map_distinct(cells: pd.Series, parse: Callable[["Grouped"], Any]) -> pd.DataFrame:
@@ -130,18 +144,29 @@ def scrub(values: pd.Series) -> dict[str, Any]:
 
 
 def flag_unusual(values: pd.Series) -> np.ndarray:
-    """Texts holding a control character, :data:`NOT_A_VALUE` or over the length limit."""
-    if not len(values):
-        return np.zeros(0, dtype=bool)
-    text = values.astype(object)
-    hit = text.str.contains(_CONTROL_PATTERN, regex=True, na=False).to_numpy(dtype=bool)
-    return hit | (text.str.len() > MAX_CELL_CHARS).fillna(False).to_numpy(dtype=bool)
+    """Texts holding a control character, :data:`NOT_A_VALUE` or over the length limit (one search
+    over all of them joined by newlines, which the pattern does not match)."""
+    cells = values.to_numpy(dtype=object)
+    flagged = np.zeros(len(cells), dtype=bool)
+    is_text = np.fromiter(map(str.__instancecheck__, cells), dtype=bool, count=len(cells))
+    text = cells[is_text].tolist()
+    lengths = np.fromiter(map(len, text), dtype="int64", count=len(text))
+    hit = lengths > MAX_CELL_CHARS
+    joined = "\n".join(text)
+    if _CONTROL.search(joined):
+        starts = [found.start() for found in _CONTROL.finditer(joined)]
+        hit[np.searchsorted(np.cumsum(lengths + 1), starts, side="right")] = True
+    flagged[is_text] = hit
+    return flagged
 
 
 def raw_cells(cells: pd.Series) -> pd.Series:
     """Cells as rejections show them: text without the :data:`NOT_A_VALUE` mark (a boolean: ``TRUE``),
-    NUL, lone surrogates or non-characters (PostgreSQL refuses NUL), at most :data:`MAX_CELL_CHARS`."""
+    NUL, lone surrogates or non-characters (PostgreSQL refuses NUL), at most :data:`MAX_CELL_CHARS`.
+    Each a new object: a few of the sheet's own cells kept would hold on to the memory of all of them
+    (Python returns memory to the system only in whole arenas)."""
     values = texts(cells.to_numpy(dtype=object))
+    values[:] = [value if value is None else "".join((value, "")) for value in values.tolist()]
     text = pd.Series(values, index=cells.index, dtype=object)
     for position in np.flatnonzero(flag_unusual(text)):
         value = values[position]

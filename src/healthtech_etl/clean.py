@@ -68,10 +68,10 @@ def _parse_distinct_ids(grouped: Grouped) -> dict[str, np.ndarray]:
     if len(rest):
         plain = np.fromiter(
             (int(text) if text.__class__ is str and text.isdigit() and text.isascii() and len(text) < 19
-             and text[0] != "0" else -1 for text in grouped.uniques[rest]), "int64", len(rest))
+             and text[0] != "0" else -1 for text in grouped.at(rest)), "int64", len(rest))
         values[rest] = np.maximum(plain, 0)
         rest = rest[plain < 0]
-        hygiene = scrub(pd.Series(texts(grouped.uniques[rest]), dtype=object))
+        hygiene = scrub(pd.Series(texts(grouped.at(rest)), dtype=object))
         bad = hygiene["not_value"] | hygiene["too_long"]
         trimmed = [text.strip() if text is not None else "" for text in hygiene["text"].tolist()]
         empty = np.array([not text for text in trimmed], dtype=bool)
@@ -282,12 +282,15 @@ def _appointments_result(raw: pd.DataFrame, found: _Reasons, judged: dict[str, d
                          checks: dict[str, np.ndarray]) -> CleanResult:
     dates, status = judged["booking_date"], judged["status"]
     keep = ~found.any()
-    valid = pd.DataFrame({
-        "id": judged["booking_id"]["value"][keep], "patient_id": judged["patient_id"]["value"][keep],
-        "doctor_id": judged["doctor_id"]["value"][keep],
-        "booking_date": to_micros(dates["days"][keep], dates["seconds"][keep], dates["micros"][keep]),
-        "status": status["status"][keep], SOURCE_ROW: raw[SOURCE_ROW].to_numpy()[keep],
-    })
+    # The whole numbers in one block, which pandas takes as it is (a dict of columns is copied into one).
+    numbers = {"id": judged["booking_id"]["value"], "patient_id": judged["patient_id"]["value"],
+               "doctor_id": judged["doctor_id"]["value"], SOURCE_ROW: raw[SOURCE_ROW].to_numpy()}
+    block = np.empty((len(numbers) + 1, int(keep.sum())), dtype="int64")
+    for row, values in zip(block, numbers.values()):
+        row[:] = values[keep]
+    block[-1] = to_micros(*(dates[key][keep] for key in ("days", "seconds", "micros")))
+    valid = pd.DataFrame(block.T, columns=[*numbers, "booking_date"], copy=False)
+    valid.insert(len(numbers) + 1, "status", status["status"][keep])
     unknown = (status["status"] == "unknown") & keep
     unknown_raw = raw_cells(raw["status"][unknown]).fillna("<empty>").str.strip().value_counts()
     ok = {column: ~(judged[column]["missing"] | judged[column]["invalid"]) for column in ("booking_id", "patient_id")}

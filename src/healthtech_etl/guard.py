@@ -6,6 +6,7 @@ and columns scanned; past :class:`Limits`: :class:`InputFileError` (exit 3), one
 import re
 import zipfile
 import zlib
+from array import array
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -56,10 +57,12 @@ class SheetScan:
     member: str
     sheet_names: list[str] = field(default_factory=list)
     xml_bytes: int = 0
-    rows: list[int] = field(default_factory=list)  # row numbers, in the order written
+    rows: "array[int]" = field(default_factory=lambda: array("q"))  # row numbers, in the order written
     letters: set[bytes] = field(default_factory=set)  # column letters of the cells' references
     unreferenced: int = 0  # cells without a reference (calamine counts them along the row)
     patterns: Optional[tuple["re.Pattern[bytes]", "re.Pattern[bytes]"]] = None
+    prefix: bytes = b""  # the elements' namespace prefix, as a regex
+    unusual: Optional["re.Pattern[bytes]"] = None  # cells other than <c r="X1" with letters X seen
     in_order: bool = True  # row numbers ascending as written
 
 
@@ -79,8 +82,12 @@ def check_workbook(path: Path, sheet: Optional[str], entity: str, limits: Limits
                 raise InputFileError(f"{where}: more than {limits.strings:,} shared strings")
         deque(part("xl/styles.xml", limits.part_bytes), maxlen=0)  # read through: its size counts
         scan = _find_sheet(part, where, sheet, limits)
-        for piece in part(scan.member, limits.sheet_bytes):
-            _scan_piece(piece, scan)
+        try:
+            for piece in part(scan.member, limits.sheet_bytes):
+                _scan_piece(piece, scan)
+        except OverflowError as exc:  # past int64
+            raise InputFileError(f"{where}, sheet {scan.name!r}: a row number is outside Excel's 1 to "
+                                 f"{MAX_ROWS:,}") from exc
     where += f", sheet {scan.name!r}"  # now the grid calamine will build for the sheet
     if scan.rows and not 1 <= min(scan.rows) <= max(scan.rows) <= MAX_ROWS:
         bad = next(number for number in scan.rows if not 1 <= number <= MAX_ROWS)
@@ -131,13 +138,23 @@ def _attribute(tag: bytes, key: bytes) -> str:
 def _scan_piece(piece: bytes, scan: SheetScan) -> None:
     if scan.patterns is None:
         found = _PREFIX.search(piece)
-        prefix = re.escape(found.group(1) or b"") if found else rb"(?:\w+:)?"
-        scan.patterns = (re.compile(_ROW.replace(b"{p}", prefix)), re.compile(_CELL.replace(b"{p}", prefix)))
+        scan.prefix = re.escape(found.group(1) or b"") if found else rb"(?:\w+:)?"
+        scan.patterns = (re.compile(_ROW.replace(b"{p}", scan.prefix)), re.compile(_CELL.replace(b"{p}", scan.prefix)))
     scan.xml_bytes += len(piece)
     scan.rows.extend(map(int, scan.patterns[0].findall(piece)))
-    letters = scan.patterns[1].findall(piece)
-    scan.unreferenced += letters.count(b"")
-    scan.letters.update(letters)
+    cell = scan.patterns[1]
+    if scan.unusual is None or len(scan.letters) > 64:  # every cell matched (a sheet this wide is rare)
+        letters = cell.findall(piece)
+        scan.unreferenced += letters.count(b"")
+        scan.letters.update(letters)
+    else:  # only cells not written as <c r="X1"> with letters X seen before (most cells: none)
+        for found in scan.unusual.finditer(piece):
+            letters = cell.match(piece, found.start()).group(1) or b""
+            scan.unreferenced += not letters
+            scan.letters.add(letters)
+    known = b"|".join(sorted(letter for letter in scan.letters if letter.isalpha()))
+    if known and (scan.unusual is None or scan.unusual.pattern.count(b"|") != known.count(b"|")):
+        scan.unusual = re.compile(b"<" + scan.prefix + rb'c\b(?! r="(?:' + known + rb")[0-9])")
 
 
 def _pieces(path: str, members: dict[str, zipfile.ZipInfo], where: str, member: str, limit: int) -> Iterator[bytes]:

@@ -159,6 +159,7 @@ def run_etl(doctors: InputFile, appointments: InputFile, db_config: DbConfig, se
     timings["clean"] = time.perf_counter() - clock
     progress.done(sum(len(sheet.frame) for sheet in sheets.values()))
     report = build_report(run_id, settings, sheets, results, inputs, digests.result(), loaded_doctors)
+    del sheets  # the cells as read (a 1M-row sheet: some 300 MB of objects) are not needed past the report
     gated = quality.gate_tripped(report["status"], settings.fail_on)
     if gated:  # nothing will be loaded: the report says so from its first write
         report.update(load_status="gated", counts=counts_not_loaded(report["counts"]))

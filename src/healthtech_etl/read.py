@@ -9,7 +9,6 @@ import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, Optional
 
@@ -90,17 +89,17 @@ def read_sheet(path: Path, mandatory_columns: Sequence[str], sheet: Optional[str
 
 @dataclass
 class _Rows:
-    """The first rows (up to the header), and below the header each row's mandatory cells."""
+    """The first rows (up to the header), and below the header each mandatory column's cells."""
 
     first: list[list[Any]] = field(default_factory=list)
     header_index: int = -1
     positions: dict[str, int] = field(default_factory=dict)
-    picked: list[Any] = field(default_factory=list)
+    columns: list[list[Any]] = field(default_factory=list)
     unreadable: list[int] = field(default_factory=list)
 
 
 def _rows(sheet: Any, mandatory_columns: Sequence[str]) -> _Rows:
-    """The sheet's rows from row 1; below the header only the mandatory cells, kept row by row. A
+    """The sheet's rows from row 1; below the header only the mandatory cells, kept by column. A
     row calamine cannot hand over (a date cell past 9999-12-31, where Python's dates end) comes
     back empty, its number in ``unreadable`` (the cleaner rejects it as ``unreadable_row``)."""
     rows = _Rows()
@@ -119,17 +118,18 @@ def _rows(sheet: Any, mandatory_columns: Sequence[str]) -> _Rows:
             break
     if rows.header_index < 0:
         return rows
-    wanted = [rows.positions[column] for column in mandatory_columns]
-    pick = itemgetter(*wanted) if len(wanted) > 1 else lambda row: (row[wanted[0]],)
-    append, blank = rows.picked.append, ("",) * len(wanted)
+    rows.columns = [[] for _ in mandatory_columns]
+    appends = [(column.append, rows.positions[name]) for column, name in zip(rows.columns, mandatory_columns)]
     while True:
         try:
             for row in iterator:
-                append(pick(row))
+                for append, position in appends:
+                    append(row[position])
             return rows
         except ValueError:
-            rows.unreadable.append(rows.header_index + len(rows.picked) + 2)
-            append(blank)
+            rows.unreadable.append(rows.header_index + len(rows.columns[0]) + 2)
+            for column in rows.columns:
+                column.append("")
 
 
 def _select(rows: _Rows, mandatory_columns: Sequence[str], scan: guard.SheetScan, entity: str,
@@ -142,14 +142,17 @@ def _select(rows: _Rows, mandatory_columns: Sequence[str], scan: guard.SheetScan
     if extras:
         logger.warning("%s file %s: ignoring extra column(s) %s", entity, name,
                        ", ".join(safe_text(extra) for extra in extras[:20]) + (", ..." if len(extras) > 20 else ""))
-    size, width = len(rows.picked), len(mandatory_columns)
+    size, width = len(rows.columns[0]), len(mandatory_columns)
     source_rows = np.arange(size, dtype="int64") + (rows.header_index + 2)
-    blank = np.fromiter(map((("",) * width).__eq__, rows.picked), dtype=bool, count=size)
-    blank[np.isin(source_rows, rows.unreadable)] = False
     block = np.empty((width, size), dtype=object)  # the frame's storage, filled in place
-    for index in range(width):
-        block[index] = list(map(itemgetter(index), rows.picked))
-    rows.picked.clear()
+    for index, column in enumerate(rows.columns):
+        block[index] = column
+        column.clear()
+    blank = block[0] == ""
+    for cells in block[1:]:  # blank: every cell empty
+        candidates = np.flatnonzero(blank)
+        blank[candidates] = cells[candidates] == ""
+    blank[np.isin(source_rows, rows.unreadable)] = False
     filled = np.flatnonzero(~blank)
     # Blank rows after the last record are formatting leftovers, not counted.
     blank_rows = int(blank[: filled[-1] + 1].sum()) if len(filled) else 0

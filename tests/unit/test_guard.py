@@ -2,6 +2,7 @@
 one line (exit 3), in seconds, under 1 GiB, measured in a child process that really reads it."""
 
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from raw_xlsx import n, s, stream_into, write_raw_xlsx
 
 from healthtech_etl import guard
@@ -62,6 +65,7 @@ def workbook(tmp_path: Path, **kwargs) -> Path:
     ("Z1048576", "a stray cell far from the data"),
     ("A40000000", "row number 40,000,000 is outside Excel's"),
     ("A99999999999", "row number 99,999,999,999 is outside Excel's"),
+    ("A99999999999999999999999", "a row number is outside Excel's"),  # past int64
     ("XFE1", "past Excel's last column"),
 ])
 def test_far_cells_are_refused(tmp_path, ref, message):
@@ -141,7 +145,7 @@ def test_a_repeated_row_number_is_refused(tmp_path):
 def test_limits_are_checked_in_process_too(tmp_path):
     path = workbook(tmp_path, extra_cells=[("Z90", s("x"))])
     scan = guard.check_workbook(path, None, "doctors")
-    assert scan.rows == [1, 2, 3, 90] and scan.in_order and scan.letters == {b"A", b"B", b"Z"}
+    assert list(scan.rows) == [1, 2, 3, 90] and scan.in_order and scan.letters == {b"A", b"B", b"Z"}
     with pytest.raises(InputFileError, match="span 90 rows x 26 columns"):
         guard.check_workbook(path, None, "doctors", guard.Limits(grid_cells=10))
     with pytest.raises(InputFileError, match="is damaged"):
@@ -183,3 +187,26 @@ def test_the_sheet_cap_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("ETL_MAX_SHEET_XML_BYTES", "2G")
     with pytest.raises(ConfigError, match="ETL_MAX_SHEET_XML_BYTES must be a whole number"):
         read_sheet(path, COLUMNS)
+
+
+_REFERENCE_CELL = re.compile(rb'<(?:x:)?c\b(?:[^>]*?\sr\s*=\s*["\']\$?([A-Za-z]+))?')
+_CELL_FORMS = st.sampled_from([b'<c r="{L}{R}"><v>1</v></c>', b'<c s="1" r="{L}{R}"/>', b"<c r='${L}{R}'/>",
+                               b'<c r="{l}{R}" t="n"/>', b"<c><v>2</v></c>", b'<c\tr = "{L}{R}"/>'])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_CELL_FORMS, st.sampled_from(["A", "B", "Z", "AA", "XFD", "C"])), min_size=1, max_size=40),
+       st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=4))
+def test_the_cell_scan_agrees_with_matching_every_cell(cells, cuts):
+    """The scan skips cells written <c r="X1"> with letters X already seen; whatever the forms and
+    wherever the pieces are cut (between cells), its letters and unreferenced count are those of
+    matching every cell with the full pattern."""
+    written = [form.replace(b"{L}", letters.encode()).replace(b"{l}", letters.lower().encode())
+               .replace(b"{R}", str(row).encode()) for row, (form, letters) in enumerate(cells, 1)]
+    scan = guard.SheetScan("s", SHEET)
+    bounds = sorted({0, len(written), *(cut % len(written) for cut in cuts)})
+    for start, end in zip(bounds, bounds[1:]):
+        guard._scan_piece(b"<sheetData><row r=\"1\">" * (start == 0) + b"".join(written[start:end]), scan)
+    expected = _REFERENCE_CELL.findall(b"".join(written))
+    assert scan.letters - {b""} == set(expected) - {b""}
+    assert scan.unreferenced == expected.count(b"")
