@@ -63,6 +63,7 @@ class SheetScan:
     patterns: Optional[tuple["re.Pattern[bytes]", "re.Pattern[bytes]"]] = None
     prefix: bytes = b""  # the elements' namespace prefix, as a regex
     unusual: Optional["re.Pattern[bytes]"] = None  # cells other than <c r="X1" with letters X seen
+    known: int = 0  # how many letters ``unusual`` knows
     in_order: bool = True  # row numbers ascending as written
 
 
@@ -142,19 +143,29 @@ def _scan_piece(piece: bytes, scan: SheetScan) -> None:
         scan.patterns = (re.compile(_ROW.replace(b"{p}", scan.prefix)), re.compile(_CELL.replace(b"{p}", scan.prefix)))
     scan.xml_bytes += len(piece)
     scan.rows.extend(map(int, scan.patterns[0].findall(piece)))
-    cell = scan.patterns[1]
-    if scan.unusual is None or len(scan.letters) > 64:  # every cell matched (a sheet this wide is rare)
-        letters = cell.findall(piece)
-        scan.unreferenced += letters.count(b"")
-        scan.letters.update(letters)
-    else:  # only cells not written as <c r="X1"> with letters X seen before (most cells: none)
-        for found in scan.unusual.finditer(piece):
-            letters = cell.match(piece, found.start()).group(1) or b""
-            scan.unreferenced += not letters
-            scan.letters.add(letters)
-    known = b"|".join(sorted(letter for letter in scan.letters if letter.isalpha()))
-    if known and (scan.unusual is None or scan.unusual.pattern.count(b"|") != known.count(b"|")):
-        scan.unusual = re.compile(b"<" + scan.prefix + rb'c\b(?! r="(?:' + known + rb")[0-9])")
+    cell, starts = scan.patterns[1], _unusual_cells(piece, scan)
+    letters = cell.findall(piece) if starts is None else [cell.match(piece, start).group(1) or b"" for start in starts]
+    scan.unreferenced += letters.count(b"")
+    scan.letters.update(letters)
+    known = sorted(letter for letter in scan.letters if letter.isalpha())
+    if len(known) > 64:  # a sheet this wide: every cell matched
+        scan.unusual = None
+    elif known and (scan.unusual is None or scan.known != len(known)):
+        scan.unusual = re.compile(b"<" + scan.prefix + rb'c\b(?! r="(?:' + b"|".join(known) + rb")[0-9])")
+        scan.known = len(known)
+
+
+def _unusual_cells(piece: bytes, scan: SheetScan) -> Optional[list[int]]:
+    """Where the cells not written ``<c r="X1"`` with letters X seen before are (most cells are);
+    None if every cell is to be matched (the first piece, or too many such cells)."""
+    if scan.unusual is None:
+        return None
+    starts: list[int] = []
+    for found in scan.unusual.finditer(piece):
+        if len(starts) == 1024:
+            return None
+        starts.append(found.start())
+    return starts
 
 
 def _pieces(path: str, members: dict[str, zipfile.ZipInfo], where: str, member: str, limit: int) -> Iterator[bytes]:

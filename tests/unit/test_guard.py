@@ -210,3 +210,10 @@ def test_the_cell_scan_agrees_with_matching_every_cell(cells, cuts):
     expected = _REFERENCE_CELL.findall(b"".join(written))
     assert scan.letters - {b""} == set(expected) - {b""}
     assert scan.unreferenced == expected.count(b"")
+
+
+def test_a_piece_with_many_unusual_cells_is_matched_in_full():
+    scan = guard.SheetScan("s", SHEET)
+    guard._scan_piece(b'<sheetData><row r="1"><c r="A1"/>', scan)
+    guard._scan_piece(b"<c><v>1</v></c>" * 1100 + b'<c r="ZZ5"/><c r="A6"/>', scan)
+    assert scan.letters - {b""} == {b"A", b"ZZ"} and scan.unreferenced == 1100
