@@ -29,7 +29,18 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+try:  # the package's wheel (--extra-py-files): without it, main() fails in one line
+    from healthtech_etl.glue_args import (
+        JobArgumentParser,
+        JobFailure,
+        download_ca_bundle,
+        join_values,
+        read_secret,
+    )
+except ImportError:
+    pass
 
 TASKS = ("setup", "ops")
 ARGS = {  # name: default (None: required by the task that uses it)
@@ -44,34 +55,16 @@ NEEDED = {"setup": ("MASTER_SECRET_ARN", "ETL_SECRET_ARN", "READER_SECRET_ARN"),
 OPS_COMMANDS = ("runs", "rejections", "report")
 OPS_PREFIX = "reports/ops"
 OUTPUT_FILE = "output.txt"
+LOGIN = ("username", "password")  # what an RDS-style JSON secret must have here
 EXIT_UNEXPECTED = 1
 
 logger = logging.getLogger("healthtech_etl.glue_job.db_access")
 
 
-class JobFailure(Exception):
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise JobFailure(f"bad job arguments: {message}", 2)
-
-
 def parse_args(argv: Sequence[str]) -> dict:
     """``{NAME: value}``; Glue adds arguments of its own (``--JOB_RUN_ID``...): ignored."""
-    ours = {f"--{name}" for name in ARGS}
-    joined, index = [], 0
-    while index < len(argv):  # --NAME value -> --NAME=value: a value may start with '-'
-        if argv[index] in ours and index + 1 < len(argv):
-            joined.append(f"{argv[index]}={argv[index + 1]}")
-            index += 2
-        else:
-            joined.append(argv[index])
-            index += 1
-    parser = _Parser(prog="db_access.py", allow_abbrev=False)
+    joined = join_values(argv, ARGS)  # a value may start with '-'
+    parser = JobArgumentParser(prog="db_access.py", allow_abbrev=False)
     for name, default in ARGS.items():
         parser.add_argument(f"--{name}", default=default)
     values = vars(parser.parse_known_args(joined)[0])
@@ -84,37 +77,11 @@ def parse_args(argv: Sequence[str]) -> dict:
     return args
 
 
-def _code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", "")) or type(exc).__name__
-
-
-def read_secret(secrets: Any, secret_id: str) -> dict:
-    """An RDS-style JSON secret (username, password, host, port, dbname, engine)."""
-    try:
-        text = secrets.get_secret_value(SecretId=secret_id).get("SecretString") or ""
-    except Exception as exc:
-        raise JobFailure(f"cannot read database secret {secret_id}: {_code(exc)}", 2) from None
-    try:
-        secret = json.loads(text)
-    except ValueError:
-        secret = None
-    if not isinstance(secret, dict) or not secret.get("username") or not secret.get("password"):
-        raise JobFailure(f"database secret {secret_id} is not a JSON object with username and password", 2)
-    return secret
-
-
 def ca_bundle(s3: Any, location: str, work_dir: Path) -> Optional[str]:
     """A local path to the CA bundle: as given, or downloaded from an s3:// URI."""
     if not location or not location.startswith("s3://"):
         return location or None
-    bucket, _, key = location[len("s3://"):].partition("/")
-    target = work_dir / "rds-ca-bundle.pem"
-    try:
-        s3.download_file(bucket, key, str(target))
-    except Exception as exc:
-        raise JobFailure(f"cannot download CA bundle {location}: {_code(exc)}", 2) from None
-    return str(target)
+    return download_ca_bundle(s3, location, work_dir)
 
 
 def db_config(secret: dict, args: dict, s3: Any, work_dir: Path) -> Any:
@@ -132,10 +99,10 @@ def run_setup(args: dict, secrets: Any, s3: Any, work_dir: Path) -> dict:
     from healthtech_etl.db import connect
     from healthtech_etl.db_roles import Login, setup_roles
 
-    master = db_config(read_secret(secrets, args["MASTER_SECRET_ARN"]), args, s3, work_dir)
+    master = db_config(read_secret(secrets, args["MASTER_SECRET_ARN"], LOGIN), args, s3, work_dir)
     logins = []
     for name in ("ETL_SECRET_ARN", "READER_SECRET_ARN"):
-        secret = read_secret(secrets, args[name])
+        secret = read_secret(secrets, args[name], LOGIN)
         if secret.get("dbname") and secret["dbname"] != master.database:
             raise JobFailure(f"secret {args[name]} is for database {secret['dbname']!r}, not {master.database!r}", 2)
         logins.append(Login(str(secret["username"]), str(secret["password"])))
@@ -169,7 +136,7 @@ def ops_arguments(command: str, out_dir: Path) -> argparse.Namespace:
 def run_ops(args: dict, secrets: Any, s3: Any, work_dir: Path) -> dict:
     from healthtech_etl import history_commands
 
-    config = db_config(read_secret(secrets, args["READER_SECRET_ARN"]), args, s3, work_dir)
+    config = db_config(read_secret(secrets, args["READER_SECRET_ARN"], LOGIN), args, s3, work_dir)
     out_dir = work_dir / "out"
     out_dir.mkdir()
     parsed = ops_arguments(args["OPS_COMMAND"], out_dir)
@@ -195,31 +162,28 @@ def _fail(exit_code: int, message: str) -> int:
     return exit_code
 
 
+def _job(argv: Sequence[str], client: Callable[[str], Any]) -> dict:
+    args = parse_args(argv)
+    logger.info("job arguments: %s", json.dumps(args, sort_keys=True))  # ARNs and names, no secret
+    task = run_setup if args["TASK"] == "setup" else run_ops
+    with tempfile.TemporaryDirectory(prefix="healthtech-db-access-") as tmp:
+        return task(args, client("secretsmanager"), client("s3"), Path(tmp))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv[1:])
     try:
         import boto3
 
-        from healthtech_etl.errors import EtlError
+        from healthtech_etl.glue_args import run_reported
         from healthtech_etl.logs import configure_logging
-        from healthtech_etl.redact import redact
     except ImportError as exc:
         return _fail(EXIT_UNEXPECTED, f"the healthtech_etl package is not installed ({exc}): pass its wheel in "
                                       "--extra-py-files")
     configure_logging(json_logs=True, log_dir=None, level=os.environ.get("LOG_LEVEL", "INFO"))
-    try:
-        args = parse_args(argv)
-        logger.info("job arguments: %s", json.dumps(args, sort_keys=True))  # ARNs and names, no secret
-        task = run_setup if args["TASK"] == "setup" else run_ops
-        with tempfile.TemporaryDirectory(prefix="healthtech-db-access-") as tmp:
-            summary = task(args, boto3.client("secretsmanager"), boto3.client("s3"), Path(tmp))
-    except JobFailure as exc:
-        return _fail(exc.exit_code, str(exc))
-    except EtlError as exc:
-        return _fail(exc.exit_code, redact(str(exc)))
-    except Exception as exc:
-        logger.exception("unexpected error")
-        return _fail(EXIT_UNEXPECTED, f"unexpected {type(exc).__name__}: {redact(str(exc))[:300]}")
+    code, summary = run_reported(lambda: _job(argv, boto3.client), _fail, logger)
+    if code:
+        return code
     logger.info("db access job succeeded: %s", json.dumps(summary))
     print(json.dumps(summary), flush=True)
     return 0

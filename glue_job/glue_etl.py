@@ -34,7 +34,6 @@ loaded but the report or the metrics not published - locally too), 1 for anythin
 Any non-zero exit marks the Glue run FAILED; the last stderr line says why in one line.
 """
 
-import argparse
 import datetime
 import json
 import logging
@@ -45,6 +44,18 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
+
+try:  # the package's wheel (--extra-py-files): without it, main() fails in one line
+    from healthtech_etl.glue_args import (
+        JobArgumentParser,
+        JobFailure,
+        aws_error_code,
+        download_ca_bundle,
+        join_values,
+        read_secret,
+    )
+except ImportError:
+    pass
 
 REQUIRED_ARGS = ("RAW_BUCKET", "DOCTORS_KEY", "APPOINTMENTS_KEY", "DB_SECRET_ARN", "REPORT_BUCKET", "REPORT_PREFIX")
 OPTIONAL_ARGS = {
@@ -82,38 +93,14 @@ EXIT_PUBLISH_FAILED = 6
 logger = logging.getLogger("healthtech_etl.glue_job")
 
 
-class JobFailure(Exception):
-    """A failure with its exit code; ``str()`` is the one-line reason."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]  # argparse would exit(2)
-        raise JobFailure(f"bad job arguments: {message}", 2)
-
-
 def _given(argv: Sequence[str], name: str) -> bool:
     flag = f"--{name}"
     return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
 
 
 def _joined(argv: Sequence[str]) -> list[str]:
-    """``--NAME value`` -> ``--NAME=value`` for our names, so that a value starting with '-'
-    (an S3 version id can) is not taken for an option by argparse / getResolvedOptions."""
-    ours = {f"--{name}" for name in REQUIRED_ARGS + tuple(OPTIONAL_ARGS)}
-    out: list[str] = [argv[0]] if argv else []
-    index = 1
-    while index < len(argv):
-        if argv[index] in ours and index + 1 < len(argv):
-            out.append(f"{argv[index]}={argv[index + 1]}")
-            index += 2
-        else:
-            out.append(argv[index])
-            index += 1
-    return out
+    """``--NAME value`` -> ``--NAME=value`` for our names (see ``join_values``); argv[0] as it is."""
+    return list(argv[:1]) + join_values(argv[1:], REQUIRED_ARGS + tuple(OPTIONAL_ARGS))
 
 
 def parse_args(argv: Sequence[str]) -> dict[str, str]:
@@ -136,7 +123,7 @@ def parse_args(argv: Sequence[str]) -> dict[str, str]:
             raise JobFailure(f"bad job arguments: {exc}", 2) from None
         values = {name: resolved.get(name) for name in wanted}
     else:
-        parser = _ArgumentParser(
+        parser = JobArgumentParser(
             prog="glue_etl.py",
             allow_abbrev=False,
             description="healthtech-etl Glue job: S3 workbooks -> PostgreSQL, report + metrics.",
@@ -174,11 +161,6 @@ def pinned_version(key: str, trigger_key: str, trigger_version: str) -> Optional
     return None
 
 
-def _client_error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", "")) or type(exc).__name__
-
-
 def download_object(s3: Any, bucket: str, key: str, version: Optional[str], target: Path) -> dict[str, str]:
     """Stream one object to ``target``; return ``{"uri", "version"}`` of what was actually read."""
     uri = f"s3://{bucket}/{key}"
@@ -190,7 +172,7 @@ def download_object(s3: Any, bucket: str, key: str, version: Optional[str], targ
         with target.open("wb") as handle:
             shutil.copyfileobj(response["Body"], handle, 1 << 20)
     except Exception as exc:  # botocore ClientError / network errors
-        code = _client_error_code(exc)
+        code = aws_error_code(exc)
         what = f"{uri}" + (f" (version {version})" if version else "")
         if code in ("NoSuchKey", "404", "NoSuchVersion", "NoSuchBucket", "InvalidArgument"):
             raise JobFailure(f"input workbook {what} not found ({code})", 3) from None
@@ -201,24 +183,6 @@ def download_object(s3: Any, bucket: str, key: str, version: Optional[str], targ
     return {"uri": uri, "version": str(read_version)}
 
 
-def read_secret(secrets: Any, secret_id: str) -> dict[str, Any]:
-    """The RDS-style JSON secret (username, password, host, port, dbname, engine)."""
-    try:
-        response = secrets.get_secret_value(SecretId=secret_id)
-    except Exception as exc:
-        code = _client_error_code(exc)
-        if code == "ResourceNotFoundException":
-            raise JobFailure(f"database secret {secret_id} not found in Secrets Manager", 2) from None
-        raise JobFailure(f"cannot read database secret {secret_id}: {code}", 2) from None
-    try:
-        secret = json.loads(response.get("SecretString") or "")
-    except ValueError:
-        secret = None
-    if not isinstance(secret, dict):
-        raise JobFailure(f"database secret {secret_id} is not a JSON object", 2)
-    return secret
-
-
 def resolve_ca_bundle(s3: Any, location: str, work_dir: Path) -> Optional[str]:
     """A local path to the CA bundle: as given, or downloaded from an s3:// URI into work_dir."""
     if not location:
@@ -227,12 +191,7 @@ def resolve_ca_bundle(s3: Any, location: str, work_dir: Path) -> Optional[str]:
         bucket, _, key = location[len("s3://"):].partition("/")
         if not bucket or not key:
             raise JobFailure(f"bad job arguments: --DB_SSLROOTCERT {location!r} is not s3://bucket/key", 2)
-        target = work_dir / "rds-ca-bundle.pem"
-        try:
-            s3.download_file(bucket, key, str(target))
-        except Exception as exc:
-            raise JobFailure(f"cannot download CA bundle {location}: {_client_error_code(exc)}", 2) from None
-        return str(target)
+        return download_ca_bundle(s3, location, work_dir)
     if not Path(location).is_file():
         raise JobFailure(f"bad job arguments: CA bundle {location} does not exist", 2)
     return location
@@ -314,7 +273,7 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
     if sslmode in ("verify-ca", "verify-full") and not args["DB_SSLROOTCERT"]:
         raise JobFailure(f"bad job arguments: --DB_SSLMODE {sslmode} needs a CA bundle: pass --DB_SSLROOTCERT "
                          "s3://bucket/key or a local path (or --DB_SSLMODE require, unverified)", 2)
-    secret = read_secret(boto3.client("secretsmanager"), args["DB_SECRET_ARN"])
+    secret = read_secret(boto3.client("secretsmanager"), args["DB_SECRET_ARN"], not_found=True)
     ca_bundle = resolve_ca_bundle(s3, args["DB_SSLROOTCERT"], work_dir)
     db_config = DbConfig.from_secret(secret, sslmode=sslmode, sslrootcert=ca_bundle)
     logger.info("database: %s, sslmode=%s", db_config.describe(), db_config.sslmode)
@@ -368,7 +327,7 @@ def run_job(args: dict[str, str], work_dir: Path) -> dict[str, Any]:
     except Exception as exc:
         raise JobFailure(
             f"run {result.run_id} WAS loaded, but its queries/report/metrics failed: "
-            f"{_client_error_code(exc)}: {str(exc)[:200]}",
+            f"{aws_error_code(exc)}: {str(exc)[:200]}",
             EXIT_PUBLISH_FAILED,
         ) from None
     return summary
@@ -386,7 +345,7 @@ def _upload_failed_run_report(s3: Any, report_dir: Path, args: dict[str, str]) -
         uploaded = upload_reports(s3, report_dir, args["REPORT_BUCKET"], prefix)
         logger.info("report of the failed run uploaded to s3://%s/%s", args["REPORT_BUCKET"], prefix)
     except Exception as exc:  # best effort: the original error is what matters
-        logger.warning("could not upload the report of the failed run: %s", _client_error_code(exc))
+        logger.warning("could not upload the report of the failed run: %s", aws_error_code(exc))
         return None
     return next((uri for uri in uploaded if uri.endswith("/" + HTML_REPORT)), None)
 
@@ -397,30 +356,27 @@ def _fail(exit_code: int, message: str) -> int:
     return exit_code
 
 
+def _job(argv: Sequence[str]) -> dict[str, Any]:
+    args = parse_args(argv)
+    logger.info("job arguments: %s", json.dumps(args, sort_keys=True))  # no secret in them
+    with tempfile.TemporaryDirectory(prefix="healthtech-etl-") as tmp:
+        return run_job(args, Path(tmp))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     try:
         import python_calamine  # noqa: F401 - the workbook reader, shipped beside the package's wheel
 
-        from healthtech_etl.errors import EtlError
+        from healthtech_etl.glue_args import run_reported
         from healthtech_etl.logs import configure_logging
-        from healthtech_etl.redact import redact
     except ImportError as exc:
         return _fail(EXIT_UNEXPECTED, f"the healthtech_etl package or python-calamine is not installed ({exc}); "
                                       "pass their wheels (and packaging's) in --extra-py-files")
     configure_logging(json_logs=True, log_dir=None, level=os.environ.get("LOG_LEVEL", "INFO"))
-    try:
-        args = parse_args(argv)
-        logger.info("job arguments: %s", json.dumps(args, sort_keys=True))  # no secret in them
-        with tempfile.TemporaryDirectory(prefix="healthtech-etl-") as tmp:
-            summary = run_job(args, Path(tmp))
-    except JobFailure as exc:
-        return _fail(exc.exit_code, str(exc))
-    except EtlError as exc:  # the package's documented codes (2-6), as the local CLI exits
-        return _fail(exc.exit_code, redact(str(exc)))
-    except Exception as exc:
-        logger.exception("unexpected error")
-        return _fail(EXIT_UNEXPECTED, f"unexpected {type(exc).__name__}: {redact(str(exc))[:300]}")
+    code, summary = run_reported(lambda: _job(argv), _fail, logger)  # the package's codes, as the CLI's
+    if code:
+        return code
     logger.info("ETL job succeeded: %s", json.dumps(summary, default=str))
     return 0
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def _placeholder(token: dict[str, Any], resources: dict[str, Any]) -> str:
     raise ValueError(f"unexpected token in the state machine definition: {token!r}")
 
 
-def _state_machine(template: dict[str, Any], construct: str = "Orchestration") -> dict[str, Any]:
+def state_machine_resource(template: dict[str, Any], construct: str) -> dict[str, Any]:
     """The state machine of one construct (logical ids start with the construct's id)."""
     machines = [r for logical_id, r in template["Resources"].items()
                 if r["Type"] == "AWS::StepFunctions::StateMachine" and logical_id.startswith(construct)]
@@ -65,44 +66,54 @@ def _state_machine(template: dict[str, Any], construct: str = "Orchestration") -
     return machines[0]
 
 
-def synthesized_asl(template: dict[str, Any], construct: str = "Orchestration") -> dict[str, Any]:
-    """The state machine definition of a synthesized template, tokens replaced by ${Name} placeholders."""
-    definition = _state_machine(template, construct)["Properties"]["DefinitionString"]
+def definition_asl(
+    template: dict[str, Any], construct: str, placeholder: Callable[[dict[str, Any], dict[str, Any]], str]
+) -> dict[str, Any]:
+    """The definition of ``construct``'s state machine, each token replaced by ``placeholder(token, resources)``."""
+    definition = state_machine_resource(template, construct)["Properties"]["DefinitionString"]
     if isinstance(definition, str):
         return json.loads(definition)
     delimiter, parts = definition["Fn::Join"]
     resources = template["Resources"]
-    text = delimiter.join(part if isinstance(part, str) else _placeholder(part, resources) for part in parts)
-    return json.loads(text)
+    return json.loads(delimiter.join(part if isinstance(part, str) else placeholder(part, resources) for part in parts))
+
+
+def synthesized_asl(template: dict[str, Any], construct: str = "Orchestration") -> dict[str, Any]:
+    """The state machine definition of a synthesized template, tokens replaced by ${Name} placeholders."""
+    return definition_asl(template, construct, _placeholder)
 
 
 def render(asl: dict[str, Any]) -> str:
     return json.dumps(asl, indent=2) + "\n"
 
 
-def synthesize_template() -> dict[str, Any]:
+def synthesize_template(*, nag: bool = True) -> dict[str, Any]:
     """Synthesize the stack with the default (cdk.json) context, offline, and return its template."""
     sys.path.insert(0, str(INFRA_DIR))
     from aws_cdk.assertions import Template
     from healthtech_infra import build_app
 
-    _, stack = build_app(context={})
+    _, stack = build_app(context={}, nag=nag)
     return Template.from_stack(stack).to_json()
 
 
-def main(argv: list[str]) -> int:
-    asl = synthesized_asl(synthesize_template())
+def write_or_check(asl: dict[str, Any], asl_file: Path, script: str, argv: list[str]) -> int:
+    """Write ``asl`` to ``asl_file``; with --check only compare (1 and a line on stderr when stale)."""
     if "--check" in argv:
-        current = json.loads(ASL_FILE.read_text(encoding="utf-8")) if ASL_FILE.exists() else None
+        current = json.loads(asl_file.read_text(encoding="utf-8")) if asl_file.exists() else None
         if current != asl:
-            print(f"{ASL_FILE} is stale: run `python infra/export_asl.py`", file=sys.stderr)
+            print(f"{asl_file} is stale: run `python {script}`", file=sys.stderr)
             return 1
-        print(f"{ASL_FILE} is up to date")
+        print(f"{asl_file} is up to date")
         return 0
-    ASL_FILE.parent.mkdir(parents=True, exist_ok=True)
-    ASL_FILE.write_text(render(asl), encoding="utf-8")
-    print(f"wrote {ASL_FILE}")
+    asl_file.parent.mkdir(parents=True, exist_ok=True)
+    asl_file.write_text(render(asl), encoding="utf-8")
+    print(f"wrote {asl_file}")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return write_or_check(synthesized_asl(synthesize_template()), ASL_FILE, "infra/export_asl.py", argv)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ Usage (from the repository root or infra/):  python infra/export_backfill_asl.py
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from export_asl import definition_asl, synthesize_template, write_or_check
 
 INFRA_DIR = Path(__file__).resolve().parent
 ASL_FILE = INFRA_DIR / "asl" / "backfill_state_machine.asl.json"
@@ -50,41 +51,13 @@ def _placeholder(token: dict[str, Any], resources: dict[str, Any]) -> str:
 
 def synthesized_backfill_asl(template: dict[str, Any]) -> dict[str, Any]:
     """The backfill definition of a synthesized template, tokens replaced by ${Name} placeholders."""
-    resources = template["Resources"]
-    machines = [r for logical_id, r in resources.items()
-                if r["Type"] == "AWS::StepFunctions::StateMachine" and logical_id.startswith(CONSTRUCT)]
-    if len(machines) != 1:
-        raise ValueError(f"expected exactly one {CONSTRUCT} state machine in the template, found {len(machines)}")
-    definition = machines[0]["Properties"]["DefinitionString"]
-    if isinstance(definition, str):
-        return json.loads(definition)
-    delimiter, parts = definition["Fn::Join"]
-    return json.loads(delimiter.join(p if isinstance(p, str) else _placeholder(p, resources) for p in parts))
-
-
-def synthesize_template() -> dict[str, Any]:
-    """Synthesize the stack with the default (cdk.json) context, offline, and return its template."""
-    sys.path.insert(0, str(INFRA_DIR))
-    from aws_cdk.assertions import Template
-    from healthtech_infra import build_app
-
-    _, stack = build_app(context={}, nag=False)  # cdk-nag is checked by tests/infra, not needed here
-    return Template.from_stack(stack).to_json()
+    return definition_asl(template, CONSTRUCT, _placeholder)
 
 
 def main(argv: list[str]) -> int:
-    asl = synthesized_backfill_asl(synthesize_template())
-    if "--check" in argv:
-        current = json.loads(ASL_FILE.read_text(encoding="utf-8")) if ASL_FILE.exists() else None
-        if current != asl:
-            print(f"{ASL_FILE} is stale: run `python infra/export_backfill_asl.py`", file=sys.stderr)
-            return 1
-        print(f"{ASL_FILE} is up to date")
-        return 0
-    ASL_FILE.parent.mkdir(parents=True, exist_ok=True)
-    ASL_FILE.write_text(json.dumps(asl, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {ASL_FILE}")
-    return 0
+    # cdk-nag is checked by tests/infra, not needed here.
+    asl = synthesized_backfill_asl(synthesize_template(nag=False))
+    return write_or_check(asl, ASL_FILE, "infra/export_backfill_asl.py", argv)
 
 
 if __name__ == "__main__":

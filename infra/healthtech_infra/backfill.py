@@ -10,18 +10,26 @@ execution then alerts and ends FAILED naming them. docs/aws.md "Backfill" has th
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from .config import LAMBDA_DIR, RAW_PREFIX, EtlConfig, retention, stack_unique
+from .config import LAMBDA_DIR, RAW_PREFIX
+from .sfn_parts import (
+    GLUE_BUSY_ERRORS,
+    GLUE_TRANSIENT_ERRORS,
+    GlueFlow,
+    Retry,
+    glue_run_task,
+    key_via_service_statement,
+    notify_state,
+)
 
 MANIFEST_PREFIX = "backfills/"
 STATE_PLAN = "PlanBackfill"
@@ -48,19 +56,12 @@ EXPORT_ARGUMENTS = {
     "--export": "$.export.export",
     "--export_date": "$.export.export_date",
 }
-# Errors of the StartJobRun call (not of the run: a failed run is States.TaskFailed) that a later
-# attempt can fix (as the upload workflow's).
-GLUE_TRANSIENT_ERRORS = [
-    "Glue.ThrottlingException",
-    "Glue.InternalServiceException",
-    "Glue.OperationTimeoutException",
-    "Glue.AWSGlueException",
-]
 # A busy job is not an error of the export: wait, with full jitter so that parallel clinics do not
 # retry in step (Glue queues runs beyond MaxConcurrentRuns, so this is the fallback, e.g. the
 # account's concurrent-runs quota): 30 s x2 capped at 10 min, 12 attempts (about 1.5 h at most).
-BUSY_RETRY = {"interval": 30, "backoff_rate": 2, "max_delay": 600, "max_attempts": 12}
-TRANSIENT_RETRY = {"interval": 15, "backoff_rate": 2, "max_delay": 300, "max_attempts": 4}
+# Errors of the StartJobRun call itself that a later attempt can fix: as the upload workflow's.
+BUSY_RETRY = Retry(GLUE_BUSY_ERRORS, interval=30, backoff_rate=2, max_attempts=12, max_delay=600)
+TRANSIENT_RETRY = Retry(GLUE_TRANSIENT_ERRORS, interval=15, backoff_rate=2, max_attempts=4, max_delay=300)
 
 
 def build_backfill_definition(
@@ -173,107 +174,49 @@ def _clinic_workflow(scope: Construct, job_name: str) -> sfn.IChainable:
 
 
 def _run_job_state(scope: Construct, job_name: str) -> sfn.CustomState:
-    """A raw Task state (GlueStartJobRun has no MaxCapacity): one export, merge mode."""
+    """One export, merge mode (the plan gives each export its capacity)."""
     arguments = {f"{arg}.$": path for arg, path in EXPORT_ARGUMENTS.items()}
     arguments["--LOAD_MODE"] = "merge"
-    run_job = sfn.CustomState(
+    return glue_run_task(
         scope,
         STATE_RUN_JOB,
-        state_json={
-            "Type": "Task",
-            "Comment": "Run the Glue ETL job on one export (pinned versions, merge) and wait for it",
-            "Resource": f"arn:{Stack.of(scope).partition}:states:::glue:startJobRun.sync",
-            "Parameters": {
-                "JobName": job_name,
-                "JobRunQueuingEnabled": True,  # a busy job queues the run (WAITING) instead of refusing it
-                "MaxCapacity.$": "$.export.max_capacity",
-                "Arguments": arguments,
-            },
-            "ResultPath": None,
-        },
+        job_name=job_name,
+        comment="Run the Glue ETL job on one export (pinned versions, merge) and wait for it",
+        max_capacity_path="$.export.max_capacity",
+        arguments=arguments,
+        result_path=None,
+        retries=[BUSY_RETRY, TRANSIENT_RETRY],
     )
-    for errors, retry in ((["Glue.ConcurrentRunsExceededException"], BUSY_RETRY), (GLUE_TRANSIENT_ERRORS, TRANSIENT_RETRY)):
-        run_job.add_retry(
-            errors=errors,
-            interval=Duration.seconds(retry["interval"]),
-            backoff_rate=retry["backoff_rate"],
-            max_delay=Duration.seconds(retry["max_delay"]),
-            max_attempts=retry["max_attempts"],
-            jitter_strategy=sfn.JitterType.FULL,
-        )
-    return run_job
 
 
 def _notify_state(scope: Construct, topic: sns.ITopic) -> tasks.SnsPublish:
-    return tasks.SnsPublish(
+    return notify_state(
         scope,
         STATE_NOTIFY,
-        state_name=STATE_NOTIFY,
-        comment="Alert the on-call address: which backfill, which clinics failed and why",
         topic=topic,
-        subject="HealthTech ETL backfill failed",
-        message=sfn.TaskInput.from_object(
-            {
-                "summary": "HealthTech ETL backfill failed",
-                "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
-                "execution_name": sfn.JsonPath.string_at("$$.Execution.Name"),
-                "failure": sfn.JsonPath.object_at("$.failure"),
-            }
-        ),
-        result_path="$.notification",
+        comment="Alert the on-call address: which backfill, which clinics failed and why",
+        summary="HealthTech ETL backfill failed",
+        details={"failure": sfn.JsonPath.object_at("$.failure")},
     )
 
 
-class Backfill(Construct):
+class Backfill(GlueFlow):
     """The backfill state machine and its PlanBackfill function."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        config: EtlConfig,
-        raw_bucket: s3.IBucket,
-        artifacts_bucket: s3.IBucket,
-        job_name: str,
-        topic: sns.ITopic,
-        key: kms.IKey,
-    ) -> None:
-        super().__init__(scope, construct_id)
-        self.config = config
-        self.key = key
+    def build(self, *, raw_bucket: s3.IBucket, artifacts_bucket: s3.IBucket, job_name: str, topic: sns.ITopic) -> None:
         self.planner = self._planner(raw_bucket, artifacts_bucket)
         self.state_machine = self._state_machine(job_name, topic, artifacts_bucket)
 
-    def _log_group(self, construct_id: str, name: str) -> logs.LogGroup:
-        return logs.LogGroup(
-            self,
-            construct_id,
-            log_group_name=stack_unique(name),
-            retention=retention(self.config.log_retention_days),
-            encryption_key=self.key,
-            removal_policy=self.config.removal_policy,
-        )
-
     def _planner(self, raw_bucket: s3.IBucket, artifacts_bucket: s3.IBucket) -> lambda_.Function:
         config = self.config
-        self.planner_log_group = self._log_group("PlanFunctionLogs", f"/aws/lambda/{config.name_prefix}-backfill-plan")
-        role = iam.Role(
-            self,
-            "PlanFunctionRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="healthtech-etl backfill-plan: list raw/ versions, write backfill plans",
-        )
-        planner = lambda_.Function(
-            self,
+        return self.python_function(
             "PlanFunction",
+            role_description="healthtech-etl backfill-plan: list raw/ versions, write backfill plans",
+            statements=planner_statements(Stack.of(self), raw_bucket, artifacts_bucket, self.key),
             function_name=f"{config.name_prefix}-backfill-plan",
             description="Lists, dates and sorts the exports under raw/ for a backfill and writes the plan to S3",
-            runtime=lambda_.Runtime.PYTHON_3_14,
             handler="backfill_plan.handler",
             code=lambda_.Code.from_asset(str(LAMBDA_DIR), exclude=["__pycache__", "*.pyc", "tests"]),
-            role=role,
-            log_group=self.planner_log_group,
             memory_size=256,
             timeout=Duration.minutes(5),
             environment={
@@ -285,36 +228,16 @@ class Backfill(Construct):
                 "LOG_LEVEL": "INFO",
             },
         )
-        self.planner_log_group.grant_write(role)
-        policy = iam.Policy(self, "PlanFunctionPolicy", roles=[role])
-        policy.add_statements(*planner_statements(Stack.of(self), raw_bucket, artifacts_bucket, self.key))
-        return planner
 
     def _state_machine(self, job_name: str, topic: sns.ITopic, artifacts_bucket: s3.IBucket) -> sfn.StateMachine:
         config, stack = self.config, Stack.of(self)
-        self.log_group = self._log_group("StateMachineLogs", f"/aws/vendedlogs/states/{config.name_prefix}-backfill")
-        state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            state_machine_name=f"{config.name_prefix}-backfill",
+        state_machine = self.logged_state_machine(
+            name=f"{config.name_prefix}-backfill",
             comment="healthtech-etl backfill: clinics in parallel, each clinic's exports in date order (merge)",
-            definition_body=sfn.DefinitionBody.from_chainable(
-                build_backfill_definition(
-                    self, job_name=job_name, topic=topic, planner=self.planner, concurrency=config.backfill_concurrency
-                )
+            definition=build_backfill_definition(
+                self, job_name=job_name, topic=topic, planner=self.planner, concurrency=config.backfill_concurrency
             ),
-            tracing_enabled=True,
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
-        )
-        job_arn = stack.format_arn(
-            service="glue", resource="job", resource_name=job_name, arn_format=ArnFormat.SLASH_RESOURCE_NAME
-        )
-        # What glue:startJobRun.sync needs (as GlueStartJobRun grants it), on this one job.
-        state_machine.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["glue:StartJobRun", "glue:GetJobRun", "glue:GetJobRuns", "glue:BatchStopJobRun"],
-                resources=[job_arn],
-            )
+            job_name=job_name,
         )
         # The ItemReader reads the plan; the topic and both buckets are KMS-encrypted.
         state_machine.add_to_role_policy(
@@ -325,13 +248,7 @@ class Backfill(Construct):
             )
         )
         for service, actions in (("sns", ["kms:GenerateDataKey", "kms:Decrypt"]), ("s3", ["kms:Decrypt"])):
-            state_machine.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=actions,
-                    resources=[self.key.key_arn],
-                    conditions={"StringEquals": {"kms:ViaService": f"{service}.{stack.region}.amazonaws.com"}},
-                )
-            )
+            state_machine.add_to_role_policy(key_via_service_statement(stack, self.key, service, actions))
         return state_machine
 
 
@@ -350,10 +267,5 @@ def planner_statements(
             actions=["s3:PutObject"],
             resources=[artifacts_bucket.arn_for_objects(f"{MANIFEST_PREFIX}*")],
         ),
-        iam.PolicyStatement(
-            sid="UseDataKeyThroughS3",
-            actions=["kms:GenerateDataKey"],
-            resources=[key.key_arn],
-            conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"}},
-        ),
+        key_via_service_statement(stack, key, "s3", ["kms:GenerateDataKey"], sid="UseDataKeyThroughS3"),
     ]

@@ -34,7 +34,7 @@ OPS_PREFIX = "reports/ops"
 def setup_version() -> str:
     """Changes when the setup's code does: the custom resource then runs the setup again."""
     digest = hashlib.sha256()
-    for path in (ROLES_MODULE, DB_ACCESS_SCRIPT):
+    for path in (ROLES_MODULE, ROLES_MODULE.with_name("glue_args.py"), DB_ACCESS_SCRIPT):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -7,13 +7,18 @@ from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from .config import METRIC_NAMESPACE, RAW_PREFIX, REPORT_PREFIX, EtlConfig, retention, stack_unique
+from .config import RAW_PREFIX, REPORT_PREFIX, EtlConfig
 from .database import Database
+from .sfn_parts import (
+    encrypted_log_group,
+    key_via_service_statement,
+    put_metric_statement,
+    read_raw_statement,
+)
 
 
 class S3ObjectCode(glue.Code):
@@ -62,15 +67,8 @@ class EtlJob(Construct):
             # The endpoints' AZ (database.endpoint_subnets starts with this subnet).
             network=glue.ConnectionNetwork.vpc(database.vpc, subnets=[database.job_subnet]),
         )
-        self.log_group = logs.LogGroup(
-            self,
-            "JobLogs",
-            # Retained in prod: unique to this stack, so that a redeploy does not collide with it.
-            log_group_name=stack_unique(f"/aws-glue/{config.name_prefix}"),
-            retention=retention(config.log_retention_days),
-            encryption_key=key,
-            removal_policy=config.removal_policy,
-        )
+        # Retained in prod: unique to this stack, so that a redeploy does not collide with it.
+        self.log_group = encrypted_log_group(self, "JobLogs", f"/aws-glue/{config.name_prefix}", config=config, key=key)
         self.role = iam.Role(
             self,
             "JobRole",
@@ -141,11 +139,7 @@ def data_statements(
     """What the job reads and writes: workbooks, reports, its own code, the DB secret."""
     return [
         # Inputs: the uploaded workbooks (any version) under raw/.
-        iam.PolicyStatement(
-            sid="ReadRawUploads",
-            actions=["s3:GetObject", "s3:GetObjectVersion"],
-            resources=[raw_bucket.arn_for_objects(f"{RAW_PREFIX}*")],
-        ),
+        read_raw_statement("ReadRawUploads", raw_bucket),
         iam.PolicyStatement(
             sid="ListRawPrefix",
             actions=["s3:ListBucket"],
@@ -165,12 +159,7 @@ def data_statements(
             resources=[artifacts_bucket.arn_for_objects(code_key) for code_key in code_keys],
         ),
         # SSE-KMS on both buckets: only through S3.
-        iam.PolicyStatement(
-            sid="UseDataKeyThroughS3",
-            actions=["kms:Decrypt", "kms:GenerateDataKey"],
-            resources=[key.key_arn],
-            conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"}},
-        ),
+        key_via_service_statement(stack, key, "s3", ["kms:Decrypt", "kms:GenerateDataKey"], sid="UseDataKeyThroughS3"),
         iam.PolicyStatement(
             sid="ReadDatabaseSecret",
             actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
@@ -182,12 +171,7 @@ def data_statements(
 def runtime_statements(stack: Stack, connection_name: str) -> list[iam.PolicyStatement]:
     """What running in Glue takes: metrics, Glue's service log groups, the VPC connection's ENIs."""
     return [
-        iam.PolicyStatement(
-            sid="PutEtlMetrics",
-            actions=["cloudwatch:PutMetricData"],
-            resources=["*"],
-            conditions={"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}},
-        ),
+        put_metric_statement("PutEtlMetrics"),
         # Logs: CDK grants the job's own (continuous logging) group; these are the
         # service-named groups Glue Python shell always writes stdout/stderr to.
         iam.PolicyStatement(

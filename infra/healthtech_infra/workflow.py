@@ -8,7 +8,6 @@ machines (the backfill): it reads everything from one JSONPath object, the resol
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
@@ -16,6 +15,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .config import REPORT_PREFIX
+from .sfn_parts import GLUE_BUSY_ERRORS, GLUE_TRANSIENT_ERRORS, Retry, glue_run_task, notify_state
 
 STATE_RESOLVE = "ResolveInputs"
 STATE_CHOOSE = "RunOrWait"
@@ -45,17 +45,11 @@ RUN_ARGUMENTS = {
     "--export_date": "export_date",
     "--RESULT_KEY": "result_key",
 }
-# Errors of the StartJobRun call (not of the job run: a failed run is States.TaskFailed) that a
-# later attempt can fix. ConcurrentRunsExceeded has its own, slower schedule.
-GLUE_TRANSIENT_ERRORS = [
-    "Glue.ThrottlingException",
-    "Glue.InternalServiceException",
-    "Glue.OperationTimeoutException",
-    "Glue.AWSGlueException",
-]
 # With job run queuing a busy job queues the run (WAITING) instead of refusing it; the retry stays
 # for the account-level limits. Full jitter spreads a burst of refused starts (1,000 uploads).
-BUSY_RETRY = {"interval": 30, "backoff_rate": 2, "max_attempts": 8, "max_delay": 600}
+BUSY_RETRY = Retry(GLUE_BUSY_ERRORS, interval=30, backoff_rate=2, max_attempts=8, max_delay=600)
+# Errors of the StartJobRun call (not of the job run: a failed run is States.TaskFailed).
+TRANSIENT_RETRY = Retry(GLUE_TRANSIENT_ERRORS, interval=15, backoff_rate=2, max_attempts=4)
 
 
 def glue_job_task(scope: Construct, construct_id: str, *, job_name: str, inputs_path: str = "$.inputs",
@@ -63,34 +57,17 @@ def glue_job_task(scope: Construct, construct_id: str, *, job_name: str, inputs_
     """glue:startJobRun.sync of the pinned pair at ``inputs_path`` (the resolver's output: ``bucket``,
     ``source``, ``export``, ``export_date``, ``doctors_key``/``_version``, ``appointments_key``/``_version``,
     ``result_key``, ``max_capacity``), queued when the job is busy, busy/transient errors retried with
-    full jitter. A raw Task state: GlueStartJobRun has neither MaxCapacity nor JobRunQueuingEnabled."""
-    run_job = sfn.CustomState(
+    full jitter (sfn_parts.glue_run_task)."""
+    return glue_run_task(
         scope,
         construct_id,
-        state_json={
-            "Type": "Task",
-            "Comment": "Run the Glue ETL job on the pinned pair and wait for it to finish",
-            "Resource": f"arn:{Stack.of(scope).partition}:states:::glue:startJobRun.sync",
-            "Parameters": {
-                "JobName": job_name,
-                "JobRunQueuingEnabled": True,
-                "MaxCapacity.$": f"{inputs_path}.max_capacity",
-                "Arguments": {f"{arg}.$": f"{inputs_path}.{field}" for arg, field in RUN_ARGUMENTS.items()},
-            },
-            "ResultPath": result_path,
-        },
+        job_name=job_name,
+        comment="Run the Glue ETL job on the pinned pair and wait for it to finish",
+        max_capacity_path=f"{inputs_path}.max_capacity",
+        arguments={f"{arg}.$": f"{inputs_path}.{field}" for arg, field in RUN_ARGUMENTS.items()},
+        result_path=result_path,
+        retries=[BUSY_RETRY, TRANSIENT_RETRY],
     )
-    run_job.add_retry(
-        errors=["Glue.ConcurrentRunsExceededException"],
-        interval=Duration.seconds(BUSY_RETRY["interval"]),
-        backoff_rate=BUSY_RETRY["backoff_rate"],
-        max_attempts=BUSY_RETRY["max_attempts"],
-        max_delay=Duration.seconds(BUSY_RETRY["max_delay"]),
-        jitter_strategy=sfn.JitterType.FULL,
-    )
-    run_job.add_retry(errors=GLUE_TRANSIENT_ERRORS, interval=Duration.seconds(15), backoff_rate=2, max_attempts=4,
-                      jitter_strategy=sfn.JitterType.FULL)
-    return run_job
 
 
 def build_definition(
@@ -164,68 +141,55 @@ def _resolver_task(scope: Construct, name: str, resolver: lambda_.IFunction, com
 
 
 def _release_state(scope: Construct, resolver: lambda_.IFunction) -> tasks.LambdaInvoke:
-    return tasks.LambdaInvoke(
-        scope,
-        STATE_RELEASE,
-        state_name=STATE_RELEASE,
-        comment="The run failed: give its pair back so that a re-run can claim it",
-        lambda_function=resolver,
-        payload=sfn.TaskInput.from_object({
-            "action": "release",
-            "claim_key": sfn.JsonPath.string_at("$.inputs.claim_key"),
-            "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
-        }),
-        payload_response_only=True,
-        retry_on_service_exceptions=True,
-        result_path="$.release",
-    )
+    return _pair_action(scope, STATE_RELEASE, resolver, "The run failed: give its pair back so that a re-run "
+                         "can claim it", action="release", field="claim_key", result_path="$.release")
 
 
 def _link_report_state(scope: Construct, resolver: lambda_.IFunction) -> tasks.LambdaInvoke:
+    return _pair_action(scope, STATE_REPORT, resolver, "The run id and the links to its HTML report, for the "
+                         "execution output", action="report", field="result_key", result_path="$.report")
+
+
+def _pair_action(scope: Construct, name: str, resolver: lambda_.IFunction, comment: str, *, action: str,
+                  field: str, result_path: str) -> tasks.LambdaInvoke:
+    """The resolver's ``action`` on the loaded (or failed) pair, given its ``field`` of $.inputs."""
     return tasks.LambdaInvoke(
         scope,
-        STATE_REPORT,
-        state_name=STATE_REPORT,
-        comment="The run id and the links to its HTML report, for the execution output",
+        name,
+        state_name=name,
+        comment=comment,
         lambda_function=resolver,
         payload=sfn.TaskInput.from_object({
-            "action": "report",
-            "result_key": sfn.JsonPath.string_at("$.inputs.result_key"),
+            "action": action,
+            field: sfn.JsonPath.string_at(f"$.inputs.{field}"),
             "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
         }),
         payload_response_only=True,
         retry_on_service_exceptions=True,
-        result_path="$.report",
+        result_path=result_path,
     )
 
 
 def _notify_state(scope: Construct, topic: sns.ITopic, report_bucket_name: str) -> tasks.SnsPublish:
-    return tasks.SnsPublish(
+    return notify_state(
         scope,
         STATE_NOTIFY,
-        state_name=STATE_NOTIFY,
-        comment="Alert the on-call address: which run, which state, which error, where the reports are",
         topic=topic,
-        subject="HealthTech ETL run failed",
-        message=sfn.TaskInput.from_object(
-            {
-                "summary": "HealthTech ETL run failed",
-                "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
-                "execution_name": sfn.JsonPath.string_at("$$.Execution.Name"),
-                "failed_state": sfn.JsonPath.string_at("$.failed_state"),
-                "error": sfn.JsonPath.string_at("$.error.Error"),
-                "cause": sfn.JsonPath.string_at("$.error.Cause"),
-                "input": {
-                    "bucket": sfn.JsonPath.string_at("$.bucket"),
-                    "source": sfn.JsonPath.string_at("$.source"),
-                    "export": sfn.JsonPath.string_at("$.export"),
-                    "folder": sfn.JsonPath.string_at("$.folder"),
-                    "trigger_key": sfn.JsonPath.string_at("$.trigger_key"),
-                },
-                # The job writes each run's report (also of a failed load) under <source>/<export>/<run_id>/.
-                "reports": f"s3://{report_bucket_name}/{REPORT_PREFIX}/",
-                "rerun": sfn.JsonPath.format("make rerun EXECUTION={}", sfn.JsonPath.string_at("$$.Execution.Id")),
-            }
-        ),
-        result_path="$.notification",
+        comment="Alert the on-call address: which run, which state, which error, where the reports are",
+        summary="HealthTech ETL run failed",
+        details={
+            "failed_state": sfn.JsonPath.string_at("$.failed_state"),
+            "error": sfn.JsonPath.string_at("$.error.Error"),
+            "cause": sfn.JsonPath.string_at("$.error.Cause"),
+            "input": {
+                "bucket": sfn.JsonPath.string_at("$.bucket"),
+                "source": sfn.JsonPath.string_at("$.source"),
+                "export": sfn.JsonPath.string_at("$.export"),
+                "folder": sfn.JsonPath.string_at("$.folder"),
+                "trigger_key": sfn.JsonPath.string_at("$.trigger_key"),
+            },
+            # The job writes each run's report (also of a failed load) under <source>/<export>/<run_id>/.
+            "reports": f"s3://{report_bucket_name}/{REPORT_PREFIX}/",
+            "rerun": sfn.JsonPath.format("make rerun EXECUTION={}", sfn.JsonPath.string_at("$$.Execution.Id")),
+        },
     )

@@ -152,7 +152,8 @@ def test_setup_version_follows_the_setup_code() -> None:
     import hashlib
 
     digest = hashlib.sha256()
-    for path in (REPO / "src" / "healthtech_etl" / "db_roles.py", REPO / "glue_job" / "db_access.py"):
+    package = REPO / "src" / "healthtech_etl"
+    for path in (package / "db_roles.py", package / "glue_args.py", REPO / "glue_job" / "db_access.py"):
         digest.update(path.read_bytes())
     assert setup_version() == digest.hexdigest()[:16]
 
